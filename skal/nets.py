@@ -1,0 +1,261 @@
+"""skorch classifiers that active learning can drive."""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import skorch
+import torch
+from sklearn.metrics import accuracy_score
+from skorch.callbacks import EpochScoring
+from skorch.utils import is_dataset, to_numpy
+from torch import nn
+
+from .taps import LayerTap, last_linear_name
+
+_CLASS_COUNT_PARAMS = ("num_classes", "n_classes")
+
+
+class NeuralNetClassifier(skorch.NeuralNetClassifier):
+    """A skorch ``NeuralNetClassifier`` with the defaults active learning needs.
+
+    Differences from skorch's class, everything else unchanged:
+
+    - the module returns logits (or a tuple whose first element is the
+      logits); the default criterion is cross-entropy on them and
+      ``predict_proba`` returns their softmax;
+    - the default optimizer is Adam with ``lr=1e-3``, training batches are
+      shuffled, no internal validation split is taken (``train_split=None``:
+      labelled data is scarce) and training is silent (``verbose=0``);
+    - X may be a float64 or float32 array, a torch tensor or a pandas
+      DataFrame (cast to float32); y may hold any labels (integers, strings),
+      which are encoded as indices into ``classes_`` for the loss, and
+      ``predict`` returns the original labels;
+    - when ``classes`` is given and the module class takes a ``num_classes``
+      or ``n_classes`` argument that was not set with ``module__...``, the
+      module is built with ``len(classes)`` outputs;
+    - :meth:`embed` returns the penultimate embedding (the input of the final
+      linear layer) and :meth:`features` the outputs of named layers, read
+      through forward hooks so that unmodified modules (torchvision models)
+      work.
+
+    Parameters
+    ----------
+    module : torch.nn.Module class or instance
+        Prefer a class: ``fit`` then builds fresh weights and ``clone``
+        copies no trained state.
+    criterion : torch criterion class, default=torch.nn.CrossEntropyLoss
+        Applied to the logits.
+    optimizer : torch optimizer class, default=torch.optim.Adam
+    lr : float, default=1e-3
+    train_split : callable or None, default=None
+        As in skorch; ``None`` trains on all labelled samples.
+    classes : array-like or None, default=None
+        All class labels, if known before the data shows them.
+    embedding_layer : str or None, default=None
+        Dotted name of the layer whose *input* is the penultimate embedding;
+        by default the last ``nn.Linear`` of the module.
+    verbose : int, default=0
+    **kwargs
+        Any other skorch ``NeuralNetClassifier`` argument (``max_epochs``,
+        ``batch_size``, ``device``, ``callbacks``, ``module__*``, ...).
+
+    Attributes
+    ----------
+    module_ : torch.nn.Module
+        The fitted module.
+    classes_ : ndarray of shape (n_classes,)
+        The class labels.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import skal
+    >>> X = np.random.RandomState(0).randn(60, 4)          # float64 is fine
+    >>> y = np.where(X[:, 0] > 0, "pos", "neg")             # so are strings
+    >>> net = skal.NeuralNetClassifier(
+    ...     skal.models.MLP, classes=["neg", "pos"], max_epochs=5
+    ... ).fit(X, y)
+    >>> sorted(net.predict(X).tolist())[::59]
+    ['neg', 'pos']
+    >>> net.embed(X).shape
+    (60, 100)
+    """
+
+    def __init__(
+        self,
+        module,
+        *args,
+        criterion=nn.CrossEntropyLoss,
+        optimizer=torch.optim.Adam,
+        lr=1e-3,
+        train_split=None,
+        classes=None,
+        embedding_layer=None,
+        verbose=0,
+        **kwargs,
+    ):
+        kwargs.setdefault("iterator_train__shuffle", True)
+        super().__init__(
+            module,
+            *args,
+            criterion=criterion,
+            optimizer=optimizer,
+            lr=lr,
+            train_split=train_split,
+            classes=classes,
+            verbose=verbose,
+            **kwargs,
+        )
+        self.embedding_layer = embedding_layer
+
+    @property
+    def _default_callbacks(self):
+        callbacks = dict(super()._default_callbacks)
+        callbacks["valid_acc"] = EpochScoring(
+            _encoded_accuracy, name="valid_acc", lower_is_better=False
+        )
+        return list(callbacks.items())
+
+    def initialize_module(self):
+        """Build the module, giving it one output per declared class."""
+        kwargs = self.get_params_for("module")
+        if self.classes is not None and not isinstance(self.module, nn.Module):
+            name = _class_count_param(self.module)
+            if name is not None and name not in kwargs:
+                kwargs[name] = len(self.classes)
+        self.module_ = self.initialized_instance(self.module, kwargs)
+        return self
+
+    def get_dataset(self, X, y=None):
+        """Cast X to float32 and encode y as indices into ``classes_``."""
+        if is_dataset(X):
+            return super().get_dataset(X, y)
+        X = _as_float32(X)
+        if y is not None:
+            y = self.encode_labels(y)
+        return super().get_dataset(X, y)
+
+    def encode_labels(self, y) -> np.ndarray:
+        """Indices of the labels ``y`` in ``classes_`` (int64).
+
+        Raises
+        ------
+        ValueError
+            If ``y`` holds a label that is not in ``classes_``.
+        """
+        classes = np.asarray(self.classes_)
+        y = np.asarray(to_numpy(y) if isinstance(y, torch.Tensor) else y)
+        if y.ndim != 1:
+            y = y.ravel()
+        sorter = np.argsort(classes, kind="stable")
+        pos = np.searchsorted(classes, y, sorter=sorter)
+        idx = sorter[np.clip(pos, 0, len(classes) - 1)]
+        unknown = classes[idx] != y
+        if np.any(unknown):
+            raise ValueError(
+                f"y contains labels {np.unique(y[unknown]).tolist()[:10]} that are "
+                f"not in classes {classes.tolist()}"
+            )
+        return idx.astype(np.int64)
+
+    def predict(self, X):
+        """Predicted class labels (elements of ``classes_``)."""
+        return np.asarray(self.classes_)[self.predict_proba(X).argmax(axis=1)]
+
+    def iter_features(self, X, layers=(), *, embedding=False, device=None):
+        """Yield the logits and tapped features of each evaluation batch.
+
+        The module runs in eval mode without gradients.
+
+        Parameters
+        ----------
+        X : array-like, tensor or Dataset
+            Input data.
+        layers : iterable of str, default=()
+            Dotted names of layers whose outputs are recorded.
+        embedding : bool, default=False
+            Also record the penultimate embedding (flattened input of
+            ``embedding_layer``) under the key ``"embedding"``.
+        device : str or torch.device or None, default=None
+            Where the tensors are yielded; ``None`` keeps them on the net's
+            device.
+
+        Yields
+        ------
+        logits : torch.Tensor of shape (batch_size, n_classes)
+        features : dict of str to torch.Tensor
+        """
+        self.check_is_fitted()
+        device = self.device if device is None else device
+        layers = list(layers)
+        emb = [self.embedding_layer or last_linear_name(self.module_)]
+        iterator = self.get_iterator(self.get_dataset(X), training=False)
+        with (
+            LayerTap(self.module_, layers) as out_tap,
+            LayerTap(self.module_, emb if embedding else [], record="input") as in_tap,
+        ):
+            for batch in iterator:
+                logits = self.evaluation_step(batch, training=False)
+                if isinstance(logits, tuple):
+                    logits = logits[0]
+                feats = {name: out_tap.features[name].to(device) for name in layers}
+                if embedding:
+                    feats["embedding"] = in_tap.features[emb[0]].flatten(1).to(device)
+                yield logits.to(device), feats
+
+    def embed(self, X) -> np.ndarray:
+        """The penultimate embedding: the input of ``embedding_layer``.
+
+        Returns
+        -------
+        embedding : ndarray of shape (n_samples, n_features_embedding)
+        """
+        parts = [f["embedding"] for _, f in self.iter_features(X, embedding=True)]
+        return to_numpy(torch.cat(parts)) if parts else np.empty((0, 0))
+
+    def features(self, X, layers) -> dict:
+        """Outputs of the named layers, one array per layer.
+
+        Parameters
+        ----------
+        X : array-like, tensor or Dataset
+        layers : iterable of str
+            Dotted names as in ``module_.named_modules()``.
+
+        Returns
+        -------
+        features : dict of str to ndarray
+        """
+        layers = list(layers)
+        batches = [f for _, f in self.iter_features(X, layers, device="cpu")]
+        return {
+            name: to_numpy(torch.cat([b[name] for b in batches])) for name in layers
+        }
+
+
+def _encoded_accuracy(net, X, y):
+    """Validation accuracy on encoded targets (the dataset holds indices)."""
+    return accuracy_score(to_numpy(y), net.predict_proba(X).argmax(axis=1))
+
+
+def _class_count_param(module_cls):
+    try:
+        params = inspect.signature(module_cls).parameters
+    except (TypeError, ValueError):
+        return None
+    for name in _CLASS_COUNT_PARAMS:
+        if name in params:
+            return name
+    return None
+
+
+def _as_float32(X):
+    if isinstance(X, torch.Tensor):
+        return X.float() if X.is_floating_point() else X
+    if hasattr(X, "iloc") and hasattr(X, "to_numpy"):
+        return X.to_numpy(dtype=np.float32)
+    if isinstance(X, np.ndarray) and X.dtype.kind == "f" and X.dtype != np.float32:
+        return X.astype(np.float32)
+    return X

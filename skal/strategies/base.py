@@ -1,0 +1,102 @@
+"""The interface every query strategy implements."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator
+
+
+class QueryStrategy(BaseEstimator):
+    """Base class of skal's query strategies.
+
+    A strategy is a small sklearn-style object: its ``__init__`` only stores
+    parameters. :class:`~skal.ActiveLearner` clones it into ``strategy_`` at
+    ``fit`` and then calls :meth:`select` (for ``query``) or :meth:`utility`
+    (for ``utility``) with a :class:`~skal.strategies.QueryContext` that gives
+    access to the fitted model and to the labelled set.
+
+    Per-sample strategies implement :meth:`utility` (higher means queried
+    earlier) and inherit :meth:`select`, which takes the top ``n`` scores and
+    breaks ties at random. Set-based strategies (core-set, BADGE) implement
+    :meth:`select` and set ``per_sample = False``.
+
+    Attributes
+    ----------
+    per_sample : bool
+        Whether the strategy ranks candidates by a per-sample score, i.e.
+        whether :meth:`utility` is available.
+    """
+
+    per_sample = True
+
+    def utility(self, context, X):
+        """Score each candidate; higher means more informative.
+
+        Parameters
+        ----------
+        context : QueryContext
+            The fitted model and the labelled set.
+        X : array-like of shape (n_candidates, ...)
+            Candidates, already transformed by the steps of a pipeline that
+            precede the classifier.
+
+        Returns
+        -------
+        utility : ndarray of shape (n_candidates,)
+        """
+        raise TypeError(
+            f"{type(self).__name__} selects a set of samples jointly and has no "
+            "per-sample utility; use ActiveLearner.query instead"
+        )
+
+    def select(self, context, X, n):
+        """Return the indices of the ``n`` candidates to label, best first.
+
+        Parameters
+        ----------
+        context : QueryContext
+            The fitted model, the labelled set and the random state.
+        X : array-like of shape (n_candidates, ...)
+            Candidates, already transformed by the preceding pipeline steps.
+        n : int
+            How many to select, ``1 <= n <= n_candidates``.
+
+        Returns
+        -------
+        indices : ndarray of shape (n,)
+            Distinct row indices into ``X``, most informative first.
+        """
+        return top_n(self.utility(context, X), n, context.random_state)
+
+
+def top_n(scores, n, random_state):
+    """Indices of the ``n`` largest scores, largest first, ties in random order.
+
+    Parameters
+    ----------
+    scores : array-like of shape (n_candidates,)
+    n : int
+    random_state : numpy.random.RandomState
+
+    Returns
+    -------
+    indices : ndarray of shape (n,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skal.strategies import top_n
+    >>> top_n(np.array([0.1, 0.9, 0.5]), 2, np.random.RandomState(0))
+    array([1, 2])
+    """
+    scores = np.asarray(scores, dtype=float)
+    if scores.ndim != 1:
+        raise ValueError(f"scores must be 1-d, got shape {scores.shape}")
+    if np.isnan(scores).any():
+        raise ValueError("scores contain NaN; the strategy produced invalid scores")
+    perm = random_state.permutation(len(scores))
+    if n < len(scores):
+        part = np.argpartition(-scores[perm], n - 1)[:n]
+        perm = perm[part]
+    order = np.argsort(-scores[perm], kind="stable")
+    return perm[order][:n]

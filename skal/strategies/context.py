@@ -1,0 +1,115 @@
+"""What a strategy sees of the learner when it scores candidates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+from skorch import NeuralNet
+
+
+class QueryContext:
+    """The fitted model and the labelled set, as a strategy sees them.
+
+    The learner builds one per call of ``query`` or ``utility``. Inputs are
+    already transformed by the pipeline steps that precede the classifier.
+
+    Parameters
+    ----------
+    estimator : estimator
+        The fitted classifier (the last step of the learner's pipeline).
+    classes : ndarray of shape (n_classes,)
+        The learner's classes; the classifier was trained on their indices
+        ``0 .. n_classes - 1``.
+    X_labeled : array-like of shape (n_labeled, ...)
+        The labelled inputs as the learner stores them (before any pipeline
+        step); the attribute of the same name is transformed like the
+        candidates, on first access.
+    y_labeled : ndarray of shape (n_labeled,)
+        Their labels, encoded as indices into ``classes``.
+    random_state : numpy.random.RandomState
+        The learner's random state; strategies draw all randomness from it.
+    transform : callable or None, default=None
+        The pipeline steps before the classifier (identity if None).
+    learner : ActiveLearner or None, default=None
+        The learner itself, for strategies that keep state across rounds.
+    """
+
+    def __init__(
+        self,
+        estimator: Any,
+        classes: np.ndarray,
+        X_labeled: Any,
+        y_labeled: np.ndarray,
+        random_state: np.random.RandomState,
+        transform: Callable | None = None,
+        learner: Any = None,
+    ):
+        self.estimator = estimator
+        self.classes = np.asarray(classes)
+        self._X_labeled_raw = X_labeled
+        self.y_labeled = np.asarray(y_labeled)
+        self.random_state = random_state
+        self._transform = transform
+        self.learner = learner
+
+    @cached_property
+    def X_labeled(self):
+        """The labelled inputs, transformed like the candidates."""
+        if self._transform is None:
+            return self._X_labeled_raw
+        return self._transform(self._X_labeled_raw)
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes of the learner."""
+        return len(self.classes)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities with one column per learner class.
+
+        Classes the classifier has not seen yet (possible when the learner
+        declares ``classes`` up front) get probability 0.
+        """
+        return expand_proba(
+            self.estimator.predict_proba(X), self.estimator.classes_, self.n_classes
+        )
+
+    def net(self, strategy_name: str) -> NeuralNet:
+        """The classifier as a skorch network, or a clear error.
+
+        Parameters
+        ----------
+        strategy_name : str
+            Named in the error message.
+        """
+        if not isinstance(self.estimator, NeuralNet):
+            raise TypeError(
+                f"strategy {strategy_name!r} needs a neural network classifier "
+                "(skal.NeuralNetClassifier or a pipeline ending in one); got "
+                f"{type(self.estimator).__name__}"
+            )
+        return self.estimator
+
+
+def expand_proba(proba, seen_classes, n_classes: int) -> np.ndarray:
+    """Float64 probabilities with a column for each of ``n_classes`` classes.
+
+    Parameters
+    ----------
+    proba : array-like of shape (n_samples, len(seen_classes))
+        A classifier's ``predict_proba`` output.
+    seen_classes : array-like of int
+        The classifier's ``classes_``: encoded class indices.
+    n_classes : int
+        Number of columns of the result; unseen classes get probability 0.
+    """
+    proba = np.asarray(proba, dtype=np.float64)
+    seen = np.asarray(seen_classes).astype(int)
+    if proba.shape[1] == n_classes and np.array_equal(seen, np.arange(n_classes)):
+        return proba
+    full = np.zeros((proba.shape[0], n_classes))
+    full[:, seen] = proba
+    return full

@@ -1,0 +1,101 @@
+"""Uncertainty baselines: random, least confidence, margin, entropy."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import entr
+
+from .base import QueryStrategy
+
+
+class RandomSampling(QueryStrategy):
+    """Uniform sampling without replacement.
+
+    The utility is an independent uniform draw per candidate from the
+    learner's random state, so ``query`` and ``utility`` agree and the choice
+    is reproducible under ``random_state``.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> import skal
+    >>> X, y = load_iris(return_X_y=True)
+    >>> learner = skal.ActiveLearner(
+    ...     LogisticRegression(), strategy="random", random_state=0
+    ... ).fit(X[::10], y[::10])
+    >>> learner.query(X, n=3).shape
+    (3,)
+    """
+
+    def utility(self, context, X):
+        return context.random_state.random_sample(_n_rows(X))
+
+
+class LeastConfidence(QueryStrategy):
+    """Least confidence: utility ``1 - max_c p_c``.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> import skal
+    >>> X, y = load_iris(return_X_y=True)
+    >>> learner = skal.ActiveLearner(
+    ...     LogisticRegression(), strategy=skal.strategies.LeastConfidence()
+    ... ).fit(X[::10], y[::10])
+    >>> bool((learner.utility(X) >= 0).all())
+    True
+    """
+
+    def utility(self, context, X):
+        return 1.0 - context.predict_proba(X).max(axis=1)
+
+
+class MarginSampling(QueryStrategy):
+    """Margin sampling: smallest gap between the two most probable classes.
+
+    The utility is ``1 - (p_(1) - p_(2))``, so the smallest margin has the
+    largest utility and is queried first.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> import skal
+    >>> X, y = load_iris(return_X_y=True)
+    >>> learner = skal.ActiveLearner(LogisticRegression(), strategy="margin")
+    >>> learner.fit(X[::10], y[::10]).query(X, n=2).shape
+    (2,)
+    """
+
+    def utility(self, context, X):
+        proba = context.predict_proba(X)
+        if proba.shape[1] < 2:
+            return np.ones(proba.shape[0])
+        top2 = -np.partition(-proba, 1, axis=1)[:, :2]
+        return 1.0 - (top2[:, 0] - top2[:, 1])
+
+
+class EntropySampling(QueryStrategy):
+    """Entropy of the predicted class distribution, ``-sum_c p_c log p_c``.
+
+    Zero probabilities contribute zero (``0 log 0 = 0``).
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> import skal
+    >>> X, y = load_iris(return_X_y=True)
+    >>> learner = skal.ActiveLearner(LogisticRegression(), strategy="entropy")
+    >>> learner.fit(X[::10], y[::10]).utility(X[:2]).shape
+    (2,)
+    """
+
+    def utility(self, context, X):
+        return entr(context.predict_proba(X)).sum(axis=1)
+
+
+def _n_rows(X):
+    return X.shape[0] if hasattr(X, "shape") else len(X)
