@@ -298,7 +298,8 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         -------
         y_pred : ndarray of shape (n_samples,)
         """
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[proba.argmax(axis=1)]
 
     # -------------------------------------------------------------- helpers
     def _check_params(self):
@@ -321,8 +322,10 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         return get_strategy(self.strategy)
 
     def _validate_X(self, X, name):
+        X_checked = check_array(X, allow_nd=True, dtype=_FLOAT_DTYPES, input_name=name)
+        # feature names and count, checked on the input as given
         validate_data(self, X, reset=False, skip_check_array=True)
-        X = check_array(X, allow_nd=True, dtype=_FLOAT_DTYPES, input_name=name)
+        X = X_checked
         if X.shape[1:] != self._input_shape:
             raise ValueError(
                 f"{name} has samples of shape {X.shape[1:]}, but {type(self).__name__}"

@@ -110,6 +110,13 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         )
         self.embedding_layer = embedding_layer
 
+    def get_params(self, deep=True, **kwargs):
+        params = super().get_params(deep=deep, **kwargs)
+        # skorch lists its internal bookkeeping set among the parameters;
+        # __init__ rebuilds it from the other parameters.
+        params.pop("_params_to_validate", None)
+        return params
+
     @property
     def _default_callbacks(self):
         callbacks = dict(super()._default_callbacks)
@@ -117,6 +124,18 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
             _encoded_accuracy, name="valid_acc", lower_is_better=False
         )
         return list(callbacks.items())
+
+    def initialize(self):
+        """Initialize as skorch does, after checking that the device exists."""
+        device = self.device
+        if device is not None and str(device).startswith("cuda"):
+            if not torch.cuda.is_available():
+                raise ValueError(
+                    f"device={device!r} but torch sees no CUDA device (torch "
+                    f"{torch.__version__}, built for CUDA {torch.version.cuda}); use "
+                    "device='cpu', or install a CUDA build of torch on a GPU machine"
+                )
+        return super().initialize()
 
     def initialize_module(self):
         """Build the module, giving it one output per declared class."""
@@ -127,6 +146,12 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
                 kwargs[name] = len(self.classes)
         self.module_ = self.initialized_instance(self.module, kwargs)
         return self
+
+    def get_loss(self, y_pred, y_true, *args, **kwargs):
+        """The criterion on the logits (the first element of a tuple output)."""
+        if isinstance(y_pred, tuple | list):
+            y_pred = y_pred[0]
+        return super().get_loss(y_pred, y_true, *args, **kwargs)
 
     def get_dataset(self, X, y=None):
         """Cast X to float32 and encode y as indices into ``classes_``."""
@@ -255,7 +280,7 @@ def _as_float32(X):
     if isinstance(X, torch.Tensor):
         return X.float() if X.is_floating_point() else X
     if hasattr(X, "iloc") and hasattr(X, "to_numpy"):
-        return X.to_numpy(dtype=np.float32)
+        return X.to_numpy(dtype=np.float32, copy=True)
     if isinstance(X, np.ndarray) and X.dtype.kind == "f" and X.dtype != np.float32:
         return X.astype(np.float32)
     return X

@@ -1,0 +1,195 @@
+"""skal.NeuralNetClassifier: inputs, labels, logits convention, feature taps."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from skorch.dataset import ValidSplit
+from torch import nn
+
+import skal
+from tests.conftest import TupleMLP, make_net
+
+
+@pytest.fixture(scope="module")
+def fitted(blobs):
+    X, y = blobs
+    return make_net(module=skal.models.MLP, module__num_classes=3).fit(X, y)
+
+
+def test_is_a_skorch_classifier():
+    import skorch
+
+    assert issubclass(skal.NeuralNetClassifier, skorch.NeuralNetClassifier)
+    net = skal.NeuralNetClassifier(skal.models.MLP)
+    assert isinstance(net.criterion, type) and net.criterion is nn.CrossEntropyLoss
+    assert "_params_to_validate" not in net.get_params()
+
+
+@pytest.mark.parametrize(
+    "convert",
+    [
+        lambda X: X,
+        lambda X: X.astype(np.float32),
+        lambda X: torch.from_numpy(X),
+        lambda X: torch.from_numpy(X).float(),
+        lambda X: pd.DataFrame(X, columns=list("abcd")),
+    ],
+    ids=["float64", "float32", "tensor64", "tensor32", "dataframe"],
+)
+def test_accepts_common_input_types(fitted, blobs, convert):
+    X, _ = blobs
+    expected = fitted.predict_proba(X.astype(np.float32))
+    np.testing.assert_allclose(fitted.predict_proba(convert(X)), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("input_type", ["float64", "dataframe"])
+def test_fits_on_float64_and_dataframe(blobs, input_type):
+    X, y = blobs
+    if input_type == "dataframe":
+        X = pd.DataFrame(X)
+    net = make_net(module=skal.models.MLP, module__num_classes=3).fit(X, y)
+    assert (net.predict(X) == y).mean() > 0.9
+
+
+def test_predict_proba_is_softmax_of_logits(fitted, blobs):
+    X, _ = blobs
+    with torch.no_grad():
+        logits = fitted.module_.eval()(torch.as_tensor(X[:20], dtype=torch.float32))
+    np.testing.assert_allclose(
+        fitted.predict_proba(X[:20]), torch.softmax(logits, 1).numpy(), rtol=1e-5
+    )
+
+
+def test_tuple_output_uses_first_element_as_logits(blobs):
+    X, y = blobs
+    net = make_net(module=TupleMLP, module__num_classes=3).fit(X, y)
+    with torch.no_grad():
+        logits, _ = net.module_.eval()(torch.as_tensor(X[:10], dtype=torch.float32))
+    np.testing.assert_allclose(
+        net.predict_proba(X[:10]), torch.softmax(logits, 1).numpy(), rtol=1e-5
+    )
+    assert (net.predict(X) == y).mean() > 0.9
+
+
+@pytest.mark.parametrize(
+    "labels", [["ant", "bee", "cat"], [3, 7, 11], [-1.5, 0.0, 2.5]], ids=str
+)
+def test_any_labels_are_encoded_and_decoded(blobs, labels):
+    X, y = blobs
+    y_any = np.asarray(labels)[y]
+    net = make_net(module=skal.models.MLP, module__num_classes=3).fit(X, y_any)
+    np.testing.assert_array_equal(net.classes_, np.unique(y_any))
+    pred = net.predict(X)
+    assert pred.dtype == y_any.dtype
+    assert (pred == y_any).mean() > 0.9
+
+
+def test_valid_accuracy_compares_encoded_labels(blobs):
+    X, y = blobs
+    y_str = np.array(["ant", "bee", "cat"])[y]
+    net = make_net(
+        module=skal.models.MLP, module__num_classes=3, train_split=ValidSplit(4)
+    ).fit(X, y_str)
+    assert net.history[-1, "valid_acc"] > 0.85
+
+
+def test_declared_classes_size_the_output():
+    net = skal.NeuralNetClassifier(skal.models.MLP, classes=["a", "b", "c", "d"])
+    net.initialize()
+    assert net.module_.layers[-1].out_features == 4
+    explicit = skal.NeuralNetClassifier(
+        skal.models.MLP, classes=["a", "b"], module__num_classes=5
+    ).initialize()
+    assert explicit.module_.layers[-1].out_features == 5
+
+
+def test_label_outside_declared_classes_is_an_error(blobs):
+    X, y = blobs
+    net = make_net(module=skal.models.MLP, classes=[0, 1])
+    with pytest.raises(ValueError, match=r"labels \[2\] that are not in classes"):
+        net.fit(X, y)
+
+
+def test_embed_is_the_input_of_the_last_linear(fitted, blobs):
+    X, _ = blobs
+    emb = fitted.embed(X)
+    body = fitted.module_.layers[:-1]
+    with torch.no_grad():
+        expected = body(torch.as_tensor(X, dtype=torch.float32)).numpy()
+    assert emb.shape == (len(X), 100)
+    np.testing.assert_allclose(emb, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_features_of_named_layers_and_embedding_layer_parameter(digits):
+    X, y = digits
+    X = X.reshape(-1, 1, 8, 8)[:200]
+    net = make_net(module=skal.models.SmallCNN, max_epochs=2).fit(X, y[:200])
+    feats = net.features(X[:10], ["features.4", "classifier.2"])
+    module = net.module_.eval()
+    with torch.no_grad():
+        xt = torch.as_tensor(X[:10], dtype=torch.float32)
+        pooled = module.features[:5](xt)
+        hidden = module.classifier[:3](module.features(xt))
+    np.testing.assert_allclose(
+        feats["features.4"], pooled.numpy(), rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        feats["classifier.2"], hidden.numpy(), rtol=1e-5, atol=1e-6
+    )
+    # embedding_layer names the layer whose input is the embedding
+    net.set_params(embedding_layer="classifier.1")
+    assert net.embed(X[:10]).shape == (10, 64 * 16)
+
+
+def test_unknown_layer_names_the_valid_ones(fitted, blobs):
+    X, _ = blobs
+    with pytest.raises(ValueError, match="no submodule named 'fc9'.*layers.0"):
+        fitted.features(X, ["fc9"])
+
+
+def test_module_without_linear_needs_embedding_layer(blobs):
+    X, y = blobs
+
+    class ConvOnly(nn.Module):
+        def __init__(self, num_classes=3):
+            super().__init__()
+            self.conv = nn.Conv1d(1, num_classes, 4)
+
+        def forward(self, x):
+            return self.conv(x.unsqueeze(1)).flatten(1)
+
+    net = make_net(module=ConvOnly, max_epochs=1).fit(X, y)
+    with pytest.raises(ValueError, match="no nn.Linear layer.*embedding_layer"):
+        net.embed(X)
+
+
+def test_hooks_are_removed_after_feature_extraction(fitted, blobs):
+    X, _ = blobs
+    fitted.features(X[:5], ["layers.0"])
+    fitted.embed(X[:5])
+    assert all(not m._forward_hooks for m in fitted.module_.modules())
+
+
+def test_device_is_a_parameter_not_hard_coded(blobs):
+    X, y = blobs
+    net = make_net(module=skal.models.MLP, module__num_classes=3, device="cpu")
+    net.fit(X, y)
+    assert all(p.device.type == "cpu" for p in net.module_.parameters())
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device='cuda' but torch sees no CUDA"):
+            make_net(module=skal.models.MLP, module__num_classes=3, device="cuda").fit(
+                X, y
+            )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_round_trip(blobs):
+    X, y = blobs
+    learner = skal.ActiveLearner(
+        make_net(module=skal.models.MLP, device="cuda"), random_state=0
+    ).fit(X[:100], y[:100])
+    assert next(learner.estimator_.module_.parameters()).is_cuda
+    idx = learner.query(X[100:], 5)
+    learner.teach(X[100:][idx], y[100:][idx])
+    assert learner.score(X, y) > 0.8
