@@ -25,6 +25,21 @@ class QueryStrategy(BaseEstimator):
     per_sample : bool
         Whether the strategy ranks candidates by a per-sample score, i.e.
         whether :meth:`utility` is available.
+
+    Examples
+    --------
+    A strategy that queries the samples with the largest first feature:
+
+    >>> import numpy as np
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> import skal
+    >>> class FirstFeature(skal.strategies.QueryStrategy):
+    ...     def utility(self, context, X):
+    ...         return X[:, 0]
+    >>> X = np.array([[0.0], [3.0], [1.0], [2.0]])
+    >>> learner = skal.ActiveLearner(LogisticRegression(), strategy=FirstFeature())
+    >>> learner.fit(X, [0, 1, 0, 1]).query(X, n=2)
+    array([1, 3])
     """
 
     per_sample = True

@@ -35,6 +35,19 @@ class QueryContext:
         The pipeline steps before the classifier (identity if None).
     learner : ActiveLearner or None, default=None
         The learner itself, for strategies that keep state across rounds.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from skal.strategies import QueryContext
+    >>> X, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 2, 2])
+    >>> ctx = QueryContext(
+    ...     LogisticRegression().fit(X, y), classes=[0, 1, 2], X_labeled=X,
+    ...     y_labeled=y, random_state=np.random.RandomState(0),
+    ... )
+    >>> ctx.predict_proba(X).shape  # a column for the unseen class 1, too
+    (4, 3)
     """
 
     def __init__(
