@@ -180,9 +180,9 @@ def k_center_greedy(candidates, centers, n, *, random_state, chunk_size=2048):
     for step in range(n):
         idx = first if step == 0 and first is not None else int(min_dist.argmax())
         picked[step] = idx
-        center = candidates[idx]
-        dist = sq_norms + sq_norms[idx] - 2.0 * (candidates @ center)
-        torch.minimum(min_dist, dist.clamp_(min=0.0), out=min_dist)
+        dist = torch.addmv(sq_norms, candidates, candidates[idx], alpha=-2.0)
+        dist.add_(sq_norms[idx]).clamp_(min=0.0)
+        torch.minimum(min_dist, dist, out=min_dist)
         min_dist[idx] = -1.0
     return picked
 
@@ -247,35 +247,32 @@ def kmeans_pp_gradient(a, h, n, *, random_state):
     n_samples = a.shape[0]
     if not 1 <= n <= n_samples:
         raise ValueError(f"n must be between 1 and {n_samples}, got n={n}")
-    a2 = (a * a).sum(1)
-    h2 = (h * h).sum(1)
-    g2 = a2 * h2
-    chosen = torch.zeros(n_samples, dtype=torch.bool, device=a.device)
-    min_dist = None
+    g2 = (a * a).sum(1) * (h * h).sum(1)
+    min_dist = torch.full_like(g2, float("inf"))
     picked = np.empty(n, dtype=np.intp)
     for step in range(n):
+        idx = None
         if step == 0:
-            idx = int(g2.argmax()) if bool(g2.max() > 0) else None
+            if bool(g2.max() > 0):
+                idx = int(g2.argmax())
         else:
-            cumsum = min_dist.double().cumsum(0)
+            cumsum = min_dist.cumsum(0, dtype=torch.float64)
             total = float(cumsum[-1])
             if total > 0:
                 target = torch.tensor(
                     random_state.random_sample() * total,
-                    dtype=cumsum.dtype,
+                    dtype=torch.float64,
                     device=cumsum.device,
                 )
                 idx = int(torch.searchsorted(cumsum, target, right=True))
-            else:
-                idx = None
         if idx is None:
-            rest = np.flatnonzero(~chosen.cpu().numpy())
+            rest = np.setdiff1d(np.arange(n_samples), picked[:step])
             idx = int(rest[random_state.randint(len(rest))])
         picked[step] = idx
-        chosen[idx] = True
-        dist = g2 + g2[idx] - 2.0 * (a @ a[idx]) * (h @ h[idx])
-        dist.clamp_(min=0.0).masked_fill_(chosen, 0.0)
-        min_dist = dist if min_dist is None else torch.minimum(min_dist, dist)
+        dist = torch.addcmul(g2, a @ a[idx], h @ h[idx], value=-2.0)
+        dist.add_(g2[idx]).clamp_(min=0.0)
+        torch.minimum(min_dist, dist, out=min_dist)
+        min_dist[idx] = 0.0
     return picked
 
 
