@@ -201,8 +201,10 @@ def test_badge_embedding_equals_autograd_last_layer_gradient(data, fitted):
         logits = net.module_(torch.as_tensor(X_small[i : i + 1]))
         y_hat = logits.argmax(1)
         loss = nn.functional.cross_entropy(logits, y_hat)
-        (grad_w,) = torch.autograd.grad(loss, last.weight)
+        grad_w, grad_b = torch.autograd.grad(loss, [last.weight, last.bias])
         torch.testing.assert_close(g[i], grad_w.flatten(), rtol=1e-5, atol=1e-6)
+        # the bias gradient is a itself; like Ash et al.'s code, BADGE leaves it out
+        torch.testing.assert_close(a[i], grad_b, rtol=1e-5, atol=1e-6)
 
 
 def naive_kmeans_pp(g, n, random_state):
@@ -418,6 +420,18 @@ def test_albl_state_survives_teach_and_pickling(data):
     np.testing.assert_array_equal(state.log_weights_, before)
     # a new fit starts afresh
     assert not hasattr(learner.fit(X, y).strategy_, "log_weights_")
+
+
+def test_albl_accepts_strategy_objects_and_clones_them(data):
+    X, y, X_pool, _ = data
+    arm = skal.strategies.CoreSet(chunk_size=7)
+    learner = skal.ActiveLearner(
+        LogisticRegression(), ALBL([arm, "margin"]), random_state=0
+    ).fit(X, y)
+    assert len(np.unique(learner.query(X_pool, n=4))) == 4
+    arms = learner.strategy_.strategies_
+    assert arms[0] is not arm and arms[0].get_params() == arm.get_params()
+    assert type(arms[1]).__name__ == "MarginSampling"
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ _DROPOUT_TYPES = (
 
 
 class BALD(QueryStrategy):
-    """Bayesian active learning by disagreement with MC dropout (Gal et al., 2017).
+    """BALD with Monte Carlo dropout (Houlsby et al., 2011; Gal et al., 2017).
 
     The utility is the mutual information between a candidate's label and
     the network weights, estimated from ``n_passes`` stochastic forward
