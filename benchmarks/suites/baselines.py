@@ -10,13 +10,23 @@ BALD its T = 10 stochastic passes, ALBL the sub-strategy its bandit drew.
 
 When scikit-activeml is installed, its ``CoreSet`` and ``Badge`` run on the
 same embeddings (computed once, outside the timing), next to skal's
-``k_center_greedy`` / ``kmeans_pp_gradient`` on those embeddings; the
-``picks`` column says whether the core-set selections agree. Its ``Badge``
-builds the N x (C*D) float64 gradient matrix, so it only runs where that
-matrix fits in ``--skactiveml-max-gb``.
+``k_center_greedy`` (float32 as ``CoreSet`` runs it, and float64) and
+``kmeans_pp_gradient`` on those embeddings; the core-set rows say how the
+selections agree. Its ``Badge`` builds the N x (C*D) float64 gradient
+matrix, so it only runs where that matrix fits in ``--skactiveml-max-gb``;
+the comparison runs for pools of at most ``--skactiveml-max-n`` candidates
+(it is slow on these machines).
+
+Peak memory is the peak resident set above the level before the call, after
+returning freed heap memory to the OS (``malloc_trim``); on CUDA, the peak
+allocation. ``--pool-sizes``, ``--n-classes`` and ``--methods`` select rows,
+e.g. to measure one method in a fresh process.
 """
 
 from __future__ import annotations
+
+import ctypes
+import ctypes.util
 
 import numpy as np
 import torch
@@ -35,6 +45,7 @@ from skal.strategies import (
 )
 
 D = 512
+METHODS = ("coreset", "badge", "bald", "albl", "skactiveml")
 
 
 def add_arguments(parser):
@@ -43,6 +54,9 @@ def add_arguments(parser):
     group.add_argument("--n-labeled", type=int, default=1000)
     group.add_argument("--skactiveml-max-gb", type=float, default=2.0)
     group.add_argument("--skactiveml-max-n", type=int, default=10_000)
+    group.add_argument("--pool-sizes", type=int, nargs="+", default=None)
+    group.add_argument("--n-classes", type=int, nargs="+", default=[10, 100])
+    group.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
 
 
 def _net(n_classes, device):
@@ -58,11 +72,23 @@ def _net(n_classes, device):
     ).initialize()
 
 
+def _trim_heap():
+    """Return freed heap memory to the OS, so peaks measure the call only."""
+    name = ctypes.util.find_library("c")
+    if name is not None and hasattr(ctypes.CDLL(name), "malloc_trim"):
+        ctypes.CDLL(name).malloc_trim(0)
+
+
+def _measure(fn, args, repeats=None):
+    _trim_heap()
+    return measure(fn, device=args.device, repeats=repeats or args.repeats)
+
+
 def rows(args):
-    sizes = [10_000] if args.quick else [10_000, 50_000]
+    sizes = args.pool_sizes or ([10_000] if args.quick else [10_000, 50_000])
     out = []
     for n_pool in sizes:
-        for n_classes in (10, 100):
+        for n_classes in args.n_classes:
             out += _rows_for(args, n_pool, n_classes)
     return out
 
@@ -85,29 +111,35 @@ def _rows_for(args, n_pool, n_classes):
         for _ in net.forward_iter(X_pool, device=net.device):
             pass
 
-    base_s, base_mem, _ = measure(forward, device=args.device, repeats=args.repeats)
+    base_s, base_mem, _ = _measure(forward, args)
     rows = [_row(model, "forward (baseline)", n_pool, n_classes, base_s, 1.0, base_mem)]
 
-    def add(method, fn, repeats=args.repeats):
-        seconds, mem, result = measure(fn, device=args.device, repeats=repeats)
+    def add(method, fn, repeats=None):
+        seconds, mem, result = _measure(fn, args, repeats)
         rows.append(
             _row(model, method, n_pool, n_classes, seconds, seconds / base_s, mem)
         )
         return result
-
-    picks = add(f"coreset select b={b}", lambda: CoreSet().select(context(), X_pool, b))
-    add(f"badge select b={b}", lambda: BADGE().select(context(), X_pool, b))
-    add("bald utility T=10", lambda: BALD().utility(context(), X_pool))
 
     def albl():
         strategy = ALBL()
         strategy.select(context(), X_pool, b)
         return strategy.strategies_[strategy.pending_arm_]
 
-    arm = add(f"albl select b={b}", albl, repeats=1)
-    rows[-1]["method"] += f" (drew {type(arm).__name__})"
-
-    rows += _on_embeddings(args, net, model, context, X_pool, picks, base_s)
+    picks = None
+    if "coreset" in args.methods:
+        picks = add(
+            f"coreset select b={b}", lambda: CoreSet().select(context(), X_pool, b)
+        )
+    if "badge" in args.methods:
+        add(f"badge select b={b}", lambda: BADGE().select(context(), X_pool, b))
+    if "bald" in args.methods:
+        add("bald utility T=10", lambda: BALD().utility(context(), X_pool))
+    if "albl" in args.methods:
+        arm = add(f"albl select b={b}", albl, repeats=1)
+        rows[-1]["method"] += f" (drew {type(arm).__name__})"
+    if "skactiveml" in args.methods:
+        rows += _on_embeddings(args, net, model, context, X_pool, picks, base_s)
     return rows
 
 
@@ -127,21 +159,29 @@ def _on_embeddings(args, net, model, context, X_pool, skal_picks, base_s):
     device = net.device
     out = []
 
-    def add(method, fn, repeats=args.repeats):
-        seconds, mem, result = measure(fn, device=args.device, repeats=repeats)
+    def add(method, fn, repeats=None):
+        seconds, mem, result = _measure(fn, args, repeats)
         out.append(
             _row(model, method, n_pool, n_classes, seconds, seconds / base_s, mem)
         )
         return result
 
-    ours = add(
-        f"skal k_center_greedy on embeddings b={b}",
-        lambda: k_center_greedy(
-            torch.as_tensor(h_pool, device=device),
-            torch.as_tensor(h_lab, device=device),
+    def k_center(dtype):
+        return k_center_greedy(
+            torch.as_tensor(h_pool, device=device, dtype=dtype),
+            torch.as_tensor(h_lab, device=device, dtype=dtype),
             b,
             random_state=np.random.RandomState(0),
-        ),
+        )
+
+    ours = add(
+        f"skal k_center_greedy on embeddings b={b}",
+        lambda: k_center(torch.float32),
+    )
+    ours64 = add(
+        f"skal k_center_greedy on embeddings, float64 b={b}",
+        lambda: k_center(torch.float64),
+        repeats=1,
     )
     X_all = np.concatenate([h_pool, h_lab])
     y_all = np.concatenate([np.full(n_pool, np.nan), ctx.y_labeled.astype(float)])
@@ -150,13 +190,12 @@ def _on_embeddings(args, net, model, context, X_pool, skal_picks, base_s):
         lambda: np.asarray(SkCoreSet(random_state=0).query(X_all, y_all, batch_size=b)),
         repeats=1,
     )
-    same = np.array_equal(ours, theirs)
-    agree = int(np.argmax(ours != theirs)) if not same else b
     out[-1]["method"] += (
-        " (picks identical to skal's)"
-        if same and np.array_equal(ours, skal_picks)
-        else f" (first {agree} of {b} picks agree with skal's)"
+        f" (vs skal float32: {_agreement(theirs, ours)};"
+        f" vs skal float64: {_agreement(theirs, ours64)})"
     )
+    if skal_picks is not None and not np.array_equal(ours, skal_picks):
+        out[-1]["method"] += " (skal's CoreSet.select picked differently!)"
 
     a, h = gradient_embedding_factors(ctx, X_pool)
     first = add(
@@ -194,6 +233,13 @@ def _on_embeddings(args, net, model, context, X_pool, skal_picks, base_s):
         " (same first pick)" if theirs[0] == first[0] else " (first pick differs)"
     )
     return out
+
+
+def _agreement(a, b):
+    """How two ordered selections agree: positions, and as sets."""
+    same_pos = int((np.asarray(a) == np.asarray(b)).sum())
+    same_set = len(set(a.tolist()) & set(b.tolist()))
+    return f"{same_pos}/{len(a)} same position, {same_set}/{len(a)} same set"
 
 
 def _precomputed_classifier():
