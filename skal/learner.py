@@ -155,7 +155,11 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         """Add labelled samples and train on (warm start for networks).
 
         The labels are kept in ``X_labeled_``/``y_labeled_`` before training
-        starts, so they are not lost if training is interrupted.
+        starts, so they are not lost if training is interrupted. After
+        training, a strategy that defines ``on_teach(context, X, y)`` (a
+        stateful one such as :class:`~skal.strategies.ALBL`) is called with
+        the new samples, transformed like query candidates, and their encoded
+        labels.
 
         Parameters
         ----------
@@ -188,6 +192,10 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
                 final.partial_fit(self._transform(self.X_labeled_), y_enc)
             else:
                 self.estimator_.fit(self.X_labeled_, y_enc)
+        on_teach = getattr(self.strategy_, "on_teach", None)
+        if callable(on_teach):
+            with torch_seed(draw_seed(self.random_state_)):
+                on_teach(self._context(), self._transform(X), self._encode(y, "y"))
         return self
 
     # ---------------------------------------------------------------- query

@@ -9,8 +9,17 @@ from __future__ import annotations
 
 import copy
 
+from .albl import ALBL, exp4p_probabilities, exp4p_update
 from .base import QueryStrategy, top_n
+from .bayesian import BALD, mutual_information
 from .context import QueryContext
+from .diversity import (
+    BADGE,
+    CoreSet,
+    gradient_embedding_factors,
+    k_center_greedy,
+    kmeans_pp_gradient,
+)
 from .uncertainty import (
     EntropySampling,
     LeastConfidence,
@@ -23,6 +32,10 @@ _STRATEGIES: dict[str, QueryStrategy] = {
     "least_confidence": LeastConfidence(),
     "margin": MarginSampling(),
     "entropy": EntropySampling(),
+    "coreset": CoreSet(),
+    "badge": BADGE(),
+    "bald": BALD(),
+    "albl": ALBL(),
 }
 
 
@@ -95,14 +108,24 @@ def register_strategy(name: str, strategy: QueryStrategy) -> None:
 
 
 __all__ = [
+    "ALBL",
+    "BADGE",
+    "BALD",
+    "CoreSet",
     "EntropySampling",
     "LeastConfidence",
     "MarginSampling",
     "QueryContext",
     "QueryStrategy",
     "RandomSampling",
+    "exp4p_probabilities",
+    "exp4p_update",
     "get_strategy",
     "get_strategy_names",
+    "gradient_embedding_factors",
+    "k_center_greedy",
+    "kmeans_pp_gradient",
+    "mutual_information",
     "register_strategy",
     "top_n",
 ]

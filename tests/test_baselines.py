@@ -1,0 +1,451 @@
+"""Baseline strategies: core-set, BADGE, BALD and ALBL."""
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from torch import nn
+
+import skal
+from skal.strategies import (
+    ALBL,
+    BALD,
+    exp4p_probabilities,
+    exp4p_update,
+    get_strategy,
+    get_strategy_names,
+    gradient_embedding_factors,
+    k_center_greedy,
+    kmeans_pp_gradient,
+    mutual_information,
+)
+from skal.strategies.context import QueryContext
+
+# strategies that need a classifier with an auxiliary head, not a plain net
+NEEDS_HEAD = {"tidal", "lloss"}
+NAMES = [name for name in get_strategy_names() if name not in NEEDS_HEAD]
+BASELINES = ["coreset", "badge", "bald", "albl"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.RandomState(0)
+    X = rng.randn(260, 6).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5).astype(int)
+    return X[:60], y[:60], X[60:], y[60:]
+
+
+def make_net(**kwargs):
+    params = dict(
+        module__hidden_units=(16,),
+        module__dropout=0.3,
+        max_epochs=3,
+        batch_size=32,
+    )
+    params.update(kwargs)
+    return skal.NeuralNetClassifier(skal.models.MLP, **params)
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    X, y, _, _ = data
+    return skal.ActiveLearner(make_net(), strategy="entropy", random_state=0).fit(X, y)
+
+
+def learner_with(fitted, strategy):
+    """A copy of the fitted learner with another strategy (no retraining)."""
+    learner = pickle.loads(pickle.dumps(fitted))
+    learner.strategy = strategy
+    learner.strategy_ = get_strategy(strategy)
+    return learner
+
+
+# ------------------------------------------------------------ registry-wide
+@pytest.mark.parametrize("name", NAMES)
+def test_query_returns_distinct_indices_and_is_deterministic(data, fitted, name):
+    _, _, X_pool, _ = data
+    picks = [learner_with(fitted, name).query(X_pool, n=15) for _ in range(2)]
+    assert picks[0].shape == (15,)
+    assert len(np.unique(picks[0])) == 15
+    assert picks[0].min() >= 0 and picks[0].max() < len(X_pool)
+    np.testing.assert_array_equal(picks[0], picks[1])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_full_loop_through_active_learner(data, name):
+    X, y, X_pool, y_pool = data
+    learner = skal.ActiveLearner(
+        make_net(max_epochs=1), strategy=name, random_state=1
+    ).fit(X, y)
+    for _ in range(2):
+        idx = learner.query(X_pool, n=5)
+        learner.teach(X_pool[idx], y_pool[idx])
+    assert learner.n_labeled_ == len(y) + 10
+    restored = pickle.loads(pickle.dumps(learner))
+    np.testing.assert_array_equal(
+        restored.query(X_pool, n=5),
+        pickle.loads(pickle.dumps(learner)).query(X_pool, n=5),
+    )
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_utility_only_for_per_sample_strategies(data, fitted, name):
+    _, _, X_pool, _ = data
+    learner = learner_with(fitted, name)
+    if get_strategy(name).per_sample:
+        assert learner.utility(X_pool).shape == (len(X_pool),)
+    else:
+        with pytest.raises(TypeError, match="no per-sample utility"):
+            learner.utility(X_pool)
+
+
+# ------------------------------------------------------------------ core-set
+def brute_force_k_center(candidates, centers, n):
+    cand = np.asarray(candidates, dtype=float)
+    dist = ((cand[:, None] - np.asarray(centers, dtype=float)[None]) ** 2).sum(-1)
+    min_dist = dist.min(1)
+    picked = []
+    for _ in range(n):
+        idx = int(np.argmax(min_dist))
+        picked.append(idx)
+        min_dist = np.minimum(min_dist, ((cand - cand[idx]) ** 2).sum(-1))
+    return np.array(picked)
+
+
+def test_k_center_greedy_on_a_line():
+    # centre at 0; candidates 1, 2, 4, 10, 11: farthest is 11, then 4
+    # (distance 4 to 0, 7 to 11), then 2 (distance 2 to both 0 and 4)
+    points = torch.tensor([[1.0], [2.0], [4.0], [10.0], [11.0]])
+    rs = np.random.RandomState(0)
+    picked = k_center_greedy(points, torch.tensor([[0.0]]), 3, random_state=rs)
+    np.testing.assert_array_equal(picked, [4, 2, 1])
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 2048])
+def test_k_center_greedy_matches_brute_force(chunk_size):
+    rng = np.random.RandomState(1)
+    cand = rng.randn(50, 3) * 5 + 20
+    centers = rng.randn(7, 3) * 5 + 20
+    picked = k_center_greedy(
+        torch.tensor(cand),
+        torch.tensor(centers),
+        12,
+        random_state=rng,
+        chunk_size=chunk_size,
+    )
+    np.testing.assert_array_equal(picked, brute_force_k_center(cand, centers, 12))
+
+
+def test_k_center_greedy_without_centres_starts_at_random():
+    cand = torch.tensor(np.random.RandomState(2).randn(30, 2))
+    empty = torch.empty(0, 2, dtype=cand.dtype)
+    firsts = {
+        int(k_center_greedy(cand, empty, 3, random_state=np.random.RandomState(s))[0])
+        for s in range(6)
+    }
+    assert len(firsts) > 1
+    a = k_center_greedy(cand, empty, 30, random_state=np.random.RandomState(0))
+    b = k_center_greedy(cand, empty, 30, random_state=np.random.RandomState(0))
+    np.testing.assert_array_equal(a, b)
+    assert sorted(a) == list(range(30))
+
+
+def test_k_center_greedy_duplicates_still_distinct():
+    cand = torch.zeros(5, 2)
+    picked = k_center_greedy(
+        cand, torch.zeros(1, 2), 5, random_state=np.random.RandomState(0)
+    )
+    assert sorted(picked) == list(range(5))
+
+
+def test_coreset_uses_the_penultimate_embedding(data, fitted):
+    _, _, X_pool, _ = data
+    net = fitted.estimator_
+    expected = brute_force_k_center(net.embed(X_pool), net.embed(fitted.X_labeled_), 8)
+    np.testing.assert_array_equal(
+        learner_with(fitted, "coreset").query(X_pool, n=8), expected
+    )
+
+
+def test_coreset_and_badge_on_a_non_network_classifier(data):
+    X, y, X_pool, _ = data
+    learner = skal.ActiveLearner(LogisticRegression(), "coreset").fit(X, y)
+    np.testing.assert_array_equal(
+        learner.query(X_pool, n=6), brute_force_k_center(X_pool, X, 6)
+    )
+    learner = skal.ActiveLearner(LogisticRegression(), "badge", random_state=0)
+    assert len(np.unique(learner.fit(X, y).query(X_pool, n=6))) == 6
+
+
+def test_coreset_rejects_bad_chunk_size(data, fitted):
+    learner = learner_with(fitted, skal.strategies.CoreSet(chunk_size=0))
+    with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
+        learner.query(data[2], n=2)
+
+
+# --------------------------------------------------------------------- BADGE
+def test_badge_embedding_equals_autograd_last_layer_gradient(data, fitted):
+    _, _, X_pool, _ = data
+    net = fitted.estimator_
+    X_small = X_pool[:7]
+    context = fitted._context()
+    a, h = gradient_embedding_factors(context, X_small)
+    g = (a[:, :, None] * h[:, None, :]).reshape(len(X_small), -1)
+    last = net.module_.layers[-1]
+    net.module_.eval()
+    for i in range(len(X_small)):
+        logits = net.module_(torch.as_tensor(X_small[i : i + 1]))
+        y_hat = logits.argmax(1)
+        loss = nn.functional.cross_entropy(logits, y_hat)
+        grad_w, grad_b = torch.autograd.grad(loss, [last.weight, last.bias])
+        torch.testing.assert_close(g[i], grad_w.flatten(), rtol=1e-5, atol=1e-6)
+        # the bias gradient is a itself; like Ash et al.'s code, BADGE leaves it out
+        torch.testing.assert_close(a[i], grad_b, rtol=1e-5, atol=1e-6)
+
+
+def naive_kmeans_pp(g, n, random_state):
+    """BADGE's seeding on the full gradient matrix, same draw protocol."""
+    g = np.asarray(g, dtype=float)
+    picked = [int(np.argmax((g**2).sum(1)))]
+    min_dist = ((g - g[picked[0]]) ** 2).sum(1)
+    for _ in range(n - 1):
+        min_dist[picked] = 0.0
+        cumsum = np.cumsum(min_dist)
+        target = random_state.random_sample() * cumsum[-1]
+        idx = int(np.searchsorted(cumsum, target, side="right"))
+        picked.append(idx)
+        min_dist = np.minimum(min_dist, ((g - g[idx]) ** 2).sum(1))
+    return np.array(picked)
+
+
+def test_badge_factored_distances_match_full_gradient_matrix():
+    rng = np.random.RandomState(3)
+    logits = torch.tensor(rng.randn(80, 4))
+    a = torch.softmax(logits, 1)
+    a[torch.arange(80), a.argmax(1)] -= 1
+    h = torch.tensor(rng.randn(80, 5))
+    g = (a[:, :, None] * h[:, None, :]).reshape(80, -1)
+    picked = kmeans_pp_gradient(a, h, 20, random_state=np.random.RandomState(4))
+    expected = naive_kmeans_pp(g.numpy(), 20, np.random.RandomState(4))
+    np.testing.assert_array_equal(picked, expected)
+
+
+def test_badge_all_zero_gradients_fall_back_to_uniform():
+    a = torch.zeros(10, 3)
+    h = torch.randn(10, 4)
+    picked = kmeans_pp_gradient(a, h, 10, random_state=np.random.RandomState(0))
+    assert sorted(picked) == list(range(10))
+
+
+def test_badge_seeding_depends_on_random_state(data, fitted):
+    _, _, X_pool, _ = data
+    a, h = gradient_embedding_factors(fitted._context(), X_pool)
+    runs = [
+        tuple(kmeans_pp_gradient(a, h, 10, random_state=np.random.RandomState(s)))
+        for s in (0, 0, 1)
+    ]
+    assert runs[0] == runs[1] != runs[2]
+    assert runs[0][0] == runs[2][0]  # the first point is the largest gradient
+
+
+# ---------------------------------------------------------------------- BALD
+def test_mutual_information_on_fixed_mc_probabilities():
+    probs = torch.tensor(
+        [
+            [[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.7, 0.2, 0.1]],
+            [[0.5, 0.5, 0.0], [0.0, 1.0, 0.0], [0.1, 0.2, 0.7]],
+        ]
+    )
+
+    def h(p):
+        return -sum(x * math.log(x) for x in p if x > 0)
+
+    expected = [
+        0.0,  # the passes agree
+        math.log(2),  # confident passes that disagree
+        h([0.4, 0.2, 0.4]) - (h([0.7, 0.2, 0.1]) + h([0.1, 0.2, 0.7])) / 2,
+    ]
+    np.testing.assert_allclose(mutual_information(probs).numpy(), expected, atol=1e-7)
+    assert abs(expected[2] - 0.2531) < 1e-4
+
+
+def test_bald_requires_dropout(data):
+    X, y, X_pool, _ = data
+    learner = skal.ActiveLearner(
+        make_net(module__dropout=0.0, max_epochs=1), "bald"
+    ).fit(X, y)
+    with pytest.raises(ValueError, match="needs dropout layers"):
+        learner.utility(X_pool)
+
+
+def test_bald_requires_a_network(data):
+    X, y, X_pool, _ = data
+    learner = skal.ActiveLearner(LogisticRegression(), "bald").fit(X, y)
+    with pytest.raises(TypeError, match="needs a neural network"):
+        learner.utility(X_pool)
+
+
+def test_bald_rejects_bad_n_passes(data, fitted):
+    with pytest.raises(ValueError, match="n_passes must be a positive integer"):
+        learner_with(fitted, BALD(n_passes=0)).utility(data[2])
+
+
+class DropoutBN(nn.Module):
+    def __init__(self, num_classes=3):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.5)
+        )
+        self.head = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def test_bald_enables_only_dropout_and_restores_modes(data):
+    X, y, X_pool, _ = data
+    learner = skal.ActiveLearner(
+        skal.NeuralNetClassifier(DropoutBN, max_epochs=2), "bald", random_state=0
+    ).fit(X, y)
+    module = learner.estimator_.module_
+    module.train()
+    module.body[3].eval()  # a mixed state that must come back as it was
+    modes = {name: m.training for name, m in module.named_modules()}
+    bn = module.body[1]
+    stats = (bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked)
+    twin = learner_with(learner, "bald")
+    u = learner.utility(X_pool)
+    assert {name: m.training for name, m in module.named_modules()} == modes
+    torch.testing.assert_close(bn.running_mean, stats[0], rtol=0, atol=0)
+    torch.testing.assert_close(bn.running_var, stats[1], rtol=0, atol=0)
+    assert int(bn.num_batches_tracked) == int(stats[2])
+    assert (u >= 0).all() and (u > 1e-6).mean() > 0.5  # dropout was active
+    np.testing.assert_array_equal(u, twin.utility(X_pool))
+
+
+def test_bald_matches_manual_mc_dropout(data):
+    X, y, X_pool, _ = data
+    learner = skal.ActiveLearner(
+        make_net(batch_size=1000), BALD(n_passes=4), random_state=0
+    ).fit(X, y)
+    module = learner.estimator_.module_
+    state = pickle.loads(pickle.dumps(learner.random_state_))
+    u = learner.utility(X_pool)
+    seed = skal.utils.draw_seed(state)
+    with skal.utils.torch_seed(seed), torch.no_grad():
+        module.train()
+        net = learner.estimator_
+        # the data loader draws its base seed from torch's generator first
+        ((x, _),) = list(net.get_iterator(net.get_dataset(X_pool), training=False))
+        probs = torch.stack([torch.softmax(module(x), 1) for _ in range(4)])
+        module.eval()
+    np.testing.assert_allclose(u, mutual_information(probs).numpy(), atol=1e-6)
+
+
+# ---------------------------------------------------------------------- ALBL
+def test_exp4p_probabilities_and_update_by_hand():
+    p = exp4p_probabilities([0.0, 0.0], 0.1)
+    np.testing.assert_allclose(p, [0.5, 0.5])
+    # reward 0.8 for arm 0 drawn with p = 0.5: r_hat = [1.6, 0], v_hat = [2, 2],
+    # bonus = sqrt(ln(2 / 0.1) / (2 * 1)); l += 0.1 / 2 * (r_hat + v_hat * bonus)
+    bonus = math.sqrt(math.log(20) / 2)
+    expected = [0.05 * (1.6 + 2 * bonus), 0.05 * (2 * bonus)]
+    new = exp4p_update([0.0, 0.0], p, 0, 0.8, p_min=0.1, delta=0.1, horizon=1)
+    np.testing.assert_allclose(new, expected)
+    np.testing.assert_allclose(new, [0.20239, 0.12239], atol=1e-5)
+    w = np.exp(new) / np.exp(new).sum()
+    np.testing.assert_allclose(exp4p_probabilities(new, 0.1), 0.8 * w + 0.1)
+
+
+class FixedClassifier:
+    """Predicts class 1 for rows whose first feature is positive."""
+
+    classes_ = np.array([0, 1])
+
+    def predict_proba(self, X):
+        pos = (np.asarray(X)[:, 0] > 0).astype(float)
+        return np.column_stack([1 - pos, pos])
+
+
+def test_albl_reward_is_importance_weighted_accuracy():
+    albl = ALBL(["least_confidence", "random"], p_min=0.1, delta=0.1, horizon=3)
+    albl._initialize()
+    albl.probabilities_ = np.array([0.25, 0.75])
+    albl.pending_arm_ = 1
+    # earlier query through arm 0 (p = 0.25): one row, predicted wrong
+    albl.queried_rows_ = np.array([1])
+    albl.importance_weights_ = np.array([4.0])
+    X_lab = np.array([[1.0], [-1.0], [1.0], [-1.0], [1.0]])
+    y_lab = np.array([1, 1, 1, 0, 0])  # rows 3, 4 are new: one right, one wrong
+    context = QueryContext(
+        FixedClassifier(), [0, 1], X_lab, y_lab, np.random.RandomState(0)
+    )
+    albl.on_teach(context, X_lab[3:], y_lab[3:])
+    w = 1 / 0.75
+    reward = (0 * 4.0 + 1 * w + 0 * w) / (4.0 + 2 * w)
+    bonus = math.sqrt(math.log(2 / 0.1) / (2 * 3))
+    expected = 0.05 * (np.array([0, reward / 0.75]) + np.array([4, 1 / 0.75]) * bonus)
+    np.testing.assert_allclose(albl.log_weights_, expected)
+    assert albl.reward_history_ == [pytest.approx(reward)]
+    assert albl.arm_history_ == [1]
+    np.testing.assert_array_equal(albl.queried_rows_, [1, 3, 4])
+    assert albl.pending_arm_ is None
+
+
+def test_albl_state_survives_teach_and_pickling(data):
+    X, y, X_pool, y_pool = data
+    strategy = ALBL(["least_confidence", "random"])
+    learner = skal.ActiveLearner(LogisticRegression(), strategy, random_state=0)
+    learner.fit(X, y)
+    for _ in range(2):
+        idx = learner.query(X_pool, n=5)
+        learner.teach(X_pool[idx], y_pool[idx])
+    idx = learner.query(X_pool, n=5)
+    copy = pickle.loads(pickle.dumps(learner))
+    for lrn in (learner, copy):
+        lrn.teach(X_pool[idx], y_pool[idx])
+    state, restored = learner.strategy_, copy.strategy_
+    assert len(state.reward_history_) == 3
+    assert len(state.queried_rows_) == 15
+    np.testing.assert_array_equal(state.log_weights_, restored.log_weights_)
+    assert not np.allclose(state.log_weights_, 0)
+    assert strategy.__dict__.keys() == clone(strategy).__dict__.keys()  # untouched
+    # teaching without a query leaves the bandit as it was
+    before = state.log_weights_.copy()
+    learner.teach(X_pool[:3], y_pool[:3])
+    np.testing.assert_array_equal(state.log_weights_, before)
+    # a new fit starts afresh
+    assert not hasattr(learner.fit(X, y).strategy_, "log_weights_")
+
+
+def test_albl_accepts_strategy_objects_and_clones_them(data):
+    X, y, X_pool, _ = data
+    arm = skal.strategies.CoreSet(chunk_size=7)
+    learner = skal.ActiveLearner(
+        LogisticRegression(), ALBL([arm, "margin"]), random_state=0
+    ).fit(X, y)
+    assert len(np.unique(learner.query(X_pool, n=4))) == 4
+    arms = learner.strategy_.strategies_
+    assert arms[0] is not arm and arms[0].get_params() == arm.get_params()
+    assert type(arms[1]).__name__ == "MarginSampling"
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"strategies": "coreset"}, "sequence of strategy names"),
+        ({"strategies": []}, "at least one"),
+        ({"delta": 1.5}, "delta must be in"),
+        ({"p_min": 0.9}, "p_min must be None or in"),
+        ({"horizon": 0}, "horizon must be None or a positive integer"),
+    ],
+)
+def test_albl_rejects_bad_parameters(data, params, match):
+    X, y, X_pool, _ = data
+    learner = skal.ActiveLearner(LogisticRegression(), ALBL(**params)).fit(X, y)
+    with pytest.raises(ValueError, match=match):
+        learner.query(X_pool, n=2)
