@@ -11,6 +11,8 @@ import copy
 
 from .base import QueryStrategy, top_n
 from .context import QueryContext
+from .learned import LearningLoss
+from .tidal import TiDAL
 from .uncertainty import (
     EntropySampling,
     LeastConfidence,
@@ -23,6 +25,8 @@ _STRATEGIES: dict[str, QueryStrategy] = {
     "least_confidence": LeastConfidence(),
     "margin": MarginSampling(),
     "entropy": EntropySampling(),
+    "tidal": TiDAL(),
+    "lloss": LearningLoss(),
 }
 
 
@@ -96,11 +100,13 @@ def register_strategy(name: str, strategy: QueryStrategy) -> None:
 
 __all__ = [
     "EntropySampling",
+    "LearningLoss",
     "LeastConfidence",
     "MarginSampling",
     "QueryContext",
     "QueryStrategy",
     "RandomSampling",
+    "TiDAL",
     "get_strategy",
     "get_strategy_names",
     "register_strategy",
