@@ -72,6 +72,7 @@ class _AuxiliaryHeadNet(NeuralNetClassifier):
     """
 
     _head_name = ""
+    _aux_history_key = ""
 
     # ----------------------------------------------------------- the head
     def _head_layers(self) -> list[str]:
@@ -145,6 +146,14 @@ class _AuxiliaryHeadNet(NeuralNetClassifier):
         aux = self._aux_loss(head, logits, y_true, index, training)
         return loss if aux is None else loss + aux
 
+    def on_batch_end(self, net, batch=None, training=False, **kwargs):
+        """Record the auxiliary loss of a training batch in the history."""
+        super().on_batch_end(net, batch=batch, training=training, **kwargs)
+        value = getattr(self, "_aux_value_", None)
+        if training and value is not None:
+            self.history.record_batch(self._aux_history_key, value.item())
+            self._aux_value_ = None
+
     def iter_head_outputs(self, X, device=None):
         """Yield ``(logits, head_output)`` per evaluation batch, without grad.
 
@@ -191,9 +200,10 @@ class TiDALClassifier(_AuxiliaryHeadNet):
     skorch's ``train_split`` holds out for validation are never updated.
 
     The loss is ``CE + tidal_lambda * KL(p_bar || softmax(head))`` with
-    batch-mean reduction and the target detached, from the first epoch. The
-    validation loss is the criterion alone (validation rows have no training
-    dynamics).
+    batch-mean reduction and the target detached, from the first epoch; each
+    training batch's KL term is recorded in the history as ``"tidal_kl"``.
+    The validation loss is the criterion alone (validation rows have no
+    training dynamics).
 
     Parameters
     ----------
@@ -246,6 +256,7 @@ class TiDALClassifier(_AuxiliaryHeadNet):
     """
 
     _head_name = "tidal"
+    _aux_history_key = "tidal_kl"
 
     def __init__(
         self,
@@ -311,6 +322,7 @@ class TiDALClassifier(_AuxiliaryHeadNet):
         _, mean, _, inverse = self._td_update(index, logits)
         target = mean[inverse].detach()
         kl = F.kl_div(F.log_softmax(head.float(), dim=1), target, reduction="batchmean")
+        self._aux_value_ = kl.detach()
         return self.tidal_lambda * kl
 
     def on_batch_end(self, net, batch=None, training=False, **kwargs):
@@ -364,7 +376,8 @@ class LLossClassifier(_AuxiliaryHeadNet):
     features are detached from epoch ``lloss_detach_epoch`` (0-based, counted
     from the start of each ``fit`` / ``partial_fit``) on, so that afterwards
     the head no longer trains the backbone; the paper detaches after 120 of
-    200 epochs.
+    200 epochs. Each training batch's ranking loss is recorded in the
+    history as ``"lloss_ranking"``.
 
     Parameters
     ----------
@@ -411,6 +424,7 @@ class LLossClassifier(_AuxiliaryHeadNet):
     """
 
     _head_name = "lloss"
+    _aux_history_key = "lloss_ranking"
 
     def __init__(
         self,
@@ -458,6 +472,8 @@ class LLossClassifier(_AuxiliaryHeadNet):
         y_true = torch.as_tensor(y_true, device=logits.device).long()
         true_loss = F.cross_entropy(logits, y_true, reduction="none")
         ranking = pairwise_ranking_loss(head.reshape(-1), true_loss, self.lloss_margin)
+        if training:
+            self._aux_value_ = ranking.detach()
         return self.lloss_lambda * ranking
 
     def predict_loss(self, X) -> np.ndarray:
