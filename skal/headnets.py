@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from .heads import AuxiliaryHead, pairwise_ranking_loss
 from .models import ResNet18
 from .nets import NeuralNetClassifier
-from .taps import LayerTap, find_module, last_linear_name
+from .taps import find_module, last_linear_name
 
 _X_KEY = "__skal_x__"
 _INDEX_KEY = "__skal_index__"
@@ -62,6 +62,13 @@ def _split_index(x):
     if set(rest) == {_X_KEY}:
         rest = rest[_X_KEY]
     return rest, index
+
+
+def _store_output(store, name):
+    def hook(module, inputs, output):
+        store[name] = output[0] if isinstance(output, tuple) else output
+
+    return hook
 
 
 class _AuxiliaryHeadNet(NeuralNetClassifier):
@@ -125,15 +132,24 @@ class _AuxiliaryHeadNet(NeuralNetClassifier):
         """
         x, _ = _split_index(x)
         layers = self._head_layers()
-        with LayerTap(self.module_, layers, detach=False) as tap:
+        modules = dict(self.module_.named_modules())
+        tapped = {}
+        handles = [
+            modules[name].register_forward_hook(_store_output(tapped, name))
+            for name in layers
+        ]
+        try:
             out = super().infer(x, **fit_params)
-        missing = [name for name in layers if name not in tap.features]
+        finally:
+            for handle in handles:
+                handle.remove()
+        missing = [name for name in layers if name not in tapped]
         if missing:
             raise RuntimeError(
                 f"layers {missing} did not run in the forward pass of "
                 f"{type(self.module_).__name__}; tap layers that the forward uses"
             )
-        features = self._head_inputs([tap.features[name] for name in layers])
+        features = self._head_inputs([tapped[name] for name in layers])
         head = self.head_module_(features)
         outputs = out if isinstance(out, tuple) else (out,)
         return (*outputs, head)
@@ -288,6 +304,7 @@ class TiDALClassifier(_AuxiliaryHeadNet):
         self._td_rows_ = len(X) if is_dataset(X) else get_len(X)
         self._td_mean_ = None
         self._td_count_ = None
+        self._td_pending_ = None
 
     def _td_update(self, index, logits):
         """Running means after adding this batch, without writing them.
@@ -319,7 +336,8 @@ class TiDALClassifier(_AuxiliaryHeadNet):
                 "TiDALClassifier needs each training sample's dataset index; "
                 "training data must come through get_dataset"
             )
-        _, mean, _, inverse = self._td_update(index, logits)
+        rows, mean, count, inverse = self._td_update(index, logits)
+        self._td_pending_ = (rows, mean, count)
         target = mean[inverse].detach()
         kl = F.kl_div(F.log_softmax(head.float(), dim=1), target, reduction="batchmean")
         self._aux_value_ = kl.detach()
@@ -330,8 +348,12 @@ class TiDALClassifier(_AuxiliaryHeadNet):
         super().on_batch_end(net, batch=batch, training=training, **kwargs)
         if not training:
             return
-        _, index = _split_index(batch[0])
-        rows, mean, count, _ = self._td_update(index, kwargs["y_pred"][0])
+        pending = getattr(self, "_td_pending_", None)
+        if pending is None:  # the loss was computed elsewhere: same update
+            _, index = _split_index(batch[0])
+            pending = self._td_update(index, kwargs["y_pred"][0])[:3]
+        rows, mean, count = pending
+        self._td_pending_ = None
         self._td_mean_[rows] = mean
         self._td_count_[rows] = count
 
