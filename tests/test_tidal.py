@@ -345,7 +345,9 @@ def test_auxiliary_head_shapes():
 @pytest.fixture(scope="module")
 def fitted_tidal(data):
     X, y = data
-    return make_net(max_epochs=5).fit(X, y)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return make_net(max_epochs=5).fit(X, y)
 
 
 def _context(net, X, y):
