@@ -227,8 +227,9 @@ class TiDALClassifier(_AuxiliaryHeadNet):
         The backbone; its forward returns logits (or a tuple, logits first).
     tidal_layers : sequence of str or None, default=None
         Dotted names of the layers to tap (outputs of shape (N, C, H, W) or
-        (N, D)). ``None`` means the four stages ``layer1`` .. ``layer4`` of
-        :class:`skal.models.ResNet18` and is only valid for that module.
+        (N, D); a layer called several times in one forward pass gives its
+        last output). ``None`` means the four stages ``layer1`` .. ``layer4``
+        of :class:`skal.models.ResNet18` and is only valid for that module.
     tidal_hidden : int, default=128
         Width of each per-layer projection.
     tidal_lambda : float, default=1.0
