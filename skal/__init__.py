@@ -7,9 +7,17 @@ strategies from the literature.
 """
 
 from . import models, strategies
+from .headnets import LLossClassifier, TiDALClassifier
 from .learner import ActiveLearner
 from .nets import NeuralNetClassifier
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["ActiveLearner", "NeuralNetClassifier", "models", "strategies"]
+__all__ = [
+    "ActiveLearner",
+    "LLossClassifier",
+    "NeuralNetClassifier",
+    "TiDALClassifier",
+    "models",
+    "strategies",
+]

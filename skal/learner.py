@@ -51,6 +51,9 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     subset_size : int or None, default=None
         If set, :meth:`query` scores a random subset of this many pool rows
         (TiDAL's protocol); returned indices still refer to the full pool.
+        If None, the strategy's ``default_subset_size`` applies (10,000 for
+        ``"tidal"``, None, i.e. the whole pool, for the others), unless ``n``
+        is larger.
     warm_start : bool, default=True
         For a neural network (skorch) classifier, :meth:`teach` continues
         training from the current weights with a freshly created optimizer,
@@ -220,14 +223,20 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         n_pool = X_pool.shape[0]
         n = _check_n(n, n_pool)
         candidates = np.arange(n_pool)
-        if self.subset_size is not None and self.subset_size < n_pool:
-            if n > self.subset_size:
+        subset_size = self.subset_size
+        if subset_size is None:
+            # the strategy's own protocol (TiDAL: 10,000), unless n needs more
+            subset_size = getattr(self.strategy_, "default_subset_size", None)
+            if subset_size is not None and n > subset_size:
+                subset_size = None
+        if subset_size is not None and subset_size < n_pool:
+            if n > subset_size:
                 raise ValueError(
-                    f"n={n} is larger than subset_size={self.subset_size}; query at "
+                    f"n={n} is larger than subset_size={subset_size}; query at "
                     "most subset_size samples or raise subset_size"
                 )
             candidates = np.sort(
-                self.random_state_.choice(n_pool, self.subset_size, replace=False)
+                self.random_state_.choice(n_pool, subset_size, replace=False)
             )
             X_pool = X_pool[candidates]
         context = self._context()

@@ -20,6 +20,8 @@ from .diversity import (
     k_center_greedy,
     kmeans_pp_gradient,
 )
+from .learned import LearningLoss
+from .tidal import TiDAL
 from .uncertainty import (
     EntropySampling,
     LeastConfidence,
@@ -36,6 +38,8 @@ _STRATEGIES: dict[str, QueryStrategy] = {
     "badge": BADGE(),
     "bald": BALD(),
     "albl": ALBL(),
+    "tidal": TiDAL(),
+    "lloss": LearningLoss(),
 }
 
 
@@ -113,6 +117,7 @@ __all__ = [
     "BALD",
     "CoreSet",
     "EntropySampling",
+    "LearningLoss",
     "LeastConfidence",
     "MarginSampling",
     "QueryContext",
@@ -120,6 +125,7 @@ __all__ = [
     "RandomSampling",
     "exp4p_probabilities",
     "exp4p_update",
+    "TiDAL",
     "get_strategy",
     "get_strategy_names",
     "gradient_embedding_factors",

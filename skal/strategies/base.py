@@ -25,6 +25,10 @@ class QueryStrategy(BaseEstimator):
     per_sample : bool
         Whether the strategy ranks candidates by a per-sample score, i.e.
         whether :meth:`utility` is available.
+    default_subset_size : int or None
+        How many random pool candidates :meth:`~skal.ActiveLearner.query`
+        scores when the learner's ``subset_size`` is None (TiDAL's protocol
+        uses 10,000); ``None`` scores the whole pool.
 
     Examples
     --------
@@ -43,6 +47,7 @@ class QueryStrategy(BaseEstimator):
     """
 
     per_sample = True
+    default_subset_size = None
 
     def utility(self, context, X):
         """Score each candidate; higher means more informative.

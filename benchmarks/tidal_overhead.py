@@ -1,0 +1,121 @@
+"""Training overhead of the auxiliary heads: epoch time with head / without.
+
+The same backbone weights, data, batch size and seed train one epoch as a
+plain ``skal.NeuralNetClassifier``, as a ``skal.TiDALClassifier`` and as a
+``skal.LLossClassifier``; the three are timed in turns (best of
+``--repeats``) in one run, and the ratio to the plain net is reported.
+
+Usage::
+
+    python benchmarks/tidal_overhead.py                 # CPU, small sizes
+    python benchmarks/tidal_overhead.py --device cuda --n-resnet 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _harness import measure, print_table  # noqa: E402
+
+import skal  # noqa: E402
+from skal.models import ResNet18, TutorialCNN  # noqa: E402
+
+TAPS = {
+    "TutorialCNN": (TutorialCNN, ["conv1", "conv2", "fc1", "fc2"]),
+    "ResNet18": (ResNet18, ["layer1", "layer2", "layer3", "layer4"]),
+}
+
+
+def make_nets(module, taps, device, batch_size):
+    common = dict(
+        classes=list(range(10)),
+        device=device,
+        batch_size=batch_size,
+        max_epochs=1,
+        iterator_train__shuffle=True,
+    )
+    nets = {
+        "plain": skal.NeuralNetClassifier(module, **common),
+        "tidal": skal.TiDALClassifier(module, tidal_layers=taps, **common),
+        "lloss": skal.LLossClassifier(module, lloss_layers=taps, **common),
+    }
+    torch.manual_seed(0)
+    state = None
+    for net in nets.values():
+        net.initialize()
+        if state is None:
+            state = net.module_.state_dict()
+        net.module_.load_state_dict(state)
+    return nets
+
+
+def one_epoch(net, X, y):
+    def fn():
+        torch.manual_seed(0)  # same shuffling for every net
+        net.partial_fit(X, y)
+
+    return fn
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--n-cnn", type=int, default=2048)
+    parser.add_argument("--n-resnet", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rng = np.random.RandomState(0)
+    rows = []
+    for name, n in (("TutorialCNN", args.n_cnn), ("ResNet18", args.n_resnet)):
+        module, taps = TAPS[name]
+        X = rng.randn(n, 3, 32, 32).astype(np.float32)
+        y = rng.randint(10, size=n)
+        nets = make_nets(module, taps, args.device, args.batch_size)
+        for net in nets.values():  # warm-up; materializes lazy head layers
+            one_epoch(net, X[: args.batch_size], y[: args.batch_size])()
+        best = dict.fromkeys(nets, float("inf"))
+        best_cpu = dict.fromkeys(nets, float("inf"))
+        for _ in range(args.repeats):
+            for key, net in nets.items():
+                start = time.process_time()
+                seconds, _, _ = measure(
+                    one_epoch(net, X, y), device=args.device, repeats=1
+                )
+                best_cpu[key] = min(best_cpu[key], time.process_time() - start)
+                best[key] = min(best[key], seconds)
+        for key in nets:
+            rows.append(
+                dict(
+                    model=name,
+                    net=key,
+                    N=n,
+                    batch=args.batch_size,
+                    epoch_seconds=f"{best[key]:.3f}",
+                    ratio=f"{best[key] / best['plain']:.3f}",
+                    cpu_seconds=f"{best_cpu[key]:.3f}",
+                    cpu_ratio=f"{best_cpu[key] / best_cpu['plain']:.3f}",
+                )
+            )
+    print(
+        f"device={args.device} threads={torch.get_num_threads()} "
+        f"repeats={args.repeats} (best of, interleaved); cpu_* = process CPU "
+        "time, less sensitive to other jobs on a shared CPU (not meaningful "
+        "on CUDA)"
+    )
+    columns = ["model", "net", "N", "batch", "epoch_seconds", "ratio"]
+    print_table(rows, columns + ["cpu_seconds", "cpu_ratio"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Strategies that query by a learned score: learning loss."""
+
+from __future__ import annotations
+
+from .base import QueryStrategy
+
+
+class LearningLoss(QueryStrategy):
+    """Query the largest losses predicted by a loss prediction head.
+
+    Needs a fitted :class:`skal.LLossClassifier` (Yoo & Kweon, CVPR 2019);
+    the utility is the head's predicted loss, computed in eval mode.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import skal
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.randn(60, 1, 16, 16)
+    >>> y = rng.randint(3, size=60)
+    >>> net = skal.LLossClassifier(
+    ...     skal.models.SmallCNN, lloss_layers=["features.1", "features.5"],
+    ...     max_epochs=2,
+    ... )
+    >>> learner = skal.ActiveLearner(net, strategy="lloss", random_state=0)
+    >>> learner = learner.fit(X[:30], y[:30])
+    >>> learner.utility(X[30:]).shape
+    (30,)
+    """
+
+    def utility(self, context, X):
+        net = context.net("lloss")
+        if not hasattr(net, "predict_loss"):
+            raise TypeError(
+                "strategy 'lloss' needs a skal.LLossClassifier (a net with a loss "
+                f"prediction head); got {type(net).__name__}"
+            )
+        return net.predict_loss(X).astype(float)
