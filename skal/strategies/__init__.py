@@ -11,6 +11,7 @@ import copy
 
 from .base import QueryStrategy, top_n
 from .context import QueryContext
+from .dynamics import DynamicAL
 from .uncertainty import (
     EntropySampling,
     LeastConfidence,
@@ -23,6 +24,7 @@ _STRATEGIES: dict[str, QueryStrategy] = {
     "least_confidence": LeastConfidence(),
     "margin": MarginSampling(),
     "entropy": EntropySampling(),
+    "dynamic_al": DynamicAL(),
 }
 
 
@@ -95,6 +97,7 @@ def register_strategy(name: str, strategy: QueryStrategy) -> None:
 
 
 __all__ = [
+    "DynamicAL",
     "EntropySampling",
     "LeastConfidence",
     "MarginSampling",
