@@ -34,6 +34,7 @@ interact, i.e. in eval mode: BatchNorm must use running statistics.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -539,3 +540,27 @@ def sum_gradient(
             if g is not None:
                 total[n] += g
     return total
+
+
+@contextmanager
+def eval_mode(module: nn.Module):
+    """Put a module in eval mode; restore every submodule's mode afterwards.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from skal.gradients import eval_mode
+    >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout()).train()
+    >>> with eval_mode(net):
+    ...     net.training
+    False
+    >>> net.training
+    True
+    """
+    states = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, training in states:
+            m.training = training

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import math
 import numbers
-from contextlib import contextmanager
 
 import numpy as np
 import torch
 from skorch.utils import to_numpy, to_tensor
 
-from ..gradients import PerSampleGradients, sum_gradient
+from ..gradients import PerSampleGradients, eval_mode, sum_gradient
 from .base import QueryStrategy
 
 _PSEUDO_LABELS = ("argmax", "sample")
@@ -108,7 +107,7 @@ class DynamicAL(QueryStrategy):
         module = net.module_
         gamma = float(self.gamma)
         batch_size = self.batch_size or _eval_batch_size(net)
-        with _eval_mode(module):
+        with eval_mode(module):
             engine = PerSampleGradients(module, fallback=self.fallback)
             g_s = None
             if gamma != 0.0:
@@ -176,18 +175,6 @@ def _sample(logits, random_state):
     u = random_state.random_sample(len(proba))[:, None] * cdf[:, -1:]
     labels = np.minimum((cdf <= u).sum(1), proba.shape[1] - 1)
     return torch.as_tensor(labels, device=logits.device)
-
-
-@contextmanager
-def _eval_mode(module):
-    """Put a module in eval mode, restoring every submodule's state after."""
-    states = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield module
-    finally:
-        for m, training in states:
-            m.training = training
 
 
 def _eval_batch_size(net):
