@@ -6,7 +6,7 @@ skorch network classifiers that warm-start across rounds, and query
 strategies from the literature.
 """
 
-from . import models, strategies
+from . import callbacks, models, strategies
 from .headnets import LLossClassifier, TiDALClassifier
 from .learner import ActiveLearner
 from .nets import NeuralNetClassifier
@@ -18,6 +18,7 @@ __all__ = [
     "LLossClassifier",
     "NeuralNetClassifier",
     "TiDALClassifier",
+    "callbacks",
     "models",
     "strategies",
 ]

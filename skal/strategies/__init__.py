@@ -20,6 +20,7 @@ from .diversity import (
     k_center_greedy,
     kmeans_pp_gradient,
 )
+from .dynamics import DynamicAL
 from .learned import LearningLoss
 from .tidal import TiDAL
 from .uncertainty import (
@@ -40,6 +41,7 @@ _STRATEGIES: dict[str, QueryStrategy] = {
     "albl": ALBL(),
     "tidal": TiDAL(),
     "lloss": LearningLoss(),
+    "dynamic_al": DynamicAL(),
 }
 
 
@@ -116,6 +118,7 @@ __all__ = [
     "BADGE",
     "BALD",
     "CoreSet",
+    "DynamicAL",
     "EntropySampling",
     "LearningLoss",
     "LeastConfidence",
@@ -123,9 +126,9 @@ __all__ = [
     "QueryContext",
     "QueryStrategy",
     "RandomSampling",
+    "TiDAL",
     "exp4p_probabilities",
     "exp4p_update",
-    "TiDAL",
     "get_strategy",
     "get_strategy_names",
     "gradient_embedding_factors",

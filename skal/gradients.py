@@ -1,0 +1,566 @@
+"""Exact per-sample gradient statistics without per-sample gradients in memory.
+
+dynamicAL scores a candidate ``x`` by the squared norm of its loss gradient
+``g_x`` over all trainable parameters and by the inner product of ``g_x`` with
+a fixed parameter-space vector (the summed gradient of the labelled set).
+:class:`PerSampleGradients` computes both for a batch with one forward pass
+and one backward pass to the layers' outputs, then closed forms per layer:
+
+- ``nn.Linear`` and ``nn.Conv2d`` (``groups=1``): with ``U`` the layer input
+  (unfolded for convolutions) and ``dY`` the gradient of the loss with respect
+  to the layer output, one sample's weight gradient is ``dYᵀ U`` (a sum over
+  the spatial positions or tokens). Its squared norm is computed either by
+  materializing ``dYᵀ U`` for the batch, or by the "ghost norm" identity
+  ``‖dYᵀ U‖² = ⟨dY dYᵀ, U Uᵀ⟩`` (Gram matrices over positions), whichever
+  costs fewer operations for the layer. The bias gradient is ``Σ dY``.
+- ``nn.BatchNorm{1,2,3}d`` using running statistics (eval mode): the affine
+  parameters' per-sample gradients are the per-channel sums of ``dY·x̂`` and
+  ``dY``.
+
+A layer called several times in one forward pass (shared weights) has the
+positions of all its calls concatenated, so the gradients add as they
+should. Outputs that later operations modify in place (``nn.ReLU(inplace=True)``,
+``out += identity`` in torchvision's ResNets) are detected through tensor
+version counters and recorded before the modification. Every trainable
+parameter not covered this way (other layer types, parameters used outside
+their module, shared between modules, ...) goes to a plain fallback,
+``torch.func.vmap(grad)`` or a per-sample loop, restricted to those
+parameters.
+
+Per-sample gradients are only defined when the samples of a batch do not
+interact, i.e. in eval mode: BatchNorm must use running statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_FALLBACKS = ("vmap", "loop")
+
+
+@dataclass
+class GradientStats:
+    """Per-sample statistics of the loss gradient for one batch.
+
+    Attributes
+    ----------
+    sq_norms : torch.Tensor of shape (n_samples,) or None
+        ``‖g_i‖²`` over all trainable parameters.
+    dots : torch.Tensor of shape (n_samples,) or None
+        ``g_iᵀ v`` for the given parameter-space vector ``v``.
+    logits : torch.Tensor of shape (n_samples, n_classes)
+        The module's (detached) logits.
+    targets : torch.Tensor of shape (n_samples,)
+        The class indices the loss was computed against.
+    """
+
+    sq_norms: torch.Tensor | None
+    dots: torch.Tensor | None
+    logits: torch.Tensor
+    targets: torch.Tensor
+
+
+class PerSampleGradients:
+    """Per-sample squared gradient norms and inner products, exact and batched.
+
+    The loss of sample ``i`` is the cross-entropy of the module's logits
+    against ``targets[i]``; ``g_i`` is its gradient with respect to every
+    trainable parameter of ``module``. Memory stays bounded by the batch
+    passed to :meth:`stats`: no ``n_samples × n_parameters`` matrix is ever
+    formed.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        Should be in eval mode (dropout off, BatchNorm on running
+        statistics); a BatchNorm layer that normalizes with batch statistics
+        raises, since samples of a batch then interact. Its forward may
+        return the logits or a tuple whose first element is the logits.
+    fallback : {"vmap", "loop"}, default="vmap"
+        How parameters outside the supported layers are handled:
+        ``torch.func.vmap`` of ``torch.func.grad`` over the batch, or a loop
+        of single-sample backward passes.
+
+    Attributes
+    ----------
+    fallback_parameters_ : list of str
+        Names of the parameters that the last call of :meth:`stats` handled
+        with the fallback.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from skal.gradients import PerSampleGradients
+    >>> _ = torch.manual_seed(0)
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
+    >>> x, y = torch.randn(5, 3), torch.tensor([0, 1, 1, 0, 1])
+    >>> stats = PerSampleGradients(net).stats(x, y)
+    >>> loss = nn.functional.cross_entropy(net(x[:1]), y[:1])
+    >>> g = torch.autograd.grad(loss, list(net.parameters()))
+    >>> ref = sum((t ** 2).sum() for t in g)
+    >>> bool(torch.isclose(stats.sq_norms[0], ref))
+    True
+    """
+
+    def __init__(self, module: nn.Module, *, fallback: str = "vmap"):
+        if fallback not in _FALLBACKS:
+            raise ValueError(f"fallback must be one of {_FALLBACKS}, got {fallback!r}")
+        self.module = module
+        self.fallback = fallback
+        self._clone_outputs: set[nn.Module] = set()
+        self._clone_inputs: set[nn.Module] = set()
+
+    def stats(
+        self,
+        x,
+        targets: torch.Tensor | Callable[[torch.Tensor], torch.Tensor],
+        *,
+        vector: Mapping[str, torch.Tensor] | None = None,
+        norms: bool = True,
+    ) -> GradientStats:
+        """Squared gradient norms and inner products for one batch.
+
+        Parameters
+        ----------
+        x : torch.Tensor or dict of str to torch.Tensor
+            The batch, on the module's device; a dict is passed as keyword
+            arguments.
+        targets : torch.Tensor of shape (n_samples,) or callable
+            Class indices, or a function of the detached logits returning
+            them (pseudo-labels from the same forward pass).
+        vector : dict of str to torch.Tensor or None, default=None
+            A parameter-space vector keyed by parameter name (as in
+            ``module.named_parameters()``), e.g. from :func:`sum_gradient`.
+            Parameters missing from it count as zero. If None, no inner
+            products are computed.
+        norms : bool, default=True
+            Whether to compute the squared norms.
+
+        Returns
+        -------
+        stats : GradientStats
+        """
+        named = [(n, p) for n, p in self.module.named_parameters() if p.requires_grad]
+        candidates = _candidates(self.module, named)
+        n = _batch_size(x)
+        with torch.enable_grad():
+            records = self._forward(x, candidates)
+            logits = records.logits
+            with torch.no_grad():
+                t = targets(logits.detach()) if callable(targets) else targets
+            t = torch.as_tensor(t, device=logits.device).long()
+            loss = F.cross_entropy(logits, t, reduction="sum")
+            covered = {
+                m: ps
+                for m, ps in candidates.items()
+                if records.calls.get(m)
+                and all(c[0].shape[0] == n for c in records.calls[m])
+            }
+            outs = [c[1] for m in covered for c in records.calls[m]]
+            grads = torch.autograd.grad(loss, outs, allow_unused=True) if outs else ()
+        zeros = torch.zeros(n, dtype=logits.dtype, device=logits.device)
+        sq = zeros.clone() if norms else None
+        dots = zeros.clone() if vector is not None else None
+        k = 0
+        with torch.no_grad():
+            for m, ps in covered.items():
+                calls = []
+                for inp, out in records.calls[m]:
+                    g = grads[k]
+                    k += 1
+                    calls.append(
+                        (inp.detach(), torch.zeros_like(out) if g is None else g)
+                    )
+                s, d = _layer_stats(m, ps, calls, vector, norms)
+                if norms:
+                    sq += s
+                if vector is not None:
+                    dots += d
+        del records, grads, outs, loss
+
+        done = {id(p) for ps in covered.values() for _, p in ps.values()}
+        rest = [(n_, p) for n_, p in named if id(p) not in done]
+        self.fallback_parameters_ = [n_ for n_, _ in rest]
+        if rest:
+            s, d = self._fallback_stats(x, t, rest, vector, norms)
+            if norms:
+                sq += s
+            if vector is not None:
+                dots += d
+        return GradientStats(sq, dots, logits.detach(), t)
+
+    # ----------------------------------------------------------- internals
+    def _forward(self, x, candidates):
+        """One forward pass recording supported layers' inputs and outputs.
+
+        Layers whose recorded input or output is modified in place later in
+        the pass get copies on a second try.
+        """
+        for _ in range(3):
+            rec = _Recorder(candidates, self._clone_inputs, self._clone_outputs)
+            with rec:
+                out = _call(self.module, x)
+            rec.logits = out[0] if isinstance(out, tuple | list) else out
+            bad_in, bad_out = rec.modified_in_place()
+            if not bad_in and not bad_out:
+                return rec
+            self._clone_inputs |= bad_in
+            self._clone_outputs |= bad_out
+        raise RuntimeError(
+            "the inputs or outputs of some layers are still modified in place "
+            "after copying them; cannot compute per-sample gradients"
+        )
+
+    def _fallback_stats(self, x, targets, rest, vector, norms):
+        names = [n for n, _ in rest]
+        if self.fallback == "vmap":
+            grads = _vmap_grads(self.module, x, targets, names)
+        else:
+            grads = _loop_grads(self.module, x, targets, [p for _, p in rest])
+        n = targets.shape[0]
+        sq = torch.zeros(n, dtype=grads[0].dtype, device=grads[0].device)
+        dots = torch.zeros_like(sq)
+        for name, g in zip(names, grads):
+            flat = g.reshape(n, -1)
+            if norms:
+                sq += flat.pow(2).sum(1)
+            v = None if vector is None else vector.get(name)
+            if v is not None:
+                dots += flat @ v.reshape(-1).to(flat.dtype)
+        return sq, dots
+
+
+class _Recorder:
+    """Forward hooks recording (input, output) of each call of given modules."""
+
+    def __init__(self, candidates, clone_inputs, clone_outputs):
+        self.candidates = candidates
+        self.clone_inputs = clone_inputs
+        self.clone_outputs = clone_outputs
+        self.calls: dict[nn.Module, list] = {}
+        self._versions: list = []
+        self._handles: list = []
+        self.logits = None
+
+    def __enter__(self):
+        for m in self.candidates:
+            if m in self.clone_inputs:
+                self._handles.append(m.register_forward_pre_hook(_clone_input))
+            self._handles.append(m.register_forward_hook(self._hook))
+        return self
+
+    def __exit__(self, *exc):
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        return False
+
+    def _hook(self, module, inputs, output):
+        if not inputs or not isinstance(inputs[0], torch.Tensor):
+            return None
+        if not isinstance(output, torch.Tensor):
+            return None
+        inp = inputs[0]
+        self.calls.setdefault(module, []).append((inp, output))
+        self._versions.append((module, inp, inp._version, output, output._version))
+        if module in self.clone_outputs:
+            return output.clone()
+        return None
+
+    def modified_in_place(self):
+        bad_in, bad_out = set(), set()
+        for module, inp, v_in, out, v_out in self._versions:
+            if inp._version != v_in:
+                bad_in.add(module)
+            if out._version != v_out:
+                bad_out.add(module)
+        return bad_in, bad_out
+
+
+def _clone_input(module, inputs):
+    return (inputs[0].clone(), *inputs[1:])
+
+
+def _layer_stats(module, params, calls, vector, norms):
+    """Per-sample squared norm and inner product for one layer's parameters.
+
+    ``params`` maps the module's local parameter names to (full name,
+    parameter); ``vector`` is keyed by full names.
+    """
+    if isinstance(module, _BATCHNORM):
+        return _batchnorm_stats(module, params, calls, vector, norms)
+    us, dys = [], []
+    for inp, dy in calls:
+        if isinstance(module, nn.Conv2d):
+            u = _unfold(module, inp)  # (n, K, L)
+            us.append(u.transpose(1, 2))  # (n, L, K)
+            dys.append(dy.flatten(2).transpose(1, 2))  # (n, L, M)
+        else:
+            us.append(inp.reshape(inp.shape[0], -1, inp.shape[-1]))
+            dys.append(dy.reshape(dy.shape[0], -1, dy.shape[-1]))
+    n = dys[0].shape[0]
+    sq = torch.zeros(n, dtype=dys[0].dtype, device=dys[0].device)
+    dot = torch.zeros_like(sq)
+    if "bias" in params:
+        gb = sum(dy.sum(1) for dy in dys)  # (n, M)
+        if norms:
+            sq += gb.pow(2).sum(1)
+        vb = _slice(vector, params["bias"])
+        if vb is not None:
+            dot += gb @ vb.to(gb.dtype)
+    if "weight" not in params:
+        return sq, dot
+    vw = _slice(vector, params["weight"])
+    if vw is not None:
+        vw = vw.reshape(vw.shape[0], -1).to(dys[0].dtype)  # (M, K)
+    m_out, k_in = dys[0].shape[2], us[0].shape[2]
+    length = sum(u.shape[1] for u in us)
+    if length == 1:
+        u, dy = us[0][:, 0], dys[0][:, 0]
+        if norms:
+            sq += u.pow(2).sum(1) * dy.pow(2).sum(1)
+        if vw is not None:
+            dot += (dy * (u @ vw.T)).sum(1)
+    elif length * (k_in + m_out) < k_in * m_out or not norms:
+        # ghost norm: Gram matrices over positions, no (n, M, K) tensor
+        if norms:
+            u = torch.cat(us, 1) if len(us) > 1 else us[0]
+            dy = torch.cat(dys, 1) if len(dys) > 1 else dys[0]
+            sq += (
+                torch.bmm(u, u.transpose(1, 2)) * torch.bmm(dy, dy.transpose(1, 2))
+            ).sum((1, 2))
+        if vw is not None:
+            for u, dy in zip(us, dys):
+                dot += (dy * torch.matmul(u, vw.T)).sum((1, 2))
+    else:
+        gw = sum(torch.bmm(dy.transpose(1, 2), u) for u, dy in zip(us, dys))
+        if norms:
+            sq += gw.pow(2).sum((1, 2))
+        if vw is not None:
+            dot += gw.reshape(n, -1) @ vw.reshape(-1)
+    return sq, dot
+
+
+def _batchnorm_stats(module, params, calls, vector, norms):
+    g_w, g_b = 0, 0
+    for inp, dy in calls:
+        shape = (1, -1) + (1,) * (inp.dim() - 2)
+        mean = module.running_mean.reshape(shape)
+        var = module.running_var.reshape(shape)
+        xhat = (inp - mean) * torch.rsqrt(var + module.eps)
+        dims = tuple(range(2, inp.dim()))
+        g_w = g_w + (dy * xhat).sum(dims) if dims else g_w + dy * xhat
+        g_b = g_b + (dy.sum(dims) if dims else dy)
+    n = calls[0][1].shape[0]
+    sq = torch.zeros(n, dtype=calls[0][1].dtype, device=calls[0][1].device)
+    dot = torch.zeros_like(sq)
+    for name, g in (("weight", g_w), ("bias", g_b)):
+        if name not in params:
+            continue
+        if norms:
+            sq += g.pow(2).sum(1)
+        v = _slice(vector, params[name])
+        if v is not None:
+            dot += g @ v.to(g.dtype)
+    return sq, dot
+
+
+def _unfold(conv: nn.Conv2d, x):
+    if conv.padding_mode != "zeros":
+        x = F.pad(x, conv._reversed_padding_repeated_twice, mode=conv.padding_mode)
+        padding = (0, 0)
+    else:
+        padding = conv.padding
+    return F.unfold(x, conv.kernel_size, conv.dilation, padding, conv.stride)
+
+
+def _supported_modules(module):
+    """Modules whose direct parameters the closed forms handle."""
+    out = []
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            out.append(m)
+        elif (
+            isinstance(m, nn.Conv2d)
+            and m.groups == 1
+            and not isinstance(m.padding, str)
+        ):
+            out.append(m)
+        elif isinstance(m, _BATCHNORM) and m.affine:
+            if m.training or m.running_mean is None:
+                raise ValueError(
+                    f"{type(m).__name__} normalizes with batch statistics "
+                    f"(training={m.training}, track_running_stats="
+                    f"{m.track_running_stats}), so the samples of a batch interact "
+                    "and per-sample gradients are undefined; call module.eval() "
+                    "and use BatchNorm with running statistics"
+                )
+            out.append(m)
+    return out
+
+
+def _candidates(module, named):
+    """Supported modules -> {local name: (full name, parameter)}.
+
+    Only trainable parameters held by exactly one module are included; a
+    parameter shared between modules goes to the fallback.
+    """
+    full = {id(p): n for n, p in named}
+    owners: dict[int, int] = {}
+    for m in module.modules():
+        for p in m._parameters.values():
+            if p is not None:
+                owners[id(p)] = owners.get(id(p), 0) + 1
+    out = {}
+    for m in _supported_modules(module):
+        ps = {
+            local: (full[id(p)], p)
+            for local, p in m._parameters.items()
+            if p is not None and id(p) in full and owners[id(p)] == 1
+        }
+        if ps:
+            out[m] = ps
+    return out
+
+
+def _slice(vector, entry):
+    """The slice of a parameter-space vector for one (full name, parameter)."""
+    if vector is None:
+        return None
+    return vector.get(entry[0])
+
+
+def _call(module, x):
+    if isinstance(x, Mapping):
+        return module(**x)
+    return module(x)
+
+
+def _batch_size(x):
+    if isinstance(x, Mapping):
+        return next(iter(x.values())).shape[0]
+    return x.shape[0]
+
+
+def _logits_of(out):
+    return out[0] if isinstance(out, tuple | list) else out
+
+
+def _vmap_grads(module, x, targets, names):
+    from torch.func import functional_call, grad, vmap
+
+    params = {n: p.detach() for n, p in module.named_parameters()}
+    buffers = dict(module.named_buffers())
+    sub = {n: params[n] for n in names}
+
+    def loss_fn(sub_params, xi, ti):
+        p = {**params, **sub_params}
+        if isinstance(xi, Mapping):
+            xi = {k: v.unsqueeze(0) for k, v in xi.items()}
+            out = functional_call(module, (p, buffers), (), xi)
+        else:
+            out = functional_call(module, (p, buffers), (xi.unsqueeze(0),))
+        return F.cross_entropy(_logits_of(out), ti.unsqueeze(0), reduction="sum")
+
+    g = vmap(grad(loss_fn), in_dims=(None, 0, 0))(sub, x, targets)
+    return [g[n] for n in names]
+
+
+def _loop_grads(module, x, targets, params):
+    n = targets.shape[0]
+    out = [torch.empty((n, *p.shape), dtype=p.dtype, device=p.device) for p in params]
+    for i in range(n):
+        xi = (
+            {k: v[i : i + 1] for k, v in x.items()}
+            if isinstance(x, Mapping)
+            else x[i : i + 1]
+        )
+        with torch.enable_grad():
+            logits = _logits_of(_call(module, xi))
+            loss = F.cross_entropy(logits, targets[i : i + 1], reduction="sum")
+            gs = torch.autograd.grad(loss, params, allow_unused=True)
+        for buf, g in zip(out, gs):
+            buf[i] = 0 if g is None else g
+    return out
+
+
+def sum_gradient(
+    module: nn.Module, batches: Iterable[tuple]
+) -> dict[str, torch.Tensor]:
+    """Gradient of the summed cross-entropy over all batches.
+
+    This is dynamicAL's ``G_S``: the SUM (not the mean) of the labelled
+    samples' gradients, computed one batch at a time.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        Use eval mode for dynamicAL (no dropout, BatchNorm running
+        statistics).
+    batches : iterable of (x, y)
+        Inputs (tensor or dict of tensors, on the module's device) and class
+        indices.
+
+    Returns
+    -------
+    gradient : dict of str to torch.Tensor
+        One entry per trainable parameter, keyed by its name in
+        ``module.named_parameters()``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from skal.gradients import sum_gradient
+    >>> net = nn.Linear(3, 2)
+    >>> x, y = torch.randn(6, 3), torch.tensor([0, 1, 0, 1, 1, 0])
+    >>> g = sum_gradient(net, [(x[:4], y[:4]), (x[4:], y[4:])])
+    >>> ref = torch.autograd.grad(
+    ...     nn.functional.cross_entropy(net(x), y, reduction="sum"), net.bias
+    ... )[0]
+    >>> bool(torch.allclose(g["bias"], ref))
+    True
+    """
+    named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    total = {n: torch.zeros_like(p) for n, p in named}
+    for x, y in batches:
+        with torch.enable_grad():
+            logits = _logits_of(_call(module, x))
+            loss = F.cross_entropy(logits, y.long(), reduction="sum")
+            grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
+        for (n, _), g in zip(named, grads):
+            if g is not None:
+                total[n] += g
+    return total
+
+
+@contextmanager
+def eval_mode(module: nn.Module):
+    """Put a module in eval mode; restore every submodule's mode afterwards.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from skal.gradients import eval_mode
+    >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout()).train()
+    >>> with eval_mode(net):
+    ...     net.training
+    False
+    >>> net.training
+    True
+    """
+    states = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, training in states:
+            m.training = training

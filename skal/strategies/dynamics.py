@@ -1,0 +1,197 @@
+"""Training-dynamics strategies: dynamicAL."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+import torch
+from skorch.utils import to_numpy, to_tensor
+
+from ..gradients import PerSampleGradients, eval_mode, sum_gradient
+from .base import QueryStrategy
+
+_PSEUDO_LABELS = ("argmax", "sample")
+
+
+class DynamicAL(QueryStrategy):
+    """dynamicAL: query the samples that most increase the training dynamics.
+
+    Wang et al., "Deep Active Learning by Leveraging Training Dynamics"
+    (NeurIPS 2022). Each candidate ``x`` is scored by
+
+        Δ(x) = ‖g_x‖² + γ · g_xᵀ G_S
+
+    where ``g_x`` is the gradient of the cross-entropy of ``x`` against its
+    pseudo-label, over ALL trainable parameters (BatchNorm affine parameters
+    included), and ``G_S`` is the SUM of the labelled samples' gradients
+    against their true labels. Scoring runs in eval mode (dropout off,
+    BatchNorm on running statistics); the module's train/eval state is
+    restored afterwards.
+
+    The scores are exact: squared norms and inner products come from one
+    forward and one backward pass per batch and closed forms per layer
+    (:class:`skal.gradients.PerSampleGradients`), never from an
+    ``n_samples × n_parameters`` matrix, and ``G_S`` is computed batch by
+    batch with sum reduction.
+
+    Training protocol of the paper (see the example): Adam with a constant
+    learning rate, weights kept across rounds and the optimizer recreated at
+    each round (what :meth:`skal.ActiveLearner.teach` does for networks), and
+    "train until convergence" judged on the training data only
+    (:class:`skal.callbacks.TrainUntilConvergence`).
+
+    Parameters
+    ----------
+    gamma : float, default=2.0
+        Weight of the cross term. ``2`` is the value the theory gives, ``0``
+        ranks by gradient length alone (expected gradient length), and
+        ``float("inf")`` ranks by the cross term ``g_xᵀ G_S`` alone.
+    pseudo_label : {"argmax", "sample"}, default="argmax"
+        The label ``g_x`` is computed against: the predicted class, or a class
+        drawn from the predicted probabilities (with the learner's random
+        state).
+    batch_size : int or None, default=None
+        Samples per forward/backward pass, for the candidates and for
+        ``G_S``; bounds the memory. None uses the network's evaluation batch
+        size (``iterator_valid__batch_size`` or ``batch_size``).
+    fallback : {"vmap", "loop"}, default="vmap"
+        How parameters of layers without a closed form are handled (see
+        :class:`skal.gradients.PerSampleGradients`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_digits
+    >>> import skal
+    >>> from skal.callbacks import TrainUntilConvergence
+    >>> X, y = load_digits(return_X_y=True)
+    >>> X = (X / 16).reshape(-1, 1, 8, 8)
+    >>> net = skal.NeuralNetClassifier(
+    ...     skal.models.SmallCNN, lr=5e-3, max_epochs=30,
+    ...     callbacks=[TrainUntilConvergence(threshold=0.97, patience=3)],
+    ... )
+    >>> learner = skal.ActiveLearner(net, strategy="dynamic_al", random_state=0)
+    >>> learner = learner.fit(X[:100], y[:100])
+    >>> idx = learner.query(X[100:600], n=20)
+    >>> learner = learner.teach(X[100:600][idx], y[100:600][idx])
+    >>> learner.n_labeled_
+    120
+    """
+
+    def __init__(
+        self, gamma=2.0, pseudo_label="argmax", batch_size=None, fallback="vmap"
+    ):
+        self.gamma = gamma
+        self.pseudo_label = pseudo_label
+        self.batch_size = batch_size
+        self.fallback = fallback
+
+    def utility(self, context, X):
+        """Δ(x) for each candidate (higher is queried first).
+
+        Parameters
+        ----------
+        context : QueryContext
+            Gives the fitted network and the labelled set.
+        X : array-like of shape (n_candidates, ...)
+            Candidates, already transformed by the preceding pipeline steps.
+
+        Returns
+        -------
+        utility : ndarray of shape (n_candidates,)
+        """
+        self._check_params()
+        net = context.net("dynamic_al")
+        module = net.module_
+        gamma = float(self.gamma)
+        batch_size = self.batch_size or _eval_batch_size(net)
+        with eval_mode(module):
+            engine = PerSampleGradients(module, fallback=self.fallback)
+            g_s = None
+            if gamma != 0.0:
+                labelled = _batches(
+                    net, context.X_labeled, batch_size, context.y_labeled
+                )
+                g_s = sum_gradient(module, labelled)
+            targets = self._targets(context.random_state)
+            sq, dots = [], []
+            for xb, _ in _batches(net, X, batch_size):
+                stats = engine.stats(
+                    xb, targets, vector=g_s, norms=not math.isinf(gamma)
+                )
+                if stats.sq_norms is not None:
+                    sq.append(to_numpy(stats.sq_norms).astype(np.float64))
+                if stats.dots is not None:
+                    dots.append(to_numpy(stats.dots).astype(np.float64))
+        if math.isinf(gamma):
+            return np.concatenate(dots) if dots else np.empty(0)
+        out = np.concatenate(sq) if sq else np.empty(0)
+        if gamma != 0.0:
+            out = out + gamma * np.concatenate(dots)
+        return out
+
+    def _targets(self, random_state):
+        if self.pseudo_label == "argmax":
+            return _argmax
+        return lambda logits: _sample(logits, random_state)
+
+    def _check_params(self):
+        gamma = self.gamma
+        if (
+            not isinstance(gamma, numbers.Real)
+            or isinstance(gamma, bool)
+            or math.isnan(gamma)
+            or gamma < 0
+        ):
+            raise ValueError(
+                f"gamma must be a non-negative number or float('inf'), got {gamma!r}"
+            )
+        if self.pseudo_label not in _PSEUDO_LABELS:
+            raise ValueError(
+                f"pseudo_label must be one of {_PSEUDO_LABELS}, got "
+                f"{self.pseudo_label!r}"
+            )
+        if self.batch_size is not None and (
+            not isinstance(self.batch_size, numbers.Integral)
+            or isinstance(self.batch_size, bool)
+            or self.batch_size < 1
+        ):
+            raise ValueError(
+                f"batch_size must be None or a positive integer, got "
+                f"{self.batch_size!r}"
+            )
+
+
+def _argmax(logits):
+    return logits.argmax(1)
+
+
+def _sample(logits, random_state):
+    """One class per row drawn from softmax(logits) with a numpy random state."""
+    proba = to_numpy(torch.softmax(logits.double(), 1))
+    cdf = np.cumsum(proba, axis=1)
+    u = random_state.random_sample(len(proba))[:, None] * cdf[:, -1:]
+    labels = np.minimum((cdf <= u).sum(1), proba.shape[1] - 1)
+    return torch.as_tensor(labels, device=logits.device)
+
+
+def _eval_batch_size(net):
+    size = getattr(net, "iterator_valid__batch_size", net.batch_size)
+    return size if size and size > 0 else 128
+
+
+def _batches(net, X, batch_size, y=None):
+    """Yield (x on the net's device, y tensor or None) in order."""
+    dataset = net.get_dataset(X)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
+    start = 0
+    for xb, _ in loader:
+        xb = to_tensor(xb, device=net.device)
+        n = len(next(iter(xb.values()))) if isinstance(xb, dict) else len(xb)
+        yb = None
+        if y is not None:
+            yb = torch.as_tensor(np.asarray(y[start : start + n]), device=net.device)
+        start += n
+        yield xb, yb

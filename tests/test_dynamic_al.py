@@ -1,0 +1,301 @@
+"""dynamicAL: exactness of the per-sample statistics and the strategy."""
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from sklearn.datasets import load_digits
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+from torch import nn
+
+import skal
+from skal.gradients import PerSampleGradients, sum_gradient
+from skal.models import MLP, ResNet18, TutorialCNN
+from skal.strategies import DynamicAL, QueryContext, get_strategy_names
+
+N_CLASSES = 10
+GAMMAS = [0.0, 1.0, 2.0, math.inf]
+
+
+class BNDropoutCNN(nn.Module):
+    """A CNN with BatchNorm2d, BatchNorm1d and both dropout kinds."""
+
+    def __init__(self, num_classes=N_CLASSES):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(16),
+            nn.ReLU(inplace=True),
+            nn.Dropout2d(0.3),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+            nn.Linear(64, 32),
+            nn.BatchNorm1d(32),
+            nn.ReLU(),
+            nn.Dropout(0.5),
+            nn.Linear(32, num_classes),
+        )
+
+    def forward(self, x):
+        return self.body(x)
+
+
+class SharedInplace(nn.Module):
+    """A layer used twice per forward, in-place ops and a token dimension."""
+
+    def __init__(self, num_classes=N_CLASSES):
+        super().__init__()
+        self.inp = nn.Linear(6, 8)
+        self.shared = nn.Linear(8, 8)
+        self.out = nn.Linear(8, num_classes)
+
+    def forward(self, x):  # x: (n, 4 tokens, 6)
+        h = torch.relu_(self.inp(x))
+        h = self.shared(h)
+        h += 0.5
+        h = torch.tanh(self.shared(h))
+        return self.out(h.mean(1))
+
+
+class Uncovered(nn.Module):
+    """Parameters outside the closed forms: grouped conv, PReLU, a raw scale."""
+
+    def __init__(self, num_classes=N_CLASSES):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.grouped = nn.Conv2d(6, 6, 3, padding=1, groups=3)
+        self.act = nn.PReLU(6)
+        self.scale = nn.Parameter(torch.tensor(1.3))
+        self.fc = nn.Linear(6 * 16, num_classes)
+
+    def forward(self, x):
+        h = self.act(self.grouped(self.conv(x))) * self.scale
+        return self.fc(F.adaptive_avg_pool2d(h, 4).flatten(1))
+
+
+def _tv_resnet18():
+    return torchvision.models.resnet18(num_classes=N_CLASSES)
+
+
+# name -> (module factory, input shape, n candidates, n labelled)
+MODELS = {
+    "mlp": (lambda: MLP(N_CLASSES, (32, 16), in_features=20), (20,), 24, 12),
+    "tutorial_cnn": (lambda: TutorialCNN(input_size=16), (3, 16, 16), 16, 12),
+    "bn_dropout_cnn": (BNDropoutCNN, (3, 16, 16), 16, 12),
+    "skal_resnet18": (ResNet18, (3, 8, 8), 6, 4),
+    "tv_resnet18": (_tv_resnet18, (3, 16, 16), 6, 4),
+    "shared_inplace": (SharedInplace, (4, 6), 16, 12),
+    "uncovered": (Uncovered, (3, 8, 8), 12, 12),
+}
+
+
+def _build(name, seed=0):
+    """A module with random BatchNorm statistics and affine parameters, eval."""
+    factory, shape, n, n_lab = MODELS[name]
+    gen = torch.Generator().manual_seed(seed)
+    with skal.utils.torch_seed(seed):
+        module = factory()
+        module.train()
+        with torch.no_grad():
+            for _ in range(2):
+                module(torch.randn(8, *shape, generator=gen) * 1.5 + 0.3)
+            for m in module.modules():
+                if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+                    m.weight.uniform_(0.5, 1.5, generator=gen)
+                    m.bias.uniform_(-0.5, 0.5, generator=gen)
+    module.eval()
+    X = torch.randn(n, *shape, generator=gen).numpy()
+    X_lab = torch.randn(n_lab, *shape, generator=gen).numpy()
+    y_lab = torch.randint(0, N_CLASSES, (n_lab,), generator=gen).numpy()
+    return module, X, X_lab, y_lab
+
+
+def _reference(module, X, X_lab, y_lab):
+    """‖g_i‖² and g_iᵀG_S by a plain per-sample autograd loop in float64."""
+    m = copy.deepcopy(module).double().eval()
+    params = [p for p in m.parameters() if p.requires_grad]
+
+    def grad(x, y):
+        x = torch.as_tensor(x[None], dtype=torch.float64)
+        loss = F.cross_entropy(m(x), torch.as_tensor([y]))
+        return torch.autograd.grad(loss, params)
+
+    g_s = [torch.zeros_like(p) for p in params]
+    for x, y in zip(X_lab, y_lab):
+        g_s = [a + b for a, b in zip(g_s, grad(x, int(y)))]
+    with torch.no_grad():
+        labels = m(torch.as_tensor(X, dtype=torch.float64)).argmax(1).numpy()
+    sq, dots = [], []
+    for x, y in zip(X, labels):
+        g = grad(x, int(y))
+        sq.append(sum(float((a * a).sum()) for a in g))
+        dots.append(sum(float((a * b).sum()) for a, b in zip(g, g_s)))
+    return np.array(sq), np.array(dots), labels
+
+
+def _combine(sq, dots, gamma):
+    return dots if math.isinf(gamma) else sq + gamma * dots
+
+
+def _context(module, X_lab, y_lab, seed=0):
+    net = skal.NeuralNetClassifier(module, classes=list(range(N_CLASSES)))
+    net.initialize()
+    return QueryContext(
+        net, np.arange(N_CLASSES), X_lab, y_lab, np.random.RandomState(seed)
+    )
+
+
+def _rel_err(a, b):
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+
+@pytest.fixture(scope="module")
+def references():
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            module, X, X_lab, y_lab = _build(name)
+            cache[name] = (
+                module,
+                X,
+                X_lab,
+                y_lab,
+                *_reference(module, X, X_lab, y_lab),
+            )
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_utility_matches_per_sample_loop(name, references):
+    module, X, X_lab, y_lab, sq, dots, labels = references(name)
+    context = _context(module, X_lab, y_lab)
+    k = max(2, len(X) // 4)
+    for gamma in GAMMAS:
+        ref = _combine(sq, dots, gamma)
+        got = DynamicAL(gamma=gamma, batch_size=5).utility(context, X)
+        assert _rel_err(got, ref) <= 1e-4, (name, gamma)
+        top_got, top_ref = np.argsort(-got)[:k], np.argsort(-ref)[:k]
+        np.testing.assert_array_equal(top_got, top_ref)
+    stats = PerSampleGradients(module).stats(torch.as_tensor(X), lambda z: z.argmax(1))
+    np.testing.assert_array_equal(stats.targets.numpy(), labels)
+    per_sample = np.abs(stats.sq_norms.double().numpy() - sq) / sq
+    assert per_sample.max() <= 1e-4
+
+
+def test_closed_forms_cover_every_supported_parameter(references):
+    module = references("tv_resnet18")[0]
+    engine = PerSampleGradients(module)
+    engine.stats(torch.randn(2, 3, 16, 16), torch.tensor([1, 2]))
+    assert engine.fallback_parameters_ == []
+    assert engine._clone_outputs, "in-place ReLU / += must be detected"
+
+
+@pytest.mark.parametrize("fallback", ["vmap", "loop"])
+def test_fallback_handles_uncovered_parameters(fallback, references):
+    module, X, X_lab, y_lab, sq, dots, _ = references("uncovered")
+    engine = PerSampleGradients(module, fallback=fallback)
+    x = torch.as_tensor(X)
+    batches = [(torch.as_tensor(X_lab), torch.as_tensor(y_lab))]
+    stats = engine.stats(x, lambda z: z.argmax(1), vector=sum_gradient(module, batches))
+    assert set(engine.fallback_parameters_) == {
+        "grouped.weight",
+        "grouped.bias",
+        "act.weight",
+        "scale",
+    }
+    assert _rel_err(stats.sq_norms.double().numpy(), sq) <= 1e-4
+    assert _rel_err(stats.dots.double().numpy(), dots) <= 1e-4
+
+
+def test_sum_gradient_equals_sum_of_per_sample_gradients():
+    module, _, X_lab, y_lab = _build("bn_dropout_cnn")
+    x, y = torch.as_tensor(X_lab), torch.as_tensor(y_lab)
+    got = sum_gradient(module, [(x[:5], y[:5]), (x[5:], y[5:])])
+    for i in range(len(x)):
+        loss = F.cross_entropy(module(x[i : i + 1]), y[i : i + 1])
+        for (name, _), g in zip(
+            module.named_parameters(), torch.autograd.grad(loss, module.parameters())
+        ):
+            got[name] -= g
+    assert max(float(g.abs().max()) for g in got.values()) < 1e-5
+
+
+def test_batchnorm_with_batch_statistics_raises():
+    module = BNDropoutCNN().train()
+    with pytest.raises(ValueError, match="batch statistics"):
+        PerSampleGradients(module).stats(torch.randn(4, 3, 8, 8), torch.zeros(4))
+    module = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False)
+    ).eval()
+    with pytest.raises(ValueError, match="track_running_stats=False"):
+        PerSampleGradients(module).stats(torch.randn(4, 3, 8, 8), torch.zeros(4))
+
+
+def test_strategy_restores_train_mode_and_leaves_weights(references):
+    module, X, X_lab, y_lab, *_ = references("bn_dropout_cnn")
+    module = copy.deepcopy(module).train()
+    module.body[2].eval()  # a submodule with its own mode
+    before = copy.deepcopy(module.state_dict())
+    DynamicAL().utility(_context(module, X_lab, y_lab), X)
+    assert module.training and not module.body[2].training
+    assert module.body[1].training
+    for key, value in module.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_sampled_pseudo_labels_are_reproducible(references):
+    module, X, X_lab, y_lab, sq, *_ = references("mlp")
+    sampled = [
+        DynamicAL(gamma=0, pseudo_label="sample").utility(
+            _context(module, X_lab, y_lab, seed=s), X
+        )
+        for s in (0, 0, 1)
+    ]
+    np.testing.assert_array_equal(sampled[0], sampled[1])
+    assert not np.allclose(sampled[0], sampled[2])
+    assert not np.allclose(sampled[0], sq)
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"gamma": -1}, "gamma"),
+        ({"gamma": float("nan")}, "gamma"),
+        ({"gamma": "2"}, "gamma"),
+        ({"pseudo_label": "max"}, "pseudo_label"),
+        ({"batch_size": 0}, "batch_size"),
+    ],
+)
+def test_invalid_parameters_raise(params, match, references):
+    module, X, X_lab, y_lab, *_ = references("mlp")
+    with pytest.raises(ValueError, match=match):
+        DynamicAL(**params).utility(_context(module, X_lab, y_lab), X)
+
+
+def test_dynamic_al_through_learner_with_pipeline():
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:400], y[:400]
+    to_images = FunctionTransformer(lambda a: (a / 16.0).reshape(-1, 1, 8, 8))
+    net = skal.NeuralNetClassifier(skal.models.SmallCNN, max_epochs=3, lr=5e-3)
+    learner = skal.ActiveLearner(
+        make_pipeline(to_images, net), strategy="dynamic_al", random_state=0
+    ).fit(X[:50], y[:50])
+    assert "dynamic_al" in get_strategy_names()
+    pool = X[50:]
+    u = learner.utility(pool)
+    assert u.shape == (len(pool),) and np.isfinite(u).all()
+    idx = learner.query(pool, n=10)
+    np.testing.assert_array_equal(idx, np.argsort(-u, kind="stable")[:10])
+    learner.teach(pool[idx], y[50:][idx])
+    assert learner.n_labeled_ == 60
