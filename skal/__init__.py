@@ -6,10 +6,17 @@ skorch network classifiers that warm-start across rounds, and query
 strategies from the literature.
 """
 
-from . import models, strategies
+from . import datasets, model_selection, models, strategies
 from .learner import ActiveLearner
 from .nets import NeuralNetClassifier
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["ActiveLearner", "NeuralNetClassifier", "models", "strategies"]
+__all__ = [
+    "ActiveLearner",
+    "NeuralNetClassifier",
+    "datasets",
+    "model_selection",
+    "models",
+    "strategies",
+]
