@@ -320,16 +320,33 @@ def test_simulation_score_is_aulc_of_held_out_curve(digits):
     assert (res["test_aulc"] > 0).all() and (res["test_final"] > 0).all()
 
 
-def test_simulation_with_network_keeps_each_rounds_model(digits_images):
+def test_simulation_with_network_keeps_each_rounds_model(digits_images, capsys):
     X, y = digits_images
     sim = ActiveLearningSimulation(
-        _net_learner(), n_initial=20, query_size=10, n_rounds=2, random_state=0
+        _net_learner(max_epochs=5),
+        n_initial=20,
+        query_size=10,
+        n_rounds=2,
+        random_state=0,
+        verbose=2,
     ).fit(X[:200], y[:200])
+    err = capsys.readouterr().err
+    assert "rounds" in err and "round 2: pool" in err and "batch" in err
+    final = sim.learner_.score(X[200:], y[200:])
     curve = sim.learning_curve(X[200:], y[200:])
     assert curve.shape == (3,)
-    # the last snapshot is the final model, and the final model is untouched
-    assert curve[-1] == pytest.approx(sim.learner_.score(X[200:], y[200:]))
-    assert len(set(np.round(curve, 6))) > 1 or curve[0] != curve[-1] or True
+    # the last snapshot is the final model, which scoring the curve left intact
+    assert curve[-1] == pytest.approx(final)
+    assert sim.learner_.score(X[200:], y[200:]) == pytest.approx(final)
+    # round 0's model is the initial fit: a fresh learner on the initial rows
+    rows = sim.labeled_indices_[:20]
+    seed = np.random.RandomState(0).randint(np.iinfo(np.int32).max)
+    learner_seed = np.random.RandomState(seed).randint(np.iinfo(np.int32).max)
+    initial = _net_learner(max_epochs=5).set_params(
+        random_state=learner_seed, classes=np.arange(10)
+    )
+    initial.fit(X[:200][rows], y[:200][rows])
+    assert curve[0] == pytest.approx(initial.score(X[200:], y[200:]))
 
 
 # --------------------------------------------------- comparison

@@ -16,7 +16,9 @@ from ._checkpoint import RunCheckpoint
 from ._simulation import (
     check_loop_params,
     check_pool_size,
-    run_fingerprint,
+    data_digest,
+    learner_digest,
+    run_key,
     simulate,
 )
 
@@ -150,12 +152,14 @@ query_size)
         initial=initial, scoring=repr(scoring),
     )  # fmt: skip
 
+    if checkpoint_dir is not None:
+        data_key, learner_key = data_digest(X, y), learner_digest(learner)
+
     def checkpoint(split, s, train, test):
         if checkpoint_dir is None:
             return None
-        key = run_fingerprint(
-            learner, X, y, train, test, {**settings, "seed": int(seeds[split, s])}
-        )
+        run_settings = {**settings, "seed": int(seeds[split, s])}
+        key = run_key(data_key, learner_key, train, test, run_settings)
         return RunCheckpoint(Path(checkpoint_dir) / f"f{split}-s{s}-{key}")
 
     jobs = (

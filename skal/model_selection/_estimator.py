@@ -17,8 +17,10 @@ from ._simulation import (
     _net_of,
     check_loop_params,
     check_pool_size,
+    data_digest,
+    learner_digest,
     load_snapshot,
-    run_fingerprint,
+    run_key,
     simulate,
 )
 
@@ -145,7 +147,9 @@ class ActiveLearningSimulation(MetaEstimatorMixin, ClassifierMixin, BaseEstimato
                 n_initial=self.n_initial, query_size=self.query_size,
                 n_rounds=self.n_rounds, initial=self.initial, seed=seed,
             )  # fmt: skip
-            key = run_fingerprint(self.learner, X, y, train, None, settings)
+            key = run_key(
+                data_digest(X, y), learner_digest(self.learner), train, None, settings
+            )
             checkpoint = RunCheckpoint(
                 Path(self.checkpoint_dir) / key, keep_weights=True
             )

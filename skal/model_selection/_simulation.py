@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import numbers
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import joblib
@@ -123,19 +124,54 @@ def configure(learner, y, seed):
     return learner.set_params(**params)
 
 
-def run_fingerprint(learner, X, y, train, test, settings) -> str:
-    """A hash naming the run directory: data, split, learner and settings."""
+def data_digest(X, y) -> str:
+    """A hash of the data, computed once per call."""
     h = hashlib.sha256()
-    for arr in (X, y, train, test if test is not None else np.empty(0)):
+    for arr in (X, y):
         arr = np.ascontiguousarray(arr)
         h.update(str((arr.dtype.str, arr.shape)).encode())
         h.update(arr.data if arr.dtype != object else repr(arr.tolist()).encode())
+    return h.hexdigest()
+
+
+def learner_digest(learner) -> str:
+    """A hash of the learner's parameters (its repr if it cannot be pickled)."""
     try:
-        h.update(joblib.hash(learner).encode())
-    except Exception:  # unpicklable parameters: fall back to the repr
-        h.update(repr(learner).encode())
+        return joblib.hash(learner)
+    except Exception:  # unpicklable parameters
+        return hashlib.sha256(repr(learner).encode()).hexdigest()
+
+
+def run_key(data_key, learner_key, train, test, settings) -> str:
+    """A hash naming a run's checkpoint directory."""
+    h = hashlib.sha256(f"{data_key}|{learner_key}".encode())
+    for arr in (train, test if test is not None else np.empty(0, dtype=np.int64)):
+        h.update(np.ascontiguousarray(arr, dtype=np.int64).data)
     h.update(repr(sorted(settings.items())).encode())
     return h.hexdigest()[:16]
+
+
+@contextmanager
+def pool_progress(learner, enabled, desc):
+    """A tqdm bar over the network's inference batches while the pool is
+    scored (networks only; no bar otherwise)."""
+    net = _net_of(learner)
+    if not enabled or net is None:
+        yield
+        return
+    bar = tqdm(desc=desc, unit="batch", leave=False)
+    step = net.evaluation_step
+
+    def counted(*args, **kwargs):
+        bar.update(1)
+        return step(*args, **kwargs)
+
+    net.evaluation_step = counted
+    try:
+        yield
+    finally:
+        del net.evaluation_step
+        bar.close()
 
 
 def _snapshot(learner):
@@ -155,6 +191,12 @@ def _restore(learner, X, y, state, checkpoint, n_initial, query_size, keep_snaps
     """Rebuild the learner and snapshots of a checkpointed run, training nothing
     for networks (their weights are loaded) and refitting other estimators."""
     order = state["_arrays"]["order"]
+    if len(order) != n_initial + state["round"] * query_size:
+        raise ValueError(
+            f"checkpoint {checkpoint.directory} holds {len(order)} labels after "
+            f"round {state['round']}, not n_initial + round * query_size = "
+            f"{n_initial + state['round'] * query_size}; it belongs to another run"
+        )
     is_net = isinstance(final_step(learner.estimator), NeuralNet)
     snapshots = []
     if is_net:
@@ -277,7 +319,8 @@ def simulate(
     for round_ in range(start, n_rounds + 1):
         pool = train[unlabeled[train]]
         bar.set_postfix_str(f"scoring pool of {len(pool)}")
-        picked = pool[learner.query(X[pool], query_size)]
+        with pool_progress(learner, verbose >= 2, f"{desc} round {round_}: pool"):
+            picked = pool[learner.query(X[pool], query_size)]
         bar.set_postfix_str(f"training on {len(order) + len(picked)}")
         learner.teach(X[picked], y[picked])
         unlabeled[picked] = False
