@@ -118,12 +118,12 @@ def compare_strategies(
     Examples
     --------
     >>> from sklearn.datasets import load_digits
-    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.naive_bayes import GaussianNB
     >>> import skal
     >>> from skal.model_selection import compare_strategies
     >>> X, y = load_digits(return_X_y=True)
     >>> result = compare_strategies(
-    ...     skal.ActiveLearner(LogisticRegression(max_iter=200)),
+    ...     skal.ActiveLearner(GaussianNB()),
     ...     X[:500], y[:500], ["random", "margin"],
     ...     cv=2, n_initial=20, query_size=20, n_rounds=2, random_state=0,
     ... )

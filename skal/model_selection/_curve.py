@@ -115,11 +115,11 @@ query_size)
     Examples
     --------
     >>> from sklearn.datasets import load_digits
-    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.naive_bayes import GaussianNB
     >>> import skal
     >>> from skal.model_selection import active_learning_curve, aulc
     >>> X, y = load_digits(return_X_y=True)
-    >>> learner = skal.ActiveLearner(LogisticRegression(max_iter=200), "margin")
+    >>> learner = skal.ActiveLearner(GaussianNB(), "margin")
     >>> n_labeled, scores = active_learning_curve(
     ...     learner, X[:600], y[:600], cv=2, n_initial=20, query_size=20,
     ...     n_rounds=3, n_seeds=2, random_state=0,

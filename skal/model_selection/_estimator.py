@@ -78,13 +78,13 @@ class ActiveLearningSimulation(MetaEstimatorMixin, ClassifierMixin, BaseEstimato
     Examples
     --------
     >>> from sklearn.datasets import load_iris
-    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.naive_bayes import GaussianNB
     >>> from sklearn.model_selection import GridSearchCV
     >>> import skal
     >>> from skal.model_selection import ActiveLearningSimulation
     >>> X, y = load_iris(return_X_y=True)
     >>> sim = ActiveLearningSimulation(
-    ...     skal.ActiveLearner(LogisticRegression()),
+    ...     skal.ActiveLearner(GaussianNB()),
     ...     n_initial=6, query_size=6, n_rounds=3, random_state=0,
     ... )
     >>> search = GridSearchCV(

@@ -95,13 +95,13 @@ def make_aulc_scorer(scoring=None):
     Examples
     --------
     >>> from sklearn.datasets import load_iris
-    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.naive_bayes import GaussianNB
     >>> from sklearn.model_selection import cross_validate
     >>> import skal
     >>> from skal.model_selection import ActiveLearningSimulation, make_aulc_scorer
     >>> X, y = load_iris(return_X_y=True)
     >>> sim = ActiveLearningSimulation(
-    ...     skal.ActiveLearner(LogisticRegression(), strategy="margin"),
+    ...     skal.ActiveLearner(GaussianNB(), strategy="margin"),
     ...     n_initial=6, query_size=6, n_rounds=3, random_state=0,
     ... )
     >>> cv = cross_validate(
