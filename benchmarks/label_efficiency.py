@@ -145,7 +145,8 @@ def run(name, args):
     print(result.to_string())
     path = Path(args.out_dir) / f"label_efficiency_{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    result.plot(path, title=f"{name}: test accuracy, mean ± std over {args.seeds}")
+    title = f"{name}: test accuracy, mean ± std over {args.seeds} seeds"
+    result.plot(path, title=title)
     print(f"({elapsed:.0f} s; plot: {path})", flush=True)
     return result
 
