@@ -52,8 +52,8 @@ SIZES += ("max_epochs", "batch_size", "lr")
 DEFAULTS = {
     "cpu": {
         "digits": (None, None, 20, 20, 10, 30, 32, 1e-3),
-        "fashion": (6000, 2000, 100, 100, 8, 15, 64, 1e-3),
-        "fashion-lt": (6000, 2000, 100, 100, 8, 15, 64, 1e-3),
+        "fashion": (10000, 2000, 100, 100, 10, 20, 32, 1e-3),
+        "fashion-lt": (10000, 2000, 100, 100, 10, 20, 32, 1e-3),
     },
     "paper": {
         "digits": (None, None, 20, 20, 10, 100, 32, 1e-3),
