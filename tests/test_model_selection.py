@@ -134,6 +134,14 @@ def test_curve_validates_parameters(digits, params, match):
         active_learning_curve(_lr_learner(), X, y, cv=2, **params)
 
 
+def test_learner_must_be_an_active_learner(digits):
+    X, y = digits
+    with pytest.raises(TypeError, match="learner must be a skal.ActiveLearner"):
+        active_learning_curve(LogisticRegression(), X, y, cv=2)
+    with pytest.raises(TypeError, match="learner must be a skal.ActiveLearner"):
+        ActiveLearningSimulation(LogisticRegression()).fit(X, y)
+
+
 # ------------------------------------------------------ curves
 def test_curve_shapes_queries_and_reproducibility(digits):
     X, y = digits

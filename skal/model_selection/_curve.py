@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from ._checkpoint import RunCheckpoint
 from ._simulation import (
+    check_learner,
     check_loop_params,
     check_pool_size,
     data_digest,
@@ -131,6 +132,7 @@ query_size)
     >>> aulc(n_labeled, scores).shape
     (4,)
     """
+    check_learner(learner)
     check_loop_params(n_initial, query_size, n_rounds, initial)
     if not isinstance(n_seeds, int | np.integer) or n_seeds < 1:
         raise ValueError(f"n_seeds must be a positive integer, got {n_seeds!r}")

@@ -15,6 +15,7 @@ from ._checkpoint import RunCheckpoint
 from ._scoring import aulc
 from ._simulation import (
     _net_of,
+    check_learner,
     check_loop_params,
     check_pool_size,
     data_digest,
@@ -131,6 +132,7 @@ class ActiveLearningSimulation(MetaEstimatorMixin, ClassifierMixin, BaseEstimato
         -------
         self : ActiveLearningSimulation
         """
+        check_learner(self.learner)
         check_loop_params(self.n_initial, self.query_size, self.n_rounds, self.initial)
         X = check_array(X, allow_nd=True, dtype=None)
         y = column_or_1d(y, warn=True)

@@ -37,6 +37,15 @@ def check_loop_params(n_initial, query_size, n_rounds, initial):
         raise ValueError(f"initial must be one of {INITIAL_MODES}, got {initial!r}")
 
 
+def check_learner(learner):
+    if not all(hasattr(learner, name) for name in ("query", "teach", "classes")):
+        raise TypeError(
+            "learner must be a skal.ActiveLearner (with query, teach and classes), "
+            f"got {type(learner).__name__}; wrap a classifier as "
+            "skal.ActiveLearner(classifier, strategy=...)"
+        )
+
+
 def check_pool_size(n_train, n_initial, query_size, n_rounds, where="the data"):
     needed = n_initial + n_rounds * query_size
     if needed > n_train:
@@ -106,17 +115,17 @@ def _net_of(learner):
 
 @dataclass
 class RunResult:
-    """What one run returns: labelled order, scores, the learner, snapshots."""
+    """One run's labelled rows (in order), scores, final learner, snapshots."""
 
     order: np.ndarray
     scores: list
     learner: object
     snapshots: list = field(default_factory=list)
-    resumed_from: int | None = None
 
 
 def configure(learner, y, seed):
     """A fresh clone seeded for this run, with every class of ``y`` declared."""
+    check_learner(learner)
     learner = clone(learner)
     params = {"random_state": seed}
     if learner.classes is None:
@@ -284,7 +293,7 @@ def simulate(
     rng = np.random.RandomState(seed)
     learner = configure(learner, y, int(rng.randint(np.iinfo(np.int32).max)))
     state = checkpoint.load() if checkpoint is not None else None
-    scores, snapshots, resumed_from = [], [], None
+    scores, snapshots = [], []
 
     def evaluate():
         if test is not None:
@@ -311,7 +320,6 @@ def simulate(
             learner, X, y, state, checkpoint, n_initial, query_size, keep_snapshots
         )
         scores = list(state["scores"])
-        resumed_from = state["round"]
         start = state["round"] + 1
         bar.update(state["round"])
     unlabeled = np.ones(len(X), dtype=bool)
@@ -329,7 +337,7 @@ def simulate(
         commit(round_)
         bar.update(1)
     bar.close()
-    return RunResult(order, scores, learner, snapshots, resumed_from)
+    return RunResult(order, scores, learner, snapshots)
 
 
 def load_snapshot(learner, snapshot, scratch=None):
