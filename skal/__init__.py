@@ -6,7 +6,7 @@ skorch network classifiers that warm-start across rounds, and query
 strategies from the literature.
 """
 
-from . import callbacks, models, strategies
+from . import callbacks, datasets, model_selection, models, strategies
 from .headnets import LLossClassifier, TiDALClassifier
 from .learner import ActiveLearner
 from .nets import NeuralNetClassifier
@@ -19,6 +19,8 @@ __all__ = [
     "NeuralNetClassifier",
     "TiDALClassifier",
     "callbacks",
+    "datasets",
+    "model_selection",
     "models",
     "strategies",
 ]

@@ -1,0 +1,212 @@
+"""Compare strategies: a table of AULC and final score, and a plot of curves."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.base import clone
+
+from ..strategies import get_strategy_names
+from ._curve import active_learning_curve
+from ._scoring import aulc
+
+
+@dataclass
+class StrategyComparison:
+    """Learning curves of several strategies on the same splits and seeds.
+
+    Attributes
+    ----------
+    n_labeled : ndarray of shape (n_rounds + 1,)
+    scores : dict of str to ndarray of shape (n_runs, n_rounds + 1)
+        Test scores per strategy, one row per (split, seed).
+    skipped : dict of str to str
+        Strategies that could not run, with the reason.
+    """
+
+    n_labeled: np.ndarray
+    scores: dict
+    skipped: dict = field(default_factory=dict)
+
+    def table(self):
+        """Strategy × mean ± std of AULC and of the final score, best AULC first.
+
+        Returns
+        -------
+        table : pandas.DataFrame or dict of str to list
+            Columns ``strategy``, ``aulc_mean``, ``aulc_std``, ``final_mean``,
+            ``final_std``, ``n_runs`` (a dict of columns without pandas).
+        """
+        rows = []
+        for name, scores in self.scores.items():
+            areas = aulc(self.n_labeled, scores)
+            rows.append(
+                {
+                    "strategy": name,
+                    "aulc_mean": float(areas.mean()),
+                    "aulc_std": float(areas.std()),
+                    "final_mean": float(scores[:, -1].mean()),
+                    "final_std": float(scores[:, -1].std()),
+                    "n_runs": len(scores),
+                }
+            )
+        rows.sort(key=lambda row: -row["aulc_mean"])
+        columns = ["strategy", "aulc_mean", "aulc_std", "final_mean", "final_std"]
+        columns.append("n_runs")
+        try:
+            import pandas as pd
+        except ImportError:
+            return {c: [row[c] for row in rows] for c in columns}
+        return pd.DataFrame(rows, columns=columns)
+
+    def to_string(self) -> str:
+        """The table as text: ``AULC mean ± std`` and ``final mean ± std``."""
+        table = self.table()
+        cols = {c: list(table[c]) for c in ("strategy", "aulc_mean", "aulc_std")}
+        cols.update({c: list(table[c]) for c in ("final_mean", "final_std")})
+        width = max([len("strategy")] + [len(s) for s in cols["strategy"]])
+        lines = [f"{'strategy':<{width}}  {'AULC':>15}  {'final':>15}  runs"]
+        for i, name in enumerate(cols["strategy"]):
+            lines.append(
+                f"{name:<{width}}  {cols['aulc_mean'][i]:.4f} ± "
+                f"{cols['aulc_std'][i]:.4f}  {cols['final_mean'][i]:.4f} ± "
+                f"{cols['final_std'][i]:.4f}  {len(self.scores[name]):>4}"
+            )
+        for name, reason in self.skipped.items():
+            lines.append(f"{name:<{width}}  skipped: {reason}")
+        return "\n".join(lines)
+
+    def plot(self, path=None, *, ax=None, title=None, ylabel="test accuracy"):
+        """Plot the curves (see :func:`plot_learning_curves`)."""
+        return plot_learning_curves(
+            self.n_labeled, self.scores, path, ax=ax, title=title, ylabel=ylabel
+        )
+
+
+def compare_strategies(
+    learner, X, y, strategies=None, *, errors="raise", **curve_params
+) -> StrategyComparison:
+    """Run :func:`active_learning_curve` for several strategies, side by side.
+
+    Every strategy gets the same splits, seeds and initial sets (the same
+    ``random_state``), so the comparison is paired.
+
+    Parameters
+    ----------
+    learner : ActiveLearner
+        Template whose ``strategy`` is replaced by each entry.
+    X : array-like of shape (n_samples, ...)
+    y : array-like of shape (n_samples,)
+    strategies : list of str or dict of str to strategy, default=None
+        Names, or labels mapped to strategy objects; None means every
+        registered strategy (:func:`skal.strategies.get_strategy_names`).
+    errors : {"raise", "warn"}, default="raise"
+        With "warn", a strategy that fails (for instance one that needs a
+        network the model is not) is skipped with a warning and listed in
+        ``skipped``.
+    **curve_params
+        Passed to :func:`active_learning_curve` (``cv``, ``n_initial``,
+        ``query_size``, ``n_rounds``, ``n_seeds``, ``n_jobs``,
+        ``random_state``, ...).
+
+    Returns
+    -------
+    StrategyComparison
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn.naive_bayes import GaussianNB
+    >>> import skal
+    >>> from skal.model_selection import compare_strategies
+    >>> X, y = load_digits(return_X_y=True)
+    >>> result = compare_strategies(
+    ...     skal.ActiveLearner(GaussianNB()),
+    ...     X[:500], y[:500], ["random", "margin"],
+    ...     cv=2, n_initial=20, query_size=20, n_rounds=2, random_state=0,
+    ... )
+    >>> sorted(result.scores)
+    ['margin', 'random']
+    >>> list(result.table().columns)[:3]
+    ['strategy', 'aulc_mean', 'aulc_std']
+    """
+    if errors not in ("raise", "warn"):
+        raise ValueError(f"errors must be 'raise' or 'warn', got {errors!r}")
+    if strategies is None:
+        strategies = get_strategy_names()
+    if not isinstance(strategies, dict):
+        strategies = {str(s) if isinstance(s, str) else repr(s): s for s in strategies}
+    n_labeled, scores, skipped = None, {}, {}
+    for name, strategy in strategies.items():
+        try:
+            n_labeled, scores[name] = active_learning_curve(
+                clone(learner).set_params(strategy=strategy), X, y, **curve_params
+            )
+        except Exception as exc:
+            if errors == "raise":
+                raise
+            reason = f"{type(exc).__name__}: {exc}"
+            skipped[name] = reason
+            warnings.warn(
+                f"strategy {name!r} skipped: {reason}", UserWarning, stacklevel=2
+            )
+    if n_labeled is None:
+        raise ValueError(f"no strategy could run; reasons: {skipped}")
+    return StrategyComparison(n_labeled, scores, skipped)
+
+
+def plot_learning_curves(
+    n_labeled, scores, path=None, *, ax=None, title=None, ylabel="test accuracy"
+):
+    """Plot mean ± std learning curves, one line and band per strategy.
+
+    Parameters
+    ----------
+    n_labeled : array-like of shape (n_rounds + 1,)
+    scores : dict of str to array-like of shape (n_runs, n_rounds + 1)
+    path : path-like or None, default=None
+        If set, the figure is saved there (format from the extension).
+    ax : matplotlib Axes or None, default=None
+        Draw into it; otherwise a new figure is made (without pyplot, so no
+        display backend is needed).
+    title : str or None, default=None
+    ylabel : str, default="test accuracy"
+
+    Returns
+    -------
+    ax : matplotlib Axes
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skal.model_selection import plot_learning_curves
+    >>> ax = plot_learning_curves(
+    ...     [10, 20, 30], {"random": np.array([[0.5, 0.6, 0.7], [0.4, 0.6, 0.8]])}
+    ... )
+    >>> ax.get_xlabel()
+    'labelled samples'
+    """
+    from matplotlib.figure import Figure
+
+    if ax is None:
+        ax = Figure(figsize=(6, 4), layout="constrained").add_subplot()
+    n_labeled = np.asarray(n_labeled)
+    for name, curve in scores.items():
+        curve = np.atleast_2d(np.asarray(curve, dtype=float))
+        mean, std = curve.mean(axis=0), curve.std(axis=0)
+        area = aulc(n_labeled, mean)
+        (line,) = ax.plot(n_labeled, mean, marker=".", label=f"{name} ({area:.3f})")
+        ax.fill_between(
+            n_labeled, mean - std, mean + std, color=line.get_color(), alpha=0.2
+        )
+    ax.set_xlabel("labelled samples")
+    ax.set_ylabel(ylabel)
+    ax.legend(title="strategy (AULC)", fontsize="small")
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title)
+    if path is not None:
+        ax.figure.savefig(path, dpi=120)
+    return ax

@@ -1,0 +1,358 @@
+"""One simulated active-learning run: the loop every public function shares."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import numbers
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import joblib
+import numpy as np
+from sklearn.base import clone
+from sklearn.pipeline import Pipeline
+from skorch import NeuralNet
+from tqdm.auto import tqdm
+
+from ._checkpoint import RunCheckpoint, load_state_dicts, state_dicts
+
+INITIAL_MODES = ("random", "stratified")
+
+
+def check_loop_params(n_initial, query_size, n_rounds, initial):
+    """Validate the loop's sizes; errors name the parameter and the value."""
+    for name, value, low in (
+        ("n_initial", n_initial, 1),
+        ("query_size", query_size, 1),
+        ("n_rounds", n_rounds, 0),
+    ):
+        if (
+            not isinstance(value, numbers.Integral)
+            or isinstance(value, bool)
+            or value < low
+        ):
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if initial not in INITIAL_MODES:
+        raise ValueError(f"initial must be one of {INITIAL_MODES}, got {initial!r}")
+
+
+def check_learner(learner):
+    if not all(hasattr(learner, name) for name in ("query", "teach", "classes")):
+        raise TypeError(
+            "learner must be a skal.ActiveLearner (with query, teach and classes), "
+            f"got {type(learner).__name__}; wrap a classifier as "
+            "skal.ActiveLearner(classifier, strategy=...)"
+        )
+
+
+def check_pool_size(n_train, n_initial, query_size, n_rounds, where="the data"):
+    needed = n_initial + n_rounds * query_size
+    if needed > n_train:
+        raise ValueError(
+            f"n_initial + n_rounds * query_size = {n_initial} + {n_rounds} * "
+            f"{query_size} = {needed} labels are needed, but {where} has only "
+            f"{n_train} training samples; lower n_rounds or query_size"
+        )
+
+
+_MAX_DRAWS = 100
+
+
+def initial_indices(y_train, n_initial, initial, rng):
+    """Positions (into ``y_train``) of the initial labelled set.
+
+    Both modes give at least one sample of every class present.
+    ``"random"`` draws uniform subsets until one holds every class, so only
+    the labels of drawn candidates are read (after ``_MAX_DRAWS`` failures, a
+    random sample of each missing class replaces a sample of a class drawn
+    more than once). ``"stratified"`` allocates the set proportionally to the
+    class frequencies of the training part (largest remainders, at least one
+    each) and so reads all its labels.
+    """
+    classes, y_idx, counts = np.unique(y_train, return_inverse=True, return_counts=True)
+    n_classes = len(classes)
+    if n_initial < n_classes:
+        raise ValueError(
+            f"n_initial={n_initial} is smaller than the {n_classes} classes of the "
+            "training part; the initial set needs at least one sample per class"
+        )
+    if initial == "random":
+        for _ in range(_MAX_DRAWS):
+            chosen = rng.choice(len(y_train), n_initial, replace=False)
+            if len(np.unique(y_idx[chosen])) == n_classes:
+                return chosen
+        for k in np.setdiff1d(np.arange(n_classes), y_idx[chosen]):
+            drawn = np.bincount(y_idx[chosen], minlength=n_classes)
+            spare = np.flatnonzero(drawn[y_idx[chosen]] > 1)
+            chosen[rng.choice(spare)] = rng.choice(np.flatnonzero(y_idx == k))
+        return chosen
+    expected = n_initial * counts / counts.sum()
+    alloc = np.minimum(np.maximum(1, np.floor(expected)).astype(int), counts)
+    while alloc.sum() < n_initial:
+        gap = np.where(alloc < counts, expected - alloc, -np.inf)
+        alloc[np.argmax(gap)] += 1
+    while alloc.sum() > n_initial:
+        excess = np.where(alloc > 1, alloc - expected, -np.inf)
+        alloc[np.argmax(excess)] -= 1
+    chosen = np.concatenate(
+        [
+            rng.choice(np.flatnonzero(y_idx == k), alloc[k], replace=False)
+            for k in range(n_classes)
+        ]
+    )
+    return rng.permutation(chosen)
+
+
+def final_step(estimator):
+    return estimator[-1] if isinstance(estimator, Pipeline) else estimator
+
+
+def _net_of(learner):
+    final = final_step(learner.estimator_)
+    return final if isinstance(final, NeuralNet) else None
+
+
+@dataclass
+class RunResult:
+    """One run's labelled rows (in order), scores, final learner, snapshots."""
+
+    order: np.ndarray
+    scores: list
+    learner: object
+    snapshots: list = field(default_factory=list)
+
+
+def configure(learner, y, seed):
+    """A fresh clone seeded for this run, with every class of ``y`` declared."""
+    check_learner(learner)
+    learner = clone(learner)
+    params = {"random_state": seed}
+    if learner.classes is None:
+        params["classes"] = np.unique(y)
+    return learner.set_params(**params)
+
+
+def data_digest(X, y) -> str:
+    """A hash of the data, computed once per call."""
+    h = hashlib.sha256()
+    for arr in (X, y):
+        arr = np.ascontiguousarray(arr)
+        h.update(str((arr.dtype.str, arr.shape)).encode())
+        h.update(arr.data if arr.dtype != object else repr(arr.tolist()).encode())
+    return h.hexdigest()
+
+
+def learner_digest(learner) -> str:
+    """A hash of the learner's parameters (its repr if it cannot be pickled)."""
+    try:
+        return joblib.hash(learner)
+    except Exception:  # unpicklable parameters
+        return hashlib.sha256(repr(learner).encode()).hexdigest()
+
+
+def run_key(data_key, learner_key, train, test, settings) -> str:
+    """A hash naming a run's checkpoint directory."""
+    h = hashlib.sha256(f"{data_key}|{learner_key}".encode())
+    for arr in (train, test if test is not None else np.empty(0, dtype=np.int64)):
+        h.update(np.ascontiguousarray(arr, dtype=np.int64).data)
+    h.update(repr(sorted(settings.items())).encode())
+    return h.hexdigest()[:16]
+
+
+@contextmanager
+def pool_progress(learner, enabled, desc):
+    """A tqdm bar over the network's inference batches while the pool is
+    scored (networks only; no bar otherwise)."""
+    net = _net_of(learner)
+    if not enabled or net is None:
+        yield
+        return
+    bar = tqdm(desc=desc, unit="batch", leave=False)
+    step = net.evaluation_step
+
+    def counted(*args, **kwargs):
+        bar.update(1)
+        return step(*args, **kwargs)
+
+    net.evaluation_step = counted
+    try:
+        yield
+    finally:
+        del net.evaluation_step
+        bar.close()
+
+
+def _snapshot(learner):
+    """What it takes to score this round's model later."""
+    net = _net_of(learner)
+    if net is None:
+        return copy.deepcopy(learner.estimator_)
+    prefix = (
+        copy.deepcopy(learner.estimator_[:-1])
+        if isinstance(learner.estimator_, Pipeline)
+        else None
+    )
+    return {"weights": state_dicts(net), "prefix": prefix}
+
+
+def _restore(learner, X, y, state, checkpoint, n_initial, query_size, keep_snapshots):
+    """Rebuild the learner and snapshots of a checkpointed run, training nothing
+    for networks (their weights are loaded) and refitting other estimators."""
+    order = state["_arrays"]["order"]
+    if len(order) != n_initial + state["round"] * query_size:
+        raise ValueError(
+            f"checkpoint {checkpoint.directory} holds {len(order)} labels after "
+            f"round {state['round']}, not n_initial + round * query_size = "
+            f"{n_initial + state['round'] * query_size}; it belongs to another run"
+        )
+    is_net = isinstance(final_step(learner.estimator), NeuralNet)
+    snapshots = []
+    if is_net:
+        param = "estimator__max_epochs"
+        if isinstance(learner.estimator, Pipeline):
+            param = f"estimator__{learner.estimator.steps[-1][0]}__max_epochs"
+        epochs = learner.get_params()[param]
+        fit_rows = order[:n_initial] if learner.warm_start else order
+        learner.set_params(**{param: 0}).fit(X[fit_rows], y[fit_rows])
+        learner.set_params(**{param: epochs})
+        net = _net_of(learner)
+        net.set_params(max_epochs=epochs)
+        learner.X_labeled_, learner.y_labeled_ = X[order], y[order]
+        learner.n_labeled_ = len(order)
+        load_state_dicts(net, checkpoint.weights(state["weights"]))
+        if keep_snapshots:
+            for r in range(state["round"] + 1):
+                prefix = None
+                if isinstance(learner.estimator_, Pipeline):
+                    rows = order[: n_initial + r * query_size]
+                    prefix = (
+                        learner.estimator_[:-1]
+                        if learner.warm_start
+                        else clone(learner.estimator[:-1]).fit(X[rows], y[rows])
+                    )
+                    prefix = copy.deepcopy(prefix)
+                snapshots.append(
+                    {
+                        "weights": checkpoint.weights(f"weights-r{r}.pt"),
+                        "prefix": prefix,
+                    }
+                )
+    else:
+        learner.fit(X[order], y[order])
+        if keep_snapshots:
+            for r in range(state["round"] + 1):
+                rows = order[: n_initial + r * query_size]
+                snapshots.append(clone(learner).fit(X[rows], y[rows]).estimator_)
+    RunCheckpoint.restore_random_state(learner, state)
+    return order, snapshots
+
+
+def simulate(
+    learner,
+    X,
+    y,
+    train,
+    test=None,
+    *,
+    n_initial,
+    query_size,
+    n_rounds,
+    initial="random",
+    scorer=None,
+    seed=0,
+    checkpoint=None,
+    keep_snapshots=False,
+    verbose=0,
+    desc="run",
+):
+    """Run the loop on ``X[train]`` with ``y`` as the oracle.
+
+    Only labels of the initial set and of queried rows are read from ``y``
+    (besides ``y[test]`` for scoring); strategies see ``X`` of the unlabelled
+    training rows only.
+
+    Parameters
+    ----------
+    learner : ActiveLearner
+        Unfitted template; cloned and seeded with ``seed``.
+    X, y : arrays
+    train : ndarray of int
+        Rows forming the initial set and the pool.
+    test : ndarray of int or None
+        Rows scored after every round (not scored if None).
+    checkpoint : RunCheckpoint or None
+        Where to commit the state after each round and resume from.
+    keep_snapshots : bool
+        Keep what it takes to score each round's model later.
+
+    Returns
+    -------
+    RunResult
+    """
+    rng = np.random.RandomState(seed)
+    learner = configure(learner, y, int(rng.randint(np.iinfo(np.int32).max)))
+    state = checkpoint.load() if checkpoint is not None else None
+    scores, snapshots = [], []
+
+    def evaluate():
+        if test is not None:
+            scores.append(float(scorer(learner, X[test], y[test])))
+        if keep_snapshots:
+            snapshots.append(_snapshot(learner))
+
+    def commit(round_):
+        if checkpoint is not None:
+            checkpoint.save(round_, order, scores, learner, net=_net_of(learner))
+
+    bar = tqdm(
+        total=n_rounds, desc=desc, disable=verbose < 2, leave=False, unit="round"
+    )
+    if state is None:
+        order = train[initial_indices(y[train], n_initial, initial, rng)]
+        bar.set_postfix_str(f"training on {len(order)}")
+        learner.fit(X[order], y[order])
+        evaluate()
+        commit(0)
+        start = 1
+    else:
+        order, snapshots = _restore(
+            learner, X, y, state, checkpoint, n_initial, query_size, keep_snapshots
+        )
+        scores = list(state["scores"])
+        start = state["round"] + 1
+        bar.update(state["round"])
+    unlabeled = np.ones(len(X), dtype=bool)
+    unlabeled[order] = False
+    for round_ in range(start, n_rounds + 1):
+        pool = train[unlabeled[train]]
+        bar.set_postfix_str(f"scoring pool of {len(pool)}")
+        with pool_progress(learner, verbose >= 2, f"{desc} round {round_}: pool"):
+            picked = pool[learner.query(X[pool], query_size)]
+        bar.set_postfix_str(f"training on {len(order) + len(picked)}")
+        learner.teach(X[picked], y[picked])
+        unlabeled[picked] = False
+        order = np.concatenate([order, picked])
+        evaluate()
+        commit(round_)
+        bar.update(1)
+    bar.close()
+    return RunResult(order, scores, learner, snapshots)
+
+
+def load_snapshot(learner, snapshot, scratch=None):
+    """A shallow copy of the fitted ``learner`` predicting with a past round's
+    model. ``scratch`` is a reusable deep copy of the learner's network."""
+    view = copy.copy(learner)
+    if not isinstance(snapshot, dict):
+        view.estimator_ = snapshot
+        return view
+    net = scratch if scratch is not None else copy.deepcopy(_net_of(learner))
+    load_state_dicts(net, snapshot["weights"])
+    if snapshot["prefix"] is not None:
+        view.estimator_ = Pipeline(
+            list(snapshot["prefix"].steps) + [(learner.estimator_.steps[-1][0], net)]
+        )
+    else:
+        view.estimator_ = net
+    return view
