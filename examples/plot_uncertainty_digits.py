@@ -87,7 +87,9 @@ def plot_curves(n_labeled, results, n_seeds):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description="Uncertainty sampling vs random sampling on digits"
+    )
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--n-initial", type=int, default=30)
     parser.add_argument("--query-size", type=int, default=30)
