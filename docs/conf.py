@@ -98,7 +98,7 @@ API_MODULES = [
     ("skal.strategies", "Query strategies"),
     ("skal.callbacks", "Training callbacks"),
     ("skal.heads", "Auxiliary heads"),
-    ("skal.model_selection", "Model selection: comparing strategies"),
+    ("skal.model_selection", "Comparing strategies"),
     ("skal.datasets", "Datasets"),
     ("skal.gradients", "Per-sample gradients"),
     ("skal.ntk", "Neural-tangent-kernel diagnostics"),
@@ -158,7 +158,7 @@ def write_api_reference(path: Path) -> None:
     for modname, title in api_modules():
         module = importlib.import_module(modname)
         groups: dict[str, list[str]] = {"class": [], "function": [], "data": []}
-        for name in public_names(module):
+        for name in sorted(public_names(module), key=str.lower):
             obj = getattr(module, name)
             if id(obj) in seen:
                 continue
