@@ -76,9 +76,9 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         The class labels.
     n_labeled_ : int
         Number of labelled samples the learner was fitted or taught with.
-    X_labeled_ : ndarray of shape (n_labeled_, ...)
+    X_labeled_ : ndarray of shape (n_labeled, ...)
         The labelled inputs (validated).
-    y_labeled_ : ndarray of shape (n_labeled_,)
+    y_labeled_ : ndarray of shape (n_labeled,)
         Their labels.
     n_features_in_ : int
         Number of features (second dimension) of X.
