@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.datasets import load_digits, make_classification
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 import skal
@@ -35,10 +36,15 @@ class TupleMLP(TinyMLP):
 
 @pytest.fixture(autouse=True)
 def _single_thread():
-    """Keep torch on one thread: tests run beside other jobs on 2 cores."""
+    """Keep torch and BLAS on one thread each.
+
+    The tests use tiny models, which gain nothing from threads; on a busy
+    2-core machine spinning threads made single fits tens of times slower.
+    """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with threadpool_limits(limits=1):
+        yield
     torch.set_num_threads(threads)
 
 
