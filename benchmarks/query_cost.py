@@ -23,7 +23,9 @@ from _harness import print_table  # noqa: E402
 
 # suite name -> module in benchmarks/suites exposing
 # ``add_arguments(parser)`` (optional) and ``rows(args) -> list[dict]``
-SUITES: dict[str, str] = {}
+SUITES: dict[str, str] = {
+    "dynamic_al": "dynamic_al",
+}
 
 COLUMNS = [
     "suite",
