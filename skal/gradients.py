@@ -489,11 +489,7 @@ def _supported_modules(module):
     for m in module.modules():
         if isinstance(m, nn.Linear):
             out.append(m)
-        elif (
-            isinstance(m, nn.Conv2d)
-            and m.groups == 1
-            and not isinstance(m.padding, str)
-        ):
+        elif isinstance(m, _CONV):
             out.append(m)
         elif isinstance(m, _BATCHNORM) and m.affine:
             if m.training or m.running_mean is None:
