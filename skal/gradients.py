@@ -362,7 +362,8 @@ def _conv_weight(conv, calls, vw, norms):
 
     Per layer, either the ghost norm over unfolded patches (``Conv2d``,
     ``groups=1``, few output positions relative to the channels), or the
-    per-sample weight gradients themselves, computed by one grouped
+    per-sample weight gradients themselves: from unfolded patches (``Conv2d``
+    with fewer than 32 input channels per group) or by one grouped
     convolution weight-gradient call with the samples as groups.
     """
     m_out = conv.out_channels
@@ -385,11 +386,29 @@ def _conv_weight(conv, calls, vw, norms):
                 for inp, dy in calls
             )
         return sq, dot
-    gw = sum(_per_sample_conv_grad(conv, inp, dy) for inp, dy in calls)
+    per_sample = (
+        _per_sample_conv_grad_unfold
+        if isinstance(conv, nn.Conv2d) and conv.in_channels // conv.groups < 32
+        else _per_sample_conv_grad
+    )
+    gw = sum(per_sample(conv, inp, dy) for inp, dy in calls)
     sq = gw.pow(2).sum(1)
     if vw is not None:
         dot = gw @ vw.reshape(-1)
     return sq, dot
+
+
+def _per_sample_conv_grad_unfold(conv, x, dy):
+    """Per-sample weight gradients of a ``Conv2d`` from unfolded patches.
+
+    Faster than the grouped call for few input channels per group, where
+    the grouped weight-gradient kernels of oneDNN are slow.
+    """
+    n, g = x.shape[0], conv.groups
+    u = _unfold(conv, x)
+    u = u.reshape(n, g, u.shape[1] // g, u.shape[2])
+    d = dy.reshape(n, g, dy.shape[1] // g, -1)
+    return torch.matmul(d, u.transpose(-1, -2)).reshape(n, -1)
 
 
 def _per_sample_conv_grad(conv, x, dy):
