@@ -25,6 +25,7 @@ from _harness import print_table  # noqa: E402
 # ``add_arguments(parser)`` (optional) and ``rows(args) -> list[dict]``
 SUITES: dict[str, str] = {
     "baselines": "baselines",
+    "dynamic_al": "dynamic_al",
     "tidal": "tidal",
 }
 

@@ -65,19 +65,34 @@ class SharedInplace(nn.Module):
         return self.out(h.mean(1))
 
 
+class ConvVariants(nn.Module):
+    """Grouped, reflect-padded, 'same'-padded dilated and 1-d convolutions."""
+
+    def __init__(self, num_classes=N_CLASSES):
+        super().__init__()
+        self.depthwise = nn.Conv2d(3, 6, 3, padding=1, groups=3, padding_mode="reflect")
+        self.same = nn.Conv2d(6, 8, 3, padding="same", dilation=2)
+        self.conv1d = nn.Conv1d(8, 4, 5, stride=2)
+        self.fc = nn.Linear(4 * 30, num_classes)
+
+    def forward(self, x):
+        h = torch.relu(self.same(torch.relu(self.depthwise(x))))
+        return self.fc(torch.relu(self.conv1d(h.flatten(2))).flatten(1))
+
+
 class Uncovered(nn.Module):
-    """Parameters outside the closed forms: grouped conv, PReLU, a raw scale."""
+    """Parameters outside the closed forms: transposed conv, PReLU, a raw scale."""
 
     def __init__(self, num_classes=N_CLASSES):
         super().__init__()
         self.conv = nn.Conv2d(3, 6, 3, padding=1)
-        self.grouped = nn.Conv2d(6, 6, 3, padding=1, groups=3)
+        self.transposed = nn.ConvTranspose2d(6, 6, 3, stride=2, padding=1)
         self.act = nn.PReLU(6)
         self.scale = nn.Parameter(torch.tensor(1.3))
         self.fc = nn.Linear(6 * 16, num_classes)
 
     def forward(self, x):
-        h = self.act(self.grouped(self.conv(x))) * self.scale
+        h = self.act(self.transposed(self.conv(x))) * self.scale
         return self.fc(F.adaptive_avg_pool2d(h, 4).flatten(1))
 
 
@@ -93,6 +108,7 @@ MODELS = {
     "skal_resnet18": (ResNet18, (3, 8, 8), 6, 4),
     "tv_resnet18": (_tv_resnet18, (3, 16, 16), 6, 4),
     "shared_inplace": (SharedInplace, (4, 6), 16, 12),
+    "conv_variants": (ConvVariants, (3, 8, 8), 12, 12),
     "uncovered": (Uncovered, (3, 8, 8), 12, 12),
 }
 
@@ -157,6 +173,15 @@ def _rel_err(a, b):
     return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Small tensors: one intra-op thread is faster on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def references():
     cache = {}
@@ -193,12 +218,17 @@ def test_utility_matches_per_sample_loop(name, references):
     assert per_sample.max() <= 1e-4
 
 
-def test_closed_forms_cover_every_supported_parameter(references):
-    module = references("tv_resnet18")[0]
+@pytest.mark.parametrize(
+    "name",
+    ["mlp", "bn_dropout_cnn", "tv_resnet18", "shared_inplace", "conv_variants"],
+)
+def test_closed_forms_cover_every_supported_parameter(name, references):
+    module, X = references(name)[:2]
     engine = PerSampleGradients(module)
-    engine.stats(torch.randn(2, 3, 16, 16), torch.tensor([1, 2]))
+    engine.stats(torch.as_tensor(X[:2]), torch.tensor([1, 2]))
     assert engine.fallback_parameters_ == []
-    assert engine._clone_outputs, "in-place ReLU / += must be detected"
+    if name in ("tv_resnet18", "shared_inplace"):
+        assert engine._clone_outputs, "in-place ReLU / += must be detected"
 
 
 @pytest.mark.parametrize("fallback", ["vmap", "loop"])
@@ -209,8 +239,8 @@ def test_fallback_handles_uncovered_parameters(fallback, references):
     batches = [(torch.as_tensor(X_lab), torch.as_tensor(y_lab))]
     stats = engine.stats(x, lambda z: z.argmax(1), vector=sum_gradient(module, batches))
     assert set(engine.fallback_parameters_) == {
-        "grouped.weight",
-        "grouped.bias",
+        "transposed.weight",
+        "transposed.bias",
         "act.weight",
         "scale",
     }
