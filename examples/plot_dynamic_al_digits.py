@@ -18,7 +18,7 @@ training accuracy has stayed above 0.97 for a few epochs
 Test accuracy is printed after each round, averaged over the seeds.
 
 Run it with ``python examples/plot_dynamic_al_digits.py`` (``--seeds 0 1 2``
-for more seeds); one seed takes about a minute on 2 CPU cores.
+for more seeds); one seed takes about 40 seconds on 2 CPU cores.
 """
 
 import argparse
