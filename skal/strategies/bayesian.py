@@ -9,6 +9,7 @@ import torch
 from skorch.dataset import unpack_data
 from torch import nn
 
+from ..gradients import eval_mode
 from .base import QueryStrategy
 
 _DROPOUT_TYPES = (
@@ -84,24 +85,18 @@ class BALD(QueryStrategy):
                 f"module {type(module).__name__} has none; add an nn.Dropout "
                 "(e.g. module__dropout=0.2 for skal.models.MLP)"
             )
-        modes = [(m, m.training) for m in module.modules()]
         scores = []
-        try:
-            module.eval()
+        with eval_mode(module), torch.no_grad():
             for m in dropouts:
                 m.train()
             iterator = net.get_iterator(net.get_dataset(X), training=False)
-            with torch.no_grad():
-                for batch in iterator:
-                    Xi, _ = unpack_data(batch)
-                    logits = torch.stack(
-                        [_logits(net.infer(Xi)) for _ in range(self.n_passes)]
-                    )
-                    probs = torch.softmax(logits.float(), dim=-1)
-                    scores.append(mutual_information(probs).cpu())
-        finally:
-            for m, training in modes:
-                m.train(training)
+            for batch in iterator:
+                Xi, _ = unpack_data(batch)
+                logits = torch.stack(
+                    [_logits(net.infer(Xi)) for _ in range(self.n_passes)]
+                )
+                probs = torch.softmax(logits.float(), dim=-1)
+                scores.append(mutual_information(probs).cpu())
         if not scores:
             return np.empty(0)
         return torch.cat(scores).numpy()
