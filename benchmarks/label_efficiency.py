@@ -70,7 +70,7 @@ def load(name, args, random_state):
         train, test = train_test_split(
             np.arange(len(y)), test_size=0.3, stratify=y, random_state=random_state
         )
-        return X, y, train, test, skal.models.SmallCNN, {}
+        return X, y, train, test, skal.nets.SmallCNN, {}
     X_pool, y_pool = load_fashion_mnist(args.data, subset="train")
     X_test, y_test = load_fashion_mnist(args.data, subset="test")
     if name == "fashion-lt":
@@ -84,7 +84,7 @@ def load(name, args, random_state):
     train = np.arange(len(y_pool))
     test = np.arange(len(y_pool), len(y))
     module_kw = {"module__in_channels": 1, "module__input_size": 28}
-    return X, y, train, test, skal.models.TutorialCNN, module_kw
+    return X, y, train, test, skal.nets.TutorialCNN, module_kw
 
 
 def _subsample(X, y, size, random_state):

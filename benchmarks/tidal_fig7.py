@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import print_table  # noqa: E402
 
 import skal  # noqa: E402
-from skal.models import ResNet18, TutorialCNN  # noqa: E402
+from skal.nets import ResNet18, TutorialCNN  # noqa: E402
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import measure, print_table  # noqa: E402
 
 import skal  # noqa: E402
-from skal.models import ResNet18, TutorialCNN  # noqa: E402
+from skal.nets import ResNet18, TutorialCNN  # noqa: E402
 
 TAPS = {
     "TutorialCNN": (TutorialCNN, ["conv1", "conv2", "fc1", "fc2"]),

@@ -95,14 +95,12 @@ def setup(app):
 # are skipped. Any other module named in ``skal.__all__`` is added after them.
 API_MODULES = [
     ("skal", "Estimators"),
+    ("skal.nets", "Networks: modules, heads, callbacks, taps"),
     ("skal.strategies", "Query strategies"),
-    ("skal.callbacks", "Training callbacks"),
-    ("skal.heads", "Auxiliary heads"),
     ("skal.model_selection", "Comparing strategies"),
     ("skal.datasets", "Datasets"),
     ("skal.gradients", "Per-sample gradients"),
     ("skal.ntk", "Neural-tangent-kernel diagnostics"),
-    ("skal.models", "Reference backbones"),
 ]
 
 

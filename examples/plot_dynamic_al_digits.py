@@ -14,7 +14,7 @@ The training protocol is dynamicAL's: Adam at a constant learning rate, the
 weights kept across rounds with a fresh optimizer each round
 (:meth:`skal.ActiveLearner.teach`), and each round trained until the
 training accuracy has stayed above 0.97 for a few epochs
-(:class:`skal.callbacks.TrainUntilConvergence`), never looking at test data.
+(:class:`skal.nets.TrainUntilConvergence`), never looking at test data.
 Test accuracy is printed after each round, averaged over the seeds.
 
 Run it with ``python examples/plot_dynamic_al_digits.py`` (``--seeds 0 1 2``
@@ -31,7 +31,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 import skal
-from skal.callbacks import TrainUntilConvergence
+from skal.nets import TrainUntilConvergence
 from skal.strategies import DynamicAL
 
 STRATEGIES = {
@@ -50,7 +50,7 @@ def simulate(strategy, X_train, y_train, X_test, y_test, *, seed, args):
     labeled = rng.choice(len(X_train), args.n_initial, replace=False)
     pool = np.setdiff1d(np.arange(len(X_train)), labeled)
     net = skal.NeuralNetClassifier(
-        skal.models.SmallCNN,
+        skal.nets.SmallCNN,
         module__channels=16,
         lr=3e-3,  # Adam, constant learning rate
         batch_size=64,

@@ -50,7 +50,7 @@ def simulate(
     labeled = rng.choice(len(X_train), n_initial, replace=False)
     pool = np.setdiff1d(np.arange(len(X_train)), labeled)
     net = skal.NeuralNetClassifier(
-        skal.models.SmallCNN,
+        skal.nets.SmallCNN,
         module__channels=16,
         max_epochs=max_epochs,
         lr=3e-3,

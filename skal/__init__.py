@@ -1,15 +1,23 @@
 """skal: deep active learning for scikit-learn.
 
-skal brings deep active learning into the scikit-learn ecosystem: an
-:class:`ActiveLearner` meta-estimator with ``fit``/``query``/``teach``,
-skorch network classifiers that warm-start across rounds, and query
-strategies from the literature.
+skal has four parts:
+
+- :class:`ActiveLearner` (``skal.learner``), the sklearn meta-estimator that
+  owns the labelled set and the loop: ``fit``, ``query``, ``teach``;
+- ``skal.nets``, skorch classifiers that warm-start across rounds, the torch
+  modules they train and the heads of TiDAL and learning loss;
+- ``skal.strategies``, the query strategies and their registry;
+- ``skal.model_selection``, simulations, learning curves and comparisons of
+  strategies on labelled data.
+
+``skal.gradients`` and ``skal.ntk`` hold the per-sample gradient machinery
+of dynamicAL and the neural-tangent-kernel diagnostics; ``skal.datasets``
+loads the data sets the examples and benchmarks use.
 """
 
-from . import callbacks, datasets, model_selection, models, strategies
-from .headnets import LLossClassifier, TiDALClassifier
+from . import datasets, gradients, model_selection, nets, ntk, strategies
 from .learner import ActiveLearner
-from .nets import NeuralNetClassifier
+from .nets import LLossClassifier, NeuralNetClassifier, TiDALClassifier
 
 __version__ = "0.1.0.dev0"
 
@@ -18,9 +26,10 @@ __all__ = [
     "LLossClassifier",
     "NeuralNetClassifier",
     "TiDALClassifier",
-    "callbacks",
     "datasets",
+    "gradients",
     "model_selection",
-    "models",
+    "nets",
+    "ntk",
     "strategies",
 ]

@@ -39,12 +39,13 @@ interact, i.e. in eval mode: BatchNorm must use running statistics.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ._utils import logits_of
 
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -214,7 +215,7 @@ class PerSampleGradients:
             rec = _Recorder(candidates, self._clone_inputs, self._clone_outputs)
             with rec:
                 out = _call(self.module, x)
-            rec.logits = out[0] if isinstance(out, tuple | list) else out
+            rec.logits = logits_of(out)
             bad_in, bad_out = rec.modified_in_place()
             if not bad_in and not bad_out:
                 return rec
@@ -566,10 +567,6 @@ def _batch_size(x):
     return x.shape[0]
 
 
-def _logits_of(out):
-    return out[0] if isinstance(out, tuple | list) else out
-
-
 def _vmap_grads(module, x, targets, names):
     from torch.func import functional_call, grad, vmap
 
@@ -584,7 +581,7 @@ def _vmap_grads(module, x, targets, names):
             out = functional_call(module, (p, buffers), (), xi)
         else:
             out = functional_call(module, (p, buffers), (xi.unsqueeze(0),))
-        return F.cross_entropy(_logits_of(out), ti.unsqueeze(0), reduction="sum")
+        return F.cross_entropy(logits_of(out), ti.unsqueeze(0), reduction="sum")
 
     g = vmap(grad(loss_fn), in_dims=(None, 0, 0))(sub, x, targets)
     return [g[n] for n in names]
@@ -600,7 +597,7 @@ def _loop_grads(module, x, targets, params):
             else x[i : i + 1]
         )
         with torch.enable_grad():
-            logits = _logits_of(_call(module, xi))
+            logits = logits_of(_call(module, xi))
             loss = F.cross_entropy(logits, targets[i : i + 1], reduction="sum")
             gs = torch.autograd.grad(loss, params, allow_unused=True)
         for buf, g in zip(out, gs):
@@ -649,34 +646,10 @@ def sum_gradient(
     total = {n: torch.zeros_like(p) for n, p in named}
     for x, y in batches:
         with torch.enable_grad():
-            logits = _logits_of(_call(module, x))
+            logits = logits_of(_call(module, x))
             loss = F.cross_entropy(logits, y.long(), reduction="sum")
             grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
         for (n, _), g in zip(named, grads):
             if g is not None:
                 total[n] += g
     return total
-
-
-@contextmanager
-def eval_mode(module: nn.Module):
-    """Put a module in eval mode; restore every submodule's mode afterwards.
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> from skal.gradients import eval_mode
-    >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout()).train()
-    >>> with eval_mode(net):
-    ...     net.training
-    False
-    >>> net.training
-    True
-    """
-    states = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield module
-    finally:
-        for m, training in states:
-            m.training = training

@@ -17,9 +17,9 @@ from sklearn.utils.validation import (
 )
 from skorch import NeuralNet
 
+from ._utils import draw_seed, final_step, torch_seed
 from .strategies import get_strategy
 from .strategies.context import QueryContext, expand_proba
-from .utils import draw_seed, torch_seed
 
 _FLOAT_DTYPES = (np.float64, np.float32)
 
@@ -188,7 +188,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         self.y_labeled_ = np.concatenate([self.y_labeled_, y])
         self.n_labeled_ = len(self.y_labeled_)
         y_enc = self._encode(self.y_labeled_, "y")
-        final = _final_step(self.estimator_)
+        final = final_step(self.estimator_)
         with torch_seed(draw_seed(self.random_state_)):
             if self.warm_start and isinstance(final, NeuralNet) and final.initialized_:
                 final.initialize_optimizer()
@@ -300,7 +300,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         X = self._validate_X(X, "X")
         return expand_proba(
             self.estimator_.predict_proba(X),
-            _final_step(self.estimator_).classes_,
+            final_step(self.estimator_).classes_,
             len(self.classes_),
         )
 
@@ -331,10 +331,10 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             )
         if not isinstance(self.warm_start, bool | np.bool_):
             raise ValueError(f"warm_start must be a bool, got {self.warm_start!r}")
-        if not hasattr(_final_step(self.estimator), "predict_proba"):
+        if not hasattr(final_step(self.estimator), "predict_proba"):
             raise TypeError(
                 "estimator must be a classifier with predict_proba (or a pipeline "
-                f"ending in one); got {type(_final_step(self.estimator)).__name__}"
+                f"ending in one); got {type(final_step(self.estimator)).__name__}"
             )
         return get_strategy(self.strategy)
 
@@ -374,7 +374,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
 
     def _context(self):
         return QueryContext(
-            estimator=_final_step(self.estimator_),
+            estimator=final_step(self.estimator_),
             classes=self.classes_,
             X_labeled=self.X_labeled_,
             y_labeled=self._encode(self.y_labeled_, "y"),
@@ -384,15 +384,9 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         )
 
 
-def _final_step(estimator):
-    if isinstance(estimator, Pipeline):
-        return estimator[-1]
-    return estimator
-
-
 def _prepare_estimator(estimator, n_classes):
     """Give a network one output per class, declared before any data."""
-    final = _final_step(estimator)
+    final = final_step(estimator)
     if isinstance(final, NeuralNet) and "classes" in final.get_params(deep=False):
         final.set_params(classes=list(range(n_classes)))
     return estimator

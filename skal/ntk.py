@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from skorch.utils import to_numpy
 from torch import nn
 
-from .gradients import PerSampleGradients, eval_mode, sum_gradient
+from ._utils import eval_mode, logits_of
+from .gradients import PerSampleGradients, sum_gradient
 
 
 def empirical_ntk(module: nn.Module, X, X2=None, *, batch_size: int = 32):
@@ -146,7 +147,7 @@ def training_dynamics(module: nn.Module, X, y, *, loss="cross_entropy", batch_si
     total = [torch.zeros_like(p) for p in params]
     with eval_mode(module), torch.enable_grad():
         for start in range(0, len(x_all), batch_size):
-            logits = _logits(module(x_all[start : start + batch_size]))
+            logits = logits_of(module(x_all[start : start + batch_size]))
             yb = y_all[start : start + batch_size]
             if loss == "cross_entropy":
                 value = F.cross_entropy(logits, yb, reduction="sum")
@@ -279,7 +280,7 @@ def _jacobian(module, X, batch_size):
 
     def logits(sub, xi):
         out = functional_call(module, ({**params, **sub}, buffers), (xi[None],))
-        return _logits(out)[0]
+        return logits_of(out)[0]
 
     sub = {n: params[n] for n in names}
     parts = []
@@ -305,10 +306,6 @@ def _chunks(x, y, batch_size):
 
 def _argmax(logits):
     return logits.argmax(1)
-
-
-def _logits(out):
-    return out[0] if isinstance(out, tuple | list) else out
 
 
 def _one_hot(Y, n_classes):

@@ -47,7 +47,7 @@ def make_net(**kwargs):
         batch_size=32,
     )
     params.update(kwargs)
-    return skal.NeuralNetClassifier(skal.models.MLP, **params)
+    return skal.NeuralNetClassifier(skal.nets.MLP, **params)
 
 
 @pytest.fixture(scope="module")
@@ -335,8 +335,8 @@ def test_bald_matches_manual_mc_dropout(data):
     module = learner.estimator_.module_
     state = pickle.loads(pickle.dumps(learner.random_state_))
     u = learner.utility(X_pool)
-    seed = skal.utils.draw_seed(state)
-    with skal.utils.torch_seed(seed), torch.no_grad():
+    seed = skal._utils.draw_seed(state)
+    with skal._utils.torch_seed(seed), torch.no_grad():
         module.train()
         net = learner.estimator_
         # the data loader draws its base seed from torch's generator first

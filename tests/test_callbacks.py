@@ -5,7 +5,7 @@ import pytest
 from skorch.dataset import Dataset
 
 import skal
-from skal.callbacks import TrainUntilConvergence
+from skal.nets import TrainUntilConvergence
 
 
 def _data(seed=0, n=160):
@@ -16,7 +16,7 @@ def _data(seed=0, n=160):
 
 def _net(callback, max_epochs=60, **kwargs):
     return skal.NeuralNetClassifier(
-        skal.models.MLP,
+        skal.nets.MLP,
         lr=2e-2,
         max_epochs=max_epochs,
         callbacks=[callback],
@@ -61,7 +61,7 @@ def test_only_training_data_is_looked_at():
     histories = []
     for labels in (y_valid, 1 - y_valid):
         stop = TrainUntilConvergence(threshold=0.9, patience=3)
-        with skal.utils.torch_seed(0):
+        with skal._utils.torch_seed(0):
             net = _net(stop, train_split=_FixedValid(X_valid, labels)).fit(X, y)
         histories.append(net.history)
     # flipping the validation labels changes validation scores, not the stop

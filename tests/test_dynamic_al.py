@@ -15,7 +15,7 @@ from torch import nn
 
 import skal
 from skal.gradients import PerSampleGradients, sum_gradient
-from skal.models import MLP, ResNet18, TutorialCNN
+from skal.nets import MLP, ResNet18, TutorialCNN
 from skal.strategies import DynamicAL, QueryContext, get_strategy_names
 
 N_CLASSES = 10
@@ -117,7 +117,7 @@ def _build(name, seed=0):
     """A module with random BatchNorm statistics and affine parameters, eval."""
     factory, shape, n, n_lab = MODELS[name]
     gen = torch.Generator().manual_seed(seed)
-    with skal.utils.torch_seed(seed):
+    with skal._utils.torch_seed(seed):
         module = factory()
         module.train()
         with torch.no_grad():
@@ -317,7 +317,7 @@ def test_dynamic_al_through_learner_with_pipeline():
     X, y = load_digits(return_X_y=True)
     X, y = X[:400], y[:400]
     to_images = FunctionTransformer(lambda a: (a / 16.0).reshape(-1, 1, 8, 8))
-    net = skal.NeuralNetClassifier(skal.models.SmallCNN, max_epochs=3, lr=5e-3)
+    net = skal.NeuralNetClassifier(skal.nets.SmallCNN, max_epochs=3, lr=5e-3)
     learner = skal.ActiveLearner(
         make_pipeline(to_images, net), strategy="dynamic_al", random_state=0
     ).fit(X[:50], y[:50])

@@ -418,7 +418,7 @@ def test_teach_warm_start_keeps_weights_and_recreates_optimizer(blobs, warm_star
     X, y = blobs
     rec = _RecordStart()
     net = make_net(
-        module=skal.models.MLP, module__in_features=4, callbacks=[("rec", rec)]
+        module=skal.nets.MLP, module__in_features=4, callbacks=[("rec", rec)]
     )
     learner = skal.ActiveLearner(net, warm_start=warm_start, random_state=0)
     learner.fit(X[:60], y[:60])

@@ -66,7 +66,7 @@ def _lr_learner(strategy="margin"):
 
 def _net_learner(strategy="entropy", max_epochs=2):
     net = skal.NeuralNetClassifier(
-        skal.models.SmallCNN,
+        skal.nets.SmallCNN,
         module__channels=4,
         module__hidden=16,
         max_epochs=max_epochs,
@@ -501,7 +501,7 @@ from skal.model_selection import active_learning_curve
 
 X, y = load_digits_images()
 net = skal.NeuralNetClassifier(
-    skal.models.SmallCNN, module__channels=4, module__hidden=16, max_epochs=10,
+    skal.nets.SmallCNN, module__channels=4, module__hidden=16, max_epochs=10,
     batch_size=32,
 )
 active_learning_curve(
@@ -517,7 +517,7 @@ def test_resume_after_sigkill(tmp_path):
     X, y = load_digits_images()
     X, y = X[:300], y[:300]
     net = skal.NeuralNetClassifier(
-        skal.models.SmallCNN, module__channels=4, module__hidden=16, max_epochs=10,
+        skal.nets.SmallCNN, module__channels=4, module__hidden=16, max_epochs=10,
         batch_size=32,
     )  # fmt: skip
     kw = dict(

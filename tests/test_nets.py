@@ -14,14 +14,14 @@ from tests.conftest import TupleMLP, make_net
 @pytest.fixture(scope="module")
 def fitted(blobs):
     X, y = blobs
-    return make_net(module=skal.models.MLP, module__num_classes=3).fit(X, y)
+    return make_net(module=skal.nets.MLP, module__num_classes=3).fit(X, y)
 
 
 def test_is_a_skorch_classifier():
     import skorch
 
     assert issubclass(skal.NeuralNetClassifier, skorch.NeuralNetClassifier)
-    net = skal.NeuralNetClassifier(skal.models.MLP)
+    net = skal.NeuralNetClassifier(skal.nets.MLP)
     assert isinstance(net.criterion, type) and net.criterion is nn.CrossEntropyLoss
     assert "_params_to_validate" not in net.get_params()
 
@@ -48,7 +48,7 @@ def test_fits_on_float64_and_dataframe(blobs, input_type):
     X, y = blobs
     if input_type == "dataframe":
         X = pd.DataFrame(X)
-    net = make_net(module=skal.models.MLP, module__num_classes=3).fit(X, y)
+    net = make_net(module=skal.nets.MLP, module__num_classes=3).fit(X, y)
     assert (net.predict(X) == y).mean() > 0.9
 
 
@@ -78,7 +78,7 @@ def test_tuple_output_uses_first_element_as_logits(blobs):
 def test_any_labels_are_encoded_and_decoded(blobs, labels):
     X, y = blobs
     y_any = np.asarray(labels)[y]
-    net = make_net(module=skal.models.MLP, module__num_classes=3).fit(X, y_any)
+    net = make_net(module=skal.nets.MLP, module__num_classes=3).fit(X, y_any)
     np.testing.assert_array_equal(net.classes_, np.unique(y_any))
     pred = net.predict(X)
     assert pred.dtype == y_any.dtype
@@ -89,24 +89,24 @@ def test_valid_accuracy_compares_encoded_labels(blobs):
     X, y = blobs
     y_str = np.array(["ant", "bee", "cat"])[y]
     net = make_net(
-        module=skal.models.MLP, module__num_classes=3, train_split=ValidSplit(4)
+        module=skal.nets.MLP, module__num_classes=3, train_split=ValidSplit(4)
     ).fit(X, y_str)
     assert net.history[-1, "valid_acc"] > 0.85
 
 
 def test_declared_classes_size_the_output():
-    net = skal.NeuralNetClassifier(skal.models.MLP, classes=["a", "b", "c", "d"])
+    net = skal.NeuralNetClassifier(skal.nets.MLP, classes=["a", "b", "c", "d"])
     net.initialize()
     assert net.module_.layers[-1].out_features == 4
     explicit = skal.NeuralNetClassifier(
-        skal.models.MLP, classes=["a", "b"], module__num_classes=5
+        skal.nets.MLP, classes=["a", "b"], module__num_classes=5
     ).initialize()
     assert explicit.module_.layers[-1].out_features == 5
 
 
 def test_label_outside_declared_classes_is_an_error(blobs):
     X, y = blobs
-    net = make_net(module=skal.models.MLP, classes=[0, 1])
+    net = make_net(module=skal.nets.MLP, classes=[0, 1])
     with pytest.raises(ValueError, match=r"labels \[2\] that are not in classes"):
         net.fit(X, y)
 
@@ -124,7 +124,7 @@ def test_embed_is_the_input_of_the_last_linear(fitted, blobs):
 def test_features_of_named_layers_and_embedding_layer_parameter(digits):
     X, y = digits
     X = X.reshape(-1, 1, 8, 8)[:200]
-    net = make_net(module=skal.models.SmallCNN, max_epochs=2).fit(X, y[:200])
+    net = make_net(module=skal.nets.SmallCNN, max_epochs=2).fit(X, y[:200])
     feats = net.features(X[:10], ["features.4", "classifier.2"])
     module = net.module_.eval()
     with torch.no_grad():
@@ -173,12 +173,12 @@ def test_hooks_are_removed_after_feature_extraction(fitted, blobs):
 
 def test_device_is_a_parameter_not_hard_coded(blobs):
     X, y = blobs
-    net = make_net(module=skal.models.MLP, module__num_classes=3, device="cpu")
+    net = make_net(module=skal.nets.MLP, module__num_classes=3, device="cpu")
     net.fit(X, y)
     assert all(p.device.type == "cpu" for p in net.module_.parameters())
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="device='cuda' but torch sees no CUDA"):
-            make_net(module=skal.models.MLP, module__num_classes=3, device="cuda").fit(
+            make_net(module=skal.nets.MLP, module__num_classes=3, device="cuda").fit(
                 X, y
             )
 
@@ -187,7 +187,7 @@ def test_device_is_a_parameter_not_hard_coded(blobs):
 def test_cuda_round_trip(blobs):
     X, y = blobs
     learner = skal.ActiveLearner(
-        make_net(module=skal.models.MLP, device="cuda"), random_state=0
+        make_net(module=skal.nets.MLP, device="cuda"), random_state=0
     ).fit(X[:100], y[:100])
     assert next(learner.estimator_.module_.parameters()).is_cuda
     idx = learner.query(X[100:], 5)

@@ -15,9 +15,15 @@ from skorch.dataset import ValidSplit
 from torch.utils.data import WeightedRandomSampler
 
 import skal
-from skal.heads import AuxiliaryHead, pairwise_ranking_loss
-from skal.models import MLP, VGG11BN, ResNet18, TutorialCNN
-from skal.strategies import LearningLoss, TiDAL, get_strategy
+from skal.nets import (
+    MLP,
+    VGG11BN,
+    AuxiliaryHead,
+    ResNet18,
+    TutorialCNN,
+    pairwise_ranking_loss,
+)
+from skal.strategies import LLoss, TiDAL, get_strategy
 
 MLP_TAPS = ["layers.2", "layers.4"]  # the two hidden ReLUs of MLP(32, 16)
 
@@ -377,7 +383,7 @@ def test_tidal_needs_a_tidal_net(data):
     with pytest.raises(TypeError, match="TiDALClassifier"):
         TiDAL().utility(_context(plain, X, y), X)
     with pytest.raises(TypeError, match="LLossClassifier"):
-        LearningLoss().utility(_context(plain, X, y), X)
+        LLoss().utility(_context(plain, X, y), X)
 
 
 def test_default_candidate_subset(data):

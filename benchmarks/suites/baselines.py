@@ -1,6 +1,6 @@
 """Query cost of the baselines "coreset", "badge", "bald" and "albl".
 
-Model: ``skal.models.MLP`` 784-512-C with dropout 0.25 (randomly initialized)
+Model: ``skal.nets.MLP`` 784-512-C with dropout 0.25 (randomly initialized)
 on random Fashion-MNIST-shaped inputs (1x28x28), so the penultimate embedding
 has D = 512. Baseline: one plain forward pass of that net (``forward_iter``,
 results kept on the device) over the same N candidates. Each strategy is
@@ -62,7 +62,7 @@ def add_arguments(parser):
 def _net(n_classes, device):
     torch.manual_seed(0)
     return skal.NeuralNetClassifier(
-        skal.models.MLP,
+        skal.nets.MLP,
         module__in_features=784,
         module__hidden_units=(D,),
         module__dropout=0.25,

@@ -51,8 +51,8 @@ QUICK = [
 ]
 
 FACTORIES = {
-    "tutorial_cnn": skal.models.TutorialCNN,
-    "skal_resnet18": skal.models.ResNet18,
+    "tutorial_cnn": skal.nets.TutorialCNN,
+    "skal_resnet18": skal.nets.ResNet18,
     "tv_resnet18": lambda: torchvision.models.resnet18(num_classes=N_CLASSES),
 }
 
@@ -137,7 +137,7 @@ def _measure_model(name, n, with_backpack, args, device):
 
 
 def _module(name, device):
-    with skal.utils.torch_seed(0):
+    with skal._utils.torch_seed(0):
         module = FACTORIES[name]()
         module.train()
         with torch.no_grad():

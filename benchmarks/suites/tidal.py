@@ -13,8 +13,8 @@ import torch
 from _harness import fmt_bytes, measure
 
 import skal
-from skal.models import ResNet18, TutorialCNN
-from skal.strategies import LearningLoss, QueryContext, TiDAL
+from skal.nets import ResNet18, TutorialCNN
+from skal.strategies import LLoss, QueryContext, TiDAL
 
 RESNET_TAPS = ["layer1", "layer2", "layer3", "layer4"]
 CNN_TAPS = ["conv1", "conv2", "fc1", "fc2"]
@@ -80,7 +80,7 @@ def _measure_config(name, module, taps, n, n_classes, X, args):
         "plain forward": lambda: plain.predict_proba(X),
         "tidal entropy": lambda: TiDAL("entropy").utility(context(tidal), X),
         "tidal margin": lambda: TiDAL("margin").utility(context(tidal), X),
-        "lloss": lambda: LearningLoss().utility(context(lloss), X),
+        "lloss": lambda: LLoss().utility(context(lloss), X),
     }
     with torch.no_grad():
         timings = interleaved(fns, args.device, args.repeats)

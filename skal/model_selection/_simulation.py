@@ -15,6 +15,7 @@ from sklearn.pipeline import Pipeline
 from skorch import NeuralNet
 from tqdm.auto import tqdm
 
+from .._utils import final_step
 from ._checkpoint import RunCheckpoint, load_state_dicts, state_dicts
 
 INITIAL_MODES = ("random", "stratified")
@@ -102,10 +103,6 @@ def initial_indices(y_train, n_initial, initial, rng):
         ]
     )
     return rng.permutation(chosen)
-
-
-def final_step(estimator):
-    return estimator[-1] if isinstance(estimator, Pipeline) else estimator
 
 
 def _net_of(learner):

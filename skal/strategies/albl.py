@@ -9,6 +9,7 @@ import numpy as np
 from scipy.special import softmax
 from sklearn.base import BaseEstimator, clone
 
+from ._registry import get_strategy
 from .base import QueryStrategy
 
 
@@ -175,8 +176,6 @@ class ALBL(QueryStrategy):
         if hasattr(self, "log_weights_"):
             return
         self._check_params()
-        from . import get_strategy
-
         self.strategies_ = [
             clone(s) if isinstance(s, BaseEstimator) else s
             for s in map(get_strategy, self.strategies)

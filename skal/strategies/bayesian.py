@@ -9,7 +9,7 @@ import torch
 from skorch.dataset import unpack_data
 from torch import nn
 
-from ..gradients import eval_mode
+from .._utils import eval_mode, logits_of
 from .base import QueryStrategy
 
 _DROPOUT_TYPES = (
@@ -55,7 +55,7 @@ class BALD(QueryStrategy):
     >>> X = np.random.RandomState(0).randn(200, 5)
     >>> y = (X[:, 0] > 0).astype(int)
     >>> net = skal.NeuralNetClassifier(
-    ...     skal.models.MLP, module__dropout=0.3, max_epochs=2
+    ...     skal.nets.MLP, module__dropout=0.3, max_epochs=2
     ... )
     >>> learner = skal.ActiveLearner(net, strategy="bald", random_state=0)
     >>> learner = learner.fit(X[:20], y[:20])
@@ -83,7 +83,7 @@ class BALD(QueryStrategy):
             raise ValueError(
                 f"strategy 'bald' needs dropout layers for MC dropout, but the "
                 f"module {type(module).__name__} has none; add an nn.Dropout "
-                "(e.g. module__dropout=0.2 for skal.models.MLP)"
+                "(e.g. module__dropout=0.2 for skal.nets.MLP)"
             )
         scores = []
         with eval_mode(module), torch.no_grad():
@@ -93,7 +93,7 @@ class BALD(QueryStrategy):
             for batch in iterator:
                 Xi, _ = unpack_data(batch)
                 logits = torch.stack(
-                    [_logits(net.infer(Xi)) for _ in range(self.n_passes)]
+                    [logits_of(net.infer(Xi)) for _ in range(self.n_passes)]
                 )
                 probs = torch.softmax(logits.float(), dim=-1)
                 scores.append(mutual_information(probs).cpu())
@@ -134,7 +134,3 @@ def mutual_information(probs):
     entropy_of_mean = -torch.xlogy(mean, mean).sum(-1)
     mean_entropy = -torch.xlogy(probs, probs).sum(-1).mean(0)
     return (entropy_of_mean - mean_entropy).clamp_(min=0.0)
-
-
-def _logits(output):
-    return output[0] if isinstance(output, tuple) else output

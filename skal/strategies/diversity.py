@@ -65,7 +65,7 @@ class CoreSet(QueryStrategy):
     >>> import skal
     >>> X = np.random.RandomState(0).randn(200, 5)
     >>> y = (X[:, 0] > 0).astype(int)
-    >>> net = skal.NeuralNetClassifier(skal.models.MLP, max_epochs=2)
+    >>> net = skal.NeuralNetClassifier(skal.nets.MLP, max_epochs=2)
     >>> learner = skal.ActiveLearner(net, strategy="coreset", random_state=0)
     >>> learner = learner.fit(X[:20], y[:20])
     >>> learner.query(X[20:], n=5).shape
@@ -117,7 +117,7 @@ class BADGE(QueryStrategy):
     >>> import skal
     >>> X = np.random.RandomState(0).randn(200, 5)
     >>> y = (X[:, 0] > 0).astype(int)
-    >>> net = skal.NeuralNetClassifier(skal.models.MLP, max_epochs=2)
+    >>> net = skal.NeuralNetClassifier(skal.nets.MLP, max_epochs=2)
     >>> learner = skal.ActiveLearner(net, strategy="badge", random_state=0)
     >>> learner = learner.fit(X[:20], y[:20])
     >>> learner.query(X[20:], n=5).shape

@@ -42,7 +42,7 @@ class TiDAL(QueryStrategy):
     >>> X = rng.randn(60, 1, 16, 16)
     >>> y = rng.randint(3, size=60)
     >>> net = skal.TiDALClassifier(
-    ...     skal.models.SmallCNN, tidal_layers=["features.1", "features.5"],
+    ...     skal.nets.SmallCNN, tidal_layers=["features.1", "features.5"],
     ...     max_epochs=2,
     ... )
     >>> learner = skal.ActiveLearner(net, strategy="tidal", random_state=0)

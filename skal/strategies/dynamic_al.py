@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from skorch.utils import to_numpy, to_tensor
 
-from ..gradients import PerSampleGradients, eval_mode, sum_gradient
+from .._utils import eval_mode
+from ..gradients import PerSampleGradients, sum_gradient
 from .base import QueryStrategy
 
 _PSEUDO_LABELS = ("argmax", "sample")
@@ -40,7 +41,7 @@ class DynamicAL(QueryStrategy):
     learning rate, weights kept across rounds and the optimizer recreated at
     each round (what :meth:`skal.ActiveLearner.teach` does for networks), and
     "train until convergence" judged on the training data only
-    (:class:`skal.callbacks.TrainUntilConvergence`).
+    (:class:`skal.nets.TrainUntilConvergence`).
 
     Parameters
     ----------
@@ -65,11 +66,11 @@ class DynamicAL(QueryStrategy):
     >>> import numpy as np
     >>> from sklearn.datasets import load_digits
     >>> import skal
-    >>> from skal.callbacks import TrainUntilConvergence
+    >>> from skal.nets import TrainUntilConvergence
     >>> X, y = load_digits(return_X_y=True)
     >>> X = (X / 16).reshape(-1, 1, 8, 8)
     >>> net = skal.NeuralNetClassifier(
-    ...     skal.models.SmallCNN, lr=5e-3, max_epochs=30,
+    ...     skal.nets.SmallCNN, lr=5e-3, max_epochs=30,
     ...     callbacks=[TrainUntilConvergence(threshold=0.97, patience=3)],
     ... )
     >>> learner = skal.ActiveLearner(net, strategy="dynamic_al", random_state=0)

@@ -39,7 +39,7 @@ class AuxiliaryHead(nn.Module):
     Examples
     --------
     >>> import torch
-    >>> from skal.heads import AuxiliaryHead
+    >>> from skal.nets import AuxiliaryHead
     >>> head = AuxiliaryHead(2, out_features=10, in_channels=[16, 32])
     >>> feats = [torch.zeros(4, 16, 8, 8), torch.zeros(4, 32)]
     >>> head(feats).shape
@@ -86,7 +86,7 @@ def global_average_pool(x: torch.Tensor) -> torch.Tensor:
     Examples
     --------
     >>> import torch
-    >>> from skal.heads import global_average_pool
+    >>> from skal.nets import global_average_pool
     >>> global_average_pool(torch.ones(2, 3, 4, 4)).shape
     torch.Size([2, 3])
     """
@@ -125,7 +125,7 @@ def pairwise_ranking_loss(
     Examples
     --------
     >>> import torch
-    >>> from skal.heads import pairwise_ranking_loss
+    >>> from skal.nets import pairwise_ranking_loss
     >>> pred = torch.tensor([2.0, 0.0, 0.0, 0.5])
     >>> true = torch.tensor([3.0, 1.0, 2.0, 0.0])
     >>> # pair (0, 3): right order, gap 1.5 > margin -> 0; (1, 2): tie -> 1

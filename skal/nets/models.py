@@ -29,7 +29,7 @@ class MLP(nn.Module):
     Examples
     --------
     >>> import torch
-    >>> from skal.models import MLP
+    >>> from skal.nets import MLP
     >>> MLP(num_classes=3, in_features=4)(torch.zeros(2, 4)).shape
     torch.Size([2, 3])
     """
@@ -82,7 +82,7 @@ class SmallCNN(nn.Module):
     Examples
     --------
     >>> import torch
-    >>> from skal.models import SmallCNN
+    >>> from skal.nets import SmallCNN
     >>> SmallCNN()(torch.zeros(2, 1, 8, 8)).shape
     torch.Size([2, 10])
     """
@@ -132,7 +132,7 @@ class TutorialCNN(nn.Module):
     Examples
     --------
     >>> import torch
-    >>> from skal.models import TutorialCNN
+    >>> from skal.nets import TutorialCNN
     >>> TutorialCNN(in_channels=1, input_size=28)(torch.zeros(2, 1, 28, 28)).shape
     torch.Size([2, 10])
     """
@@ -203,7 +203,7 @@ class ResNet18(nn.Module):
     Examples
     --------
     >>> import torch
-    >>> from skal.models import ResNet18
+    >>> from skal.nets import ResNet18
     >>> ResNet18(in_channels=1)(torch.zeros(2, 1, 28, 28)).shape
     torch.Size([2, 10])
     """
@@ -249,7 +249,7 @@ class VGG11BN(nn.Module):
     Examples
     --------
     >>> import torch
-    >>> from skal.models import VGG11BN
+    >>> from skal.nets import VGG11BN
     >>> VGG11BN()(torch.zeros(2, 3, 32, 32)).shape
     torch.Size([2, 10])
     """

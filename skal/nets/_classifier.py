@@ -12,6 +12,7 @@ from skorch.callbacks import EpochScoring
 from skorch.utils import is_dataset, to_numpy
 from torch import nn
 
+from .._utils import logits_of
 from .taps import LayerTap, last_linear_name
 
 _CLASS_COUNT_PARAMS = ("num_classes", "n_classes")
@@ -75,7 +76,7 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
     >>> X = np.random.RandomState(0).randn(60, 4)          # float64 is fine
     >>> y = np.where(X[:, 0] > 0, "pos", "neg")             # so are strings
     >>> net = skal.NeuralNetClassifier(
-    ...     skal.models.MLP, classes=["neg", "pos"], max_epochs=5
+    ...     skal.nets.MLP, classes=["neg", "pos"], max_epochs=5
     ... ).fit(X, y)
     >>> net.classes_.tolist()
     ['neg', 'pos']
@@ -151,9 +152,7 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
 
     def get_loss(self, y_pred, y_true, *args, **kwargs):
         """The criterion on the logits (the first element of a tuple output)."""
-        if isinstance(y_pred, tuple | list):
-            y_pred = y_pred[0]
-        return super().get_loss(y_pred, y_true, *args, **kwargs)
+        return super().get_loss(logits_of(y_pred), y_true, *args, **kwargs)
 
     def get_dataset(self, X, y=None):
         """Cast X to float32 and encode y as indices into ``classes_``."""
@@ -225,8 +224,7 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         ):
             for batch in iterator:
                 logits = self.evaluation_step(batch, training=False)
-                if isinstance(logits, tuple):
-                    logits = logits[0]
+                logits = logits_of(logits)
                 feats = {name: out_tap.features[name].to(device) for name in layers}
                 if embedding:
                     feats["embedding"] = in_tap.features[emb[0]].flatten(1).to(device)

@@ -7,6 +7,8 @@ import numbers
 import torch
 from skorch.callbacks import Callback
 
+from .._utils import logits_of
+
 
 class TrainUntilConvergence(Callback):
     """Stop each fit once the training accuracy has stayed high long enough.
@@ -53,12 +55,12 @@ class TrainUntilConvergence(Callback):
     --------
     >>> import numpy as np
     >>> import skal
-    >>> from skal.callbacks import TrainUntilConvergence
+    >>> from skal.nets import TrainUntilConvergence
     >>> X = np.random.RandomState(0).randn(200, 4)
     >>> y = (X[:, 0] > 0).astype(int)
     >>> stop = TrainUntilConvergence(threshold=0.9, patience=2)
     >>> net = skal.NeuralNetClassifier(
-    ...     skal.models.MLP, lr=1e-2, max_epochs=100, callbacks=[stop]
+    ...     skal.nets.MLP, lr=1e-2, max_epochs=100, callbacks=[stop]
     ... ).fit(X, y)
     >>> stop.converged_, len(net.history) < 100
     (True, True)
@@ -85,9 +87,7 @@ class TrainUntilConvergence(Callback):
     def on_batch_end(self, net, batch=None, training=None, **kwargs):
         if not training:
             return
-        y_pred = kwargs.get("y_pred")
-        if isinstance(y_pred, tuple | list):
-            y_pred = y_pred[0]
+        y_pred = logits_of(kwargs.get("y_pred"))
         if y_pred is None or batch is None:
             return
         yb = batch[1]

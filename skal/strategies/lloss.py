@@ -1,11 +1,11 @@
-"""Strategies that query by a learned score: learning loss."""
+"""Learning loss (Yoo & Kweon, CVPR 2019): query the largest predicted losses."""
 
 from __future__ import annotations
 
 from .base import QueryStrategy
 
 
-class LearningLoss(QueryStrategy):
+class LLoss(QueryStrategy):
     """Query the largest losses predicted by a loss prediction head.
 
     Needs a fitted :class:`skal.LLossClassifier` (Yoo & Kweon, CVPR 2019);
@@ -19,7 +19,7 @@ class LearningLoss(QueryStrategy):
     >>> X = rng.randn(60, 1, 16, 16)
     >>> y = rng.randint(3, size=60)
     >>> net = skal.LLossClassifier(
-    ...     skal.models.SmallCNN, lloss_layers=["features.1", "features.5"],
+    ...     skal.nets.SmallCNN, lloss_layers=["features.1", "features.5"],
     ...     max_epochs=2,
     ... )
     >>> learner = skal.ActiveLearner(net, strategy="lloss", random_state=0)

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from .._utils import logits_of
+
 
 def find_module(module: nn.Module, name: str) -> nn.Module:
     """The submodule called ``name`` (dotted path, as in ``named_modules``).
@@ -52,33 +54,35 @@ def last_linear_name(module: nn.Module) -> str:
 class LayerTap:
     """Context manager that records named layers' outputs (or inputs).
 
-    Parameters
-    ----------
-    module : torch.nn.Module
-        The module to observe.
-    layers : iterable of str
-        Dotted names of the submodules, as in ``module.named_modules()``.
-    record : {"output", "input"}, default="output"
-        Record each layer's output, or its first positional input.
-    detach : bool, default=True
-        Detach the recorded tensors. Training-time heads (TiDAL, learning
-        loss) use ``detach=False`` so that their loss reaches the backbone.
+        Parameters
+        ----------
+        module : torch.nn.Module
+            The module to observe.
+        layers : iterable of str
+            Dotted names of the submodules, as in ``module.named_modules()``.
+        record : {"output", "input"}, default="output"
+            Record each layer's output, or its first positional input.
+        detach : bool, default=True
+            Detach the recorded tensors. Training-time heads (TiDAL, learning
+            loss) use ``detach=False`` so that their loss reaches the backbone.
 
-    Attributes
-    ----------
-    features : dict of str to torch.Tensor
-        The tensors recorded during the most recent forward pass.
+        Attributes
+        ----------
+        features : dict of str to torch.Tensor
+            The tensors recorded during the most recent forward pass.
 
-    Examples
-    --------
-    >>> import torch
-    >>> from torch import nn
-    >>> from skal.taps import LayerTap
-    >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
-    >>> with LayerTap(net, ["0", "2"], record="input") as tap:
-    ...     _ = net(torch.zeros(5, 4))
-    >>> tuple(tap.features["2"].shape)
-    (5, 3)
+        Examples
+        --------
+        >>> import torch
+        >>> from torch import nn
+
+    from .._utils import logits_of
+        >>> from skal.nets.taps import LayerTap
+        >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+        >>> with LayerTap(net, ["0", "2"], record="input") as tap:
+        ...     _ = net(torch.zeros(5, 4))
+        >>> tuple(tap.features["2"].shape)
+        (5, 3)
     """
 
     def __init__(
@@ -101,8 +105,7 @@ class LayerTap:
     def _hook(self, name):
         def hook(mod, inputs, output):
             value = output if self.record == "output" else inputs[0]
-            if isinstance(value, tuple):
-                value = value[0]
+            value = logits_of(value)
             self.features[name] = value.detach() if self.detach else value
 
         return hook

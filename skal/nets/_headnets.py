@@ -1,7 +1,7 @@
 """Classifiers trained jointly with an auxiliary head: TiDAL and learning loss.
 
 Both nets tap named layers of the backbone with forward hooks during every
-forward pass and feed them to an :class:`~skal.heads.AuxiliaryHead`,
+forward pass and feed them to an :class:`~skal.nets.AuxiliaryHead`,
 registered as a skorch component (``tidal_module_`` or ``lloss_module_``):
 it is moved to the device, switched between train and eval mode, optimized
 and saved with the net, and ``tidal_module__*`` / ``lloss_module__*``
@@ -21,9 +21,10 @@ from skorch.utils import is_dataset, to_numpy
 from torch import nn
 from torch.utils.data import Dataset
 
+from .._utils import logits_of
+from ._classifier import NeuralNetClassifier
 from .heads import AuxiliaryHead, pairwise_ranking_loss
 from .models import ResNet18
-from .nets import NeuralNetClassifier
 from .taps import find_module, last_linear_name
 
 _X_KEY = "__skal_x__"
@@ -66,7 +67,7 @@ def _split_index(x):
 
 def _store_output(store, name):
     def hook(module, inputs, output):
-        store[name] = output[0] if isinstance(output, tuple) else output
+        store[name] = logits_of(output)
 
     return hook
 
@@ -151,7 +152,7 @@ class _AuxiliaryHeadNet(NeuralNetClassifier):
             )
         features = self._head_inputs([tapped[name] for name in layers])
         head = self.head_module_(features)
-        outputs = out if isinstance(out, tuple) else (out,)
+        outputs = tuple(out) if isinstance(out, tuple | list) else (out,)
         return (*outputs, head)
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
@@ -229,14 +230,14 @@ class TiDALClassifier(_AuxiliaryHeadNet):
         Dotted names of the layers to tap (outputs of shape (N, C, H, W) or
         (N, D); a layer called several times in one forward pass gives its
         last output). ``None`` means the four stages ``layer1`` .. ``layer4``
-        of :class:`skal.models.ResNet18` and is only valid for that module.
+        of :class:`skal.nets.ResNet18` and is only valid for that module.
     tidal_hidden : int, default=128
         Width of each per-layer projection.
     tidal_lambda : float, default=1.0
         Weight of the KL term.
     **kwargs
         Any :class:`skal.NeuralNetClassifier` argument; ``tidal_module__*``
-        arguments go to :class:`~skal.heads.AuxiliaryHead`.
+        arguments go to :class:`~skal.nets.AuxiliaryHead`.
 
     Attributes
     ----------
@@ -261,7 +262,7 @@ class TiDALClassifier(_AuxiliaryHeadNet):
     >>> X = rng.randn(40, 1, 16, 16)
     >>> y = rng.randint(3, size=40)
     >>> net = skal.TiDALClassifier(
-    ...     skal.models.SmallCNN,
+    ...     skal.nets.SmallCNN,
     ...     tidal_layers=["features.1", "features.5"],
     ...     classes=[0, 1, 2],
     ...     max_epochs=2,
@@ -393,7 +394,7 @@ class LLossClassifier(_AuxiliaryHeadNet):
     The head has TiDAL's shape (per tapped layer GAP, ``Linear(channels,
     lloss_hidden)``, ReLU; concatenated; ``Linear(., 1)``) and predicts each
     sample's loss. It is trained with the pairwise ranking loss
-    :func:`~skal.heads.pairwise_ranking_loss` against the per-sample
+    :func:`~skal.nets.pairwise_ranking_loss` against the per-sample
     cross-entropy of the same forward pass (pairs formed inside each
     mini-batch): ``loss = criterion + lloss_lambda * ranking``. The tapped
     features are detached from epoch ``lloss_detach_epoch`` (0-based, counted
@@ -407,7 +408,7 @@ class LLossClassifier(_AuxiliaryHeadNet):
     module : torch.nn.Module class or instance
     lloss_layers : sequence of str or None, default=None
         Layers to tap; ``None`` means ``layer1`` .. ``layer4`` of
-        :class:`skal.models.ResNet18` and is only valid for that module.
+        :class:`skal.nets.ResNet18` and is only valid for that module.
     lloss_hidden : int, default=128
     lloss_lambda : float, default=1.0
         Weight of the ranking loss.
@@ -418,7 +419,7 @@ class LLossClassifier(_AuxiliaryHeadNet):
         never detaches.
     **kwargs
         Any :class:`skal.NeuralNetClassifier` argument; ``lloss_module__*``
-        arguments go to :class:`~skal.heads.AuxiliaryHead`.
+        arguments go to :class:`~skal.nets.AuxiliaryHead`.
 
     Attributes
     ----------
@@ -427,7 +428,7 @@ class LLossClassifier(_AuxiliaryHeadNet):
 
     See Also
     --------
-    skal.strategies.LearningLoss : queries the largest predicted losses.
+    skal.strategies.LLoss : queries the largest predicted losses.
 
     Examples
     --------
@@ -437,7 +438,7 @@ class LLossClassifier(_AuxiliaryHeadNet):
     >>> X = rng.randn(40, 1, 16, 16)
     >>> y = rng.randint(3, size=40)
     >>> net = skal.LLossClassifier(
-    ...     skal.models.SmallCNN,
+    ...     skal.nets.SmallCNN,
     ...     lloss_layers=["features.1", "features.5"],
     ...     classes=[0, 1, 2],
     ...     max_epochs=2,
@@ -524,7 +525,7 @@ def _resolve_layers(layers, module, param):
             return list(_RESNET18_STAGES)
         name = getattr(module, "__name__", type(module).__name__)
         raise ValueError(
-            f"{param}=None is only valid for skal.models.ResNet18; name the "
+            f"{param}=None is only valid for skal.nets.ResNet18; name the "
             f"layers of {name} to tap, e.g. {param}=['layer1', 'layer2', "
             "'layer3', 'layer4'] for torchvision's resnet18"
         )
