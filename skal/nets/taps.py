@@ -75,8 +75,6 @@ class LayerTap:
         --------
         >>> import torch
         >>> from torch import nn
-
-    from .._utils import logits_of
         >>> from skal.nets.taps import LayerTap
         >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
         >>> with LayerTap(net, ["0", "2"], record="input") as tap:
