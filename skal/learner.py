@@ -17,7 +17,7 @@ from sklearn.utils.validation import (
 )
 from skorch import NeuralNet
 
-from ._utils import draw_seed, final_step, torch_seed
+from ._utils import draw_seed, encode_labels, final_step, torch_seed
 from .strategies import get_strategy
 from .strategies.context import QueryContext, expand_proba
 
@@ -351,21 +351,14 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         return X
 
     def _encode(self, y, name):
-        classes = self.classes_
-        pos = np.clip(np.searchsorted(classes, y), 0, len(classes) - 1)
-        unknown = classes[pos] != y
-        if np.any(unknown):
-            bad = np.unique(np.asarray(y)[unknown]).tolist()[:10]
-            hint = (
-                "declare every class up front with ActiveLearner(classes=...)"
-                if self.classes is None
-                else "add them to classes=..."
-            )
-            raise ValueError(
-                f"{name} contains labels {bad} that are not among the learner's "
-                f"classes {classes.tolist()}; {hint}"
-            )
-        return pos.astype(np.int64)
+        hint = (
+            "declare every class up front with ActiveLearner(classes=...)"
+            if self.classes is None
+            else "add them to classes=..."
+        )
+        return encode_labels(
+            y, self.classes_, name=name, owner="the learner's", hint=hint
+        )
 
     def _transform(self, X):
         if isinstance(self.estimator_, Pipeline) and len(self.estimator_) > 1:

@@ -12,7 +12,7 @@ from skorch.callbacks import EpochScoring
 from skorch.utils import is_dataset, to_numpy
 from torch import nn
 
-from .._utils import logits_of
+from .._utils import encode_labels, logits_of
 from .taps import LayerTap, last_linear_name
 
 _CLASS_COUNT_PARAMS = ("num_classes", "n_classes")
@@ -171,20 +171,12 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         ValueError
             If ``y`` holds a label that is not in ``classes_``.
         """
-        classes = np.asarray(self.classes_)
-        y = np.asarray(to_numpy(y) if isinstance(y, torch.Tensor) else y)
-        if y.ndim != 1:
-            y = y.ravel()
-        sorter = np.argsort(classes, kind="stable")
-        pos = np.searchsorted(classes, y, sorter=sorter)
-        idx = sorter[np.clip(pos, 0, len(classes) - 1)]
-        unknown = classes[idx] != y
-        if np.any(unknown):
-            raise ValueError(
-                f"y contains labels {np.unique(y[unknown]).tolist()[:10]} that are "
-                f"not in classes {classes.tolist()}"
-            )
-        return idx.astype(np.int64)
+        hint = (
+            "declare every class up front with classes=..."
+            if self.classes is None
+            else "add them to classes=..."
+        )
+        return encode_labels(y, self.classes_, owner="the net's", hint=hint)
 
     def predict(self, X):
         """Predicted class labels (elements of ``classes_``)."""

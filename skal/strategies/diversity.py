@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from skorch import NeuralNet
 
+from .._utils import argmax_labels
 from .base import QueryStrategy
 
 
@@ -279,7 +280,7 @@ def kmeans_pp_gradient(a, h, n, *, random_state):
 def _proba_minus_onehot(proba):
     a = proba.clone()
     rows = torch.arange(a.shape[0], device=a.device)
-    a[rows, a.argmax(1)] -= 1.0
+    a[rows, argmax_labels(a)] -= 1.0
     return a
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from skorch.utils import to_numpy, to_tensor
 
-from .._utils import eval_mode
+from .._utils import argmax_labels, eval_mode
 from ..gradients import PerSampleGradients, sum_gradient
 from .base import QueryStrategy
 
@@ -135,7 +135,7 @@ class DynamicAL(QueryStrategy):
 
     def _targets(self, random_state):
         if self.pseudo_label == "argmax":
-            return _argmax
+            return argmax_labels
         return lambda logits: _sample(logits, random_state)
 
     def _check_params(self):
@@ -163,10 +163,6 @@ class DynamicAL(QueryStrategy):
                 f"batch_size must be None or a positive integer, got "
                 f"{self.batch_size!r}"
             )
-
-
-def _argmax(logits):
-    return logits.argmax(1)
 
 
 def _sample(logits, random_state):

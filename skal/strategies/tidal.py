@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from skorch.utils import to_numpy
 
+from .._utils import argmax_labels
 from .base import QueryStrategy
 
 _SCORES = ("entropy", "margin")
@@ -83,7 +84,7 @@ def _score(logits, head, kind):
         return -(q * log_q).sum(dim=1)
     if q.shape[1] < 2:
         return torch.ones(q.shape[0], device=q.device)
-    y_hat = logits.argmax(dim=1, keepdim=True)
+    y_hat = argmax_labels(logits)[:, None]
     q_hat = q.gather(1, y_hat).squeeze(1)
     q_other = q.scatter(1, y_hat, float("-inf")).max(dim=1).values
     return 1.0 - (q_hat - q_other)
