@@ -132,6 +132,13 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         Returns
         -------
         self : ActiveLearner
+
+        Raises
+        ------
+        ValueError, TypeError
+            Before any training, if a parameter of the learner or of its
+            strategy is invalid, or if the strategy cannot work with the
+            estimator (see :meth:`skal.strategies.QueryStrategy.validate`).
         """
         strategy = self._check_params()
         X, y = validate_data(self, X, y, allow_nd=True, dtype=_FLOAT_DTYPES)
@@ -147,6 +154,10 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             clone(strategy) if isinstance(strategy, BaseEstimator) else strategy
         )
         self.estimator_ = _prepare_estimator(clone(self.estimator), len(self.classes_))
+        # the strategy's parameters and needs, before any (long) training
+        validate = getattr(self.strategy_, "validate", None)
+        if callable(validate):
+            validate(final_step(self.estimator_))
         self.X_labeled_ = X
         self.y_labeled_ = y
         self.n_labeled_ = len(y)

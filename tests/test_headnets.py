@@ -373,7 +373,7 @@ def test_tidal_scores(data, fitted_tidal):
     q_other = np.where(np.eye(3, dtype=bool)[y_hat], -np.inf, q).max(axis=1)
     margin = TiDAL("margin").utility(ctx, X)
     np.testing.assert_allclose(margin, 1 - (q_hat - q_other), rtol=1e-4, atol=1e-6)
-    with pytest.raises(ValueError, match="score must be one of"):
+    with pytest.raises(ValueError, match="'score' parameter of TiDAL"):
         TiDAL("nope").utility(ctx, X)
 
 

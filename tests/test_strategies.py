@@ -183,7 +183,9 @@ def test_coreset_and_badge_on_a_non_network_classifier(data):
 
 def test_coreset_rejects_bad_chunk_size(data, fitted):
     learner = learner_with(fitted, skal.strategies.CoreSet(chunk_size=0))
-    with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
+    with pytest.raises(
+        ValueError, match=r"'chunk_size' parameter of CoreSet .* \[1, inf\). Got 0"
+    ):
         learner.query(data[2], n=2)
 
 
@@ -273,24 +275,28 @@ def test_mutual_information_on_fixed_mc_probabilities():
     assert abs(expected[2] - 0.2531) < 1e-4
 
 
-def test_bald_requires_dropout(data):
+def test_bald_requires_dropout(data, fitted):
     X, y, X_pool, _ = data
-    learner = skal.ActiveLearner(
-        make_net(module__dropout=0.0, max_epochs=1), "bald"
-    ).fit(X, y)
+    learner = skal.ActiveLearner(make_net(module__dropout=0.0, max_epochs=1), "bald")
+    with pytest.raises(ValueError, match="needs dropout layers.*module__dropout"):
+        learner.fit(X, y)
+    without = learner_with(fitted, "bald")
+    without.estimator_.module_ = nn.Sequential(nn.Linear(6, 3))
     with pytest.raises(ValueError, match="needs dropout layers"):
-        learner.utility(X_pool)
+        without.utility(X_pool)
 
 
 def test_bald_requires_a_network(data):
-    X, y, X_pool, _ = data
-    learner = skal.ActiveLearner(LogisticRegression(), "bald").fit(X, y)
+    X, y, _, _ = data
+    learner = skal.ActiveLearner(LogisticRegression(), "bald")
     with pytest.raises(TypeError, match="needs a neural network"):
-        learner.utility(X_pool)
+        learner.fit(X, y)
 
 
 def test_bald_rejects_bad_n_passes(data, fitted):
-    with pytest.raises(ValueError, match="n_passes must be a positive integer"):
+    with pytest.raises(
+        ValueError, match=r"'n_passes' parameter of BALD .* \[1, inf\). Got 0"
+    ):
         learner_with(fitted, BALD(n_passes=0)).utility(data[2])
 
 
@@ -437,15 +443,17 @@ def test_albl_accepts_strategy_objects_and_clones_them(data):
 @pytest.mark.parametrize(
     "params, match",
     [
-        ({"strategies": "coreset"}, "sequence of strategy names"),
+        ({"strategies": "coreset"}, "'strategies' parameter of ALBL .* 'list'"),
         ({"strategies": []}, "at least one"),
-        ({"delta": 1.5}, "delta must be in"),
-        ({"p_min": 0.9}, "p_min must be None or in"),
-        ({"horizon": 0}, "horizon must be None or a positive integer"),
+        ({"delta": 1.5}, r"'delta' parameter of ALBL .* \(0.0, 1.0\)"),
+        ({"p_min": 0.9}, r"p_min must be None or in \[0, 1/2\] for 2 strategies"),
+        ({"horizon": 0}, "'horizon' parameter of ALBL"),
+        ({"strategies": ["margin", "nope"]}, "'nope' is not a registered strategy"),
+        ({"strategies": ["bald"]}, "needs a neural network"),
     ],
 )
 def test_albl_rejects_bad_parameters(data, params, match):
-    X, y, X_pool, _ = data
-    learner = skal.ActiveLearner(LogisticRegression(), ALBL(**params)).fit(X, y)
-    with pytest.raises(ValueError, match=match):
-        learner.query(X_pool, n=2)
+    X, y, _, _ = data
+    learner = skal.ActiveLearner(LogisticRegression(), ALBL(**params))
+    with pytest.raises((ValueError, TypeError), match=match):
+        learner.fit(X, y)

@@ -7,7 +7,11 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
+from sklearn.base import clone
 from skorch import NeuralNet
+from torch import nn
+
+from .._utils import torch_seed
 
 
 class QueryContext:
@@ -98,13 +102,52 @@ class QueryContext:
         strategy_name : str
             Named in the error message.
         """
-        if not isinstance(self.estimator, NeuralNet):
-            raise TypeError(
-                f"strategy {strategy_name!r} needs a neural network classifier "
-                "(skal.NeuralNetClassifier or a pipeline ending in one); got "
-                f"{type(self.estimator).__name__}"
-            )
-        return self.estimator
+        return check_net(self.estimator, strategy_name)
+
+
+def check_net(estimator, strategy_name: str) -> NeuralNet:
+    """The estimator, if it is a skorch network; a TypeError otherwise.
+
+    Parameters
+    ----------
+    estimator : estimator
+        The classifier (the last step of the learner's pipeline).
+    strategy_name : str
+        Named in the error message.
+
+    Returns
+    -------
+    net : skorch.NeuralNet
+    """
+    if not isinstance(estimator, NeuralNet):
+        raise TypeError(
+            f"strategy {strategy_name!r} needs a neural network classifier "
+            "(skal.NeuralNetClassifier or a pipeline ending in one); got "
+            f"{type(estimator).__name__}"
+        )
+    return estimator
+
+
+def built_module(net: NeuralNet) -> nn.Module:
+    """The net's torch module, built without training if need be.
+
+    A fitted (initialized) net gives its ``module_``. Otherwise a CPU copy of
+    the net is initialized, with torch's global random state left as it was,
+    so that a strategy can inspect the module's layers before any training;
+    the net itself is not touched.
+
+    Parameters
+    ----------
+    net : skorch.NeuralNet
+
+    Returns
+    -------
+    module : torch.nn.Module
+    """
+    if getattr(net, "initialized_", False):
+        return net.module_
+    with torch_seed(0):
+        return clone(net).set_params(device="cpu").initialize().module_
 
 
 def expand_proba(proba, seen_classes, n_classes: int) -> np.ndarray:

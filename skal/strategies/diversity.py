@@ -18,10 +18,11 @@ gradient embeddings ``a (x) h`` and ``a' (x) h'`` as
 
 from __future__ import annotations
 
-import numbers
+from numbers import Integral
 
 import numpy as np
 import torch
+from sklearn.utils._param_validation import Interval
 from skorch import NeuralNet
 
 from .._utils import argmax_labels
@@ -74,12 +75,15 @@ class CoreSet(QueryStrategy):
     """
 
     per_sample = False
+    _parameter_constraints = {
+        "chunk_size": [Interval(Integral, 1, None, closed="left")]
+    }
 
     def __init__(self, chunk_size=2048):
         self.chunk_size = chunk_size
 
     def select(self, context, X, n):
-        chunk_size = _check_chunk_size(self.chunk_size)
+        self.validate(context.estimator)
         candidates = _embedding(context, X)
         centers = _embedding(context, context.X_labeled).to(candidates.device)
         return k_center_greedy(
@@ -87,7 +91,7 @@ class CoreSet(QueryStrategy):
             centers,
             n,
             random_state=context.random_state,
-            chunk_size=chunk_size,
+            chunk_size=int(self.chunk_size),
         )
 
 
@@ -296,16 +300,6 @@ def _embedding(context, X):
         return torch.empty(0, 0, device=context.estimator.device)
     arr = np.asarray(X)
     return torch.tensor(arr.reshape(arr.shape[0], -1), dtype=torch.float64)
-
-
-def _check_chunk_size(chunk_size):
-    if (
-        not isinstance(chunk_size, numbers.Integral)
-        or isinstance(chunk_size, bool)
-        or chunk_size < 1
-    ):
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    return int(chunk_size)
 
 
 def _min_sq_dist(candidates, sq_norms, centers, chunk_size):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .base import QueryStrategy
+from .context import check_net
 
 
 class LLoss(QueryStrategy):
@@ -28,11 +29,22 @@ class LLoss(QueryStrategy):
     (30,)
     """
 
-    def utility(self, context, X):
-        net = context.net("lloss")
+    def validate(self, estimator):
+        """Check that the estimator is a learning-loss classifier.
+
+        Parameters
+        ----------
+        estimator : estimator
+            The classifier the learner trains.
+        """
+        super().validate(estimator)
+        net = check_net(estimator, "lloss")
         if not hasattr(net, "predict_loss"):
             raise TypeError(
                 "strategy 'lloss' needs a skal.LLossClassifier (a net with a loss "
                 f"prediction head); got {type(net).__name__}"
             )
-        return net.predict_loss(X).astype(float)
+
+    def utility(self, context, X):
+        self.validate(context.estimator)
+        return context.estimator.predict_loss(X).astype(float)

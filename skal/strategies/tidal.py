@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from sklearn.utils._param_validation import StrOptions
 from skorch.utils import to_numpy
 
 from .._utils import argmax_labels
 from .base import QueryStrategy
-
-_SCORES = ("entropy", "margin")
+from .context import check_net
 
 
 class TiDAL(QueryStrategy):
@@ -53,21 +53,30 @@ class TiDAL(QueryStrategy):
     """
 
     default_subset_size = 10_000
+    _parameter_constraints = {"score": [StrOptions({"entropy", "margin"})]}
 
     def __init__(self, score="entropy"):
         self.score = score
 
-    def utility(self, context, X):
-        if self.score not in _SCORES:
-            raise ValueError(
-                f"score must be one of {list(_SCORES)}, got {self.score!r}"
-            )
-        net = context.net("tidal")
+    def validate(self, estimator):
+        """Check ``score``, and that the estimator is a TiDAL classifier.
+
+        Parameters
+        ----------
+        estimator : estimator
+            The classifier the learner trains.
+        """
+        super().validate(estimator)
+        net = check_net(estimator, "tidal")
         if not hasattr(net, "predict_dynamics"):
             raise TypeError(
                 "strategy 'tidal' needs a skal.TiDALClassifier (a net with a "
                 f"training-dynamics head); got {type(net).__name__}"
             )
+
+    def utility(self, context, X):
+        self.validate(context.estimator)
+        net = context.estimator
         scores = [
             _score(logits, head, self.score)
             for logits, head in net.iter_head_outputs(X)
