@@ -54,35 +54,34 @@ def last_linear_name(module: nn.Module) -> str:
 class LayerTap:
     """Context manager that records named layers' outputs (or inputs).
 
-        Parameters
-        ----------
-        module : torch.nn.Module
-            The module to observe.
-        layers : iterable of str
-            Dotted names of the submodules, as in ``module.named_modules()``.
-        record : {"output", "input"}, default="output"
-            Record each layer's output, or its first positional input.
-        detach : bool, default=True
-            Detach the recorded tensors. Training-time heads (TiDAL, learning
-            loss) use ``detach=False`` so that their loss reaches the backbone.
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The module to observe.
+    layers : iterable of str
+        Dotted names of the submodules, as in ``module.named_modules()``.
+    record : {"output", "input"}, default="output"
+        Record each layer's output, or its first positional input.
+    detach : bool, default=True
+        Detach the recorded tensors. Training-time heads (TiDAL, learning
+        loss) use ``detach=False`` so that their loss reaches the backbone.
 
-        Attributes
-        ----------
-        features : dict of str to torch.Tensor
-            The tensors recorded during the most recent forward pass.
+    Attributes
+    ----------
+    features : dict of str to torch.Tensor
+        The tensors recorded during the most recent forward pass; a layer
+        called several times gives its last call.
 
-        Examples
-        --------
-        >>> import torch
-        >>> from torch import nn
-
-    from .._utils import logits_of
-        >>> from skal.nets.taps import LayerTap
-        >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
-        >>> with LayerTap(net, ["0", "2"], record="input") as tap:
-        ...     _ = net(torch.zeros(5, 4))
-        >>> tuple(tap.features["2"].shape)
-        (5, 3)
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from skal.nets.taps import LayerTap
+    >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    >>> with LayerTap(net, ["0", "2"], record="input") as tap:
+    ...     _ = net(torch.zeros(5, 4))
+    >>> tuple(tap.features["2"].shape)
+    (5, 3)
     """
 
     def __init__(
