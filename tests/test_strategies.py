@@ -17,18 +17,12 @@ from skal.strategies import (
     exp4p_probabilities,
     exp4p_update,
     get_strategy,
-    get_strategy_names,
     gradient_embedding_factors,
     k_center_greedy,
     kmeans_pp_gradient,
     mutual_information,
 )
 from skal.strategies.context import QueryContext
-
-# strategies that need a classifier with an auxiliary head, not a plain net
-NEEDS_HEAD = {"tidal", "lloss"}
-NAMES = [name for name in get_strategy_names() if name not in NEEDS_HEAD]
-BASELINES = ["coreset", "badge", "bald", "albl"]
 
 
 @pytest.fixture(scope="module")
@@ -62,45 +56,6 @@ def learner_with(fitted, strategy):
     learner.strategy = strategy
     learner.strategy_ = get_strategy(strategy)
     return learner
-
-
-# ------------------------------------------------------------ registry-wide
-@pytest.mark.parametrize("name", NAMES)
-def test_query_returns_distinct_indices_and_is_deterministic(data, fitted, name):
-    _, _, X_pool, _ = data
-    picks = [learner_with(fitted, name).query(X_pool, n=15) for _ in range(2)]
-    assert picks[0].shape == (15,)
-    assert len(np.unique(picks[0])) == 15
-    assert picks[0].min() >= 0 and picks[0].max() < len(X_pool)
-    np.testing.assert_array_equal(picks[0], picks[1])
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_full_loop_through_active_learner(data, name):
-    X, y, X_pool, y_pool = data
-    learner = skal.ActiveLearner(
-        make_net(max_epochs=1), strategy=name, random_state=1
-    ).fit(X, y)
-    for _ in range(2):
-        idx = learner.query(X_pool, n=5)
-        learner.teach(X_pool[idx], y_pool[idx])
-    assert learner.n_labeled_ == len(y) + 10
-    restored = pickle.loads(pickle.dumps(learner))
-    np.testing.assert_array_equal(
-        restored.query(X_pool, n=5),
-        pickle.loads(pickle.dumps(learner)).query(X_pool, n=5),
-    )
-
-
-@pytest.mark.parametrize("name", BASELINES)
-def test_utility_only_for_per_sample_strategies(data, fitted, name):
-    _, _, X_pool, _ = data
-    learner = learner_with(fitted, name)
-    if get_strategy(name).per_sample:
-        assert learner.utility(X_pool).shape == (len(X_pool),)
-    else:
-        with pytest.raises(TypeError, match="no per-sample utility"):
-            learner.utility(X_pool)
 
 
 # ------------------------------------------------------------------ core-set

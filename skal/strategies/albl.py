@@ -83,6 +83,13 @@ class ALBL(QueryStrategy):
     importance_weights_ : ndarray of shape (n_queried,)
         Their importance weights ``1 / p_s``.
 
+    References
+    ----------
+    .. [1] W.-N. Hsu and H.-T. Lin, "Active Learning by Learning", AAAI 2015.
+    .. [2] A. Beygelzimer, J. Langford, L. Li, L. Reyzin and R. E. Schapire,
+       "Contextual Bandit Algorithms with Supervised Learning Guarantees",
+       AISTATS 2011.
+
     Examples
     --------
     >>> import numpy as np

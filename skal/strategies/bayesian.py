@@ -52,6 +52,14 @@ class BALD(QueryStrategy):
     ValueError
         At ``fit``, if the network's module has no dropout module.
 
+    References
+    ----------
+    .. [1] N. Houlsby, F. Huszár, Z. Ghahramani and M. Lengyel, "Bayesian
+       Active Learning for Classification and Preference Learning",
+       arXiv:1112.5745, 2011.
+    .. [2] Y. Gal, R. Islam and Z. Ghahramani, "Deep Bayesian Active Learning
+       with Image Data", ICML 2017.
+
     Examples
     --------
     >>> import numpy as np

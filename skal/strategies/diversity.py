@@ -61,6 +61,11 @@ class CoreSet(QueryStrategy):
     --------
     k_center_greedy : The selection on given embeddings.
 
+    References
+    ----------
+    .. [1] O. Sener and S. Savarese, "Active Learning for Convolutional Neural
+       Networks: A Core-Set Approach", ICLR 2018.
+
     Examples
     --------
     >>> import numpy as np
@@ -115,6 +120,12 @@ class BADGE(QueryStrategy):
 
     For a classifier that is not a skorch network, ``h`` is the input as the
     classifier sees it and ``p`` its ``predict_proba``.
+
+    References
+    ----------
+    .. [1] J. T. Ash, C. Zhang, A. Krishnamurthy, J. Langford and A. Agarwal,
+       "Deep Batch Active Learning by Diverse, Uncertain Gradient Lower
+       Bounds", ICLR 2020.
 
     Examples
     --------

@@ -61,6 +61,11 @@ class DynamicAL(QueryStrategy):
         How parameters of layers without a closed form are handled (see
         :class:`skal.gradients.PerSampleGradients`).
 
+    References
+    ----------
+    .. [1] H. Wang, W. Huang, Z. Wu, A. Margenot, H. Tong and J. He, "Deep
+       Active Learning by Leveraging Training Dynamics", NeurIPS 2022.
+
     Examples
     --------
     >>> import numpy as np

@@ -12,6 +12,11 @@ class LLoss(QueryStrategy):
     Needs a fitted :class:`skal.LLossClassifier` (Yoo & Kweon, CVPR 2019);
     the utility is the head's predicted loss, computed in eval mode.
 
+    References
+    ----------
+    .. [1] D. Yoo and I. S. Kweon, "Learning Loss for Active Learning", CVPR
+       2019.
+
     Examples
     --------
     >>> import numpy as np

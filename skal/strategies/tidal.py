@@ -35,6 +35,11 @@ class TiDAL(QueryStrategy):
     ----------
     score : {"entropy", "margin"}, default="entropy"
 
+    References
+    ----------
+    .. [1] S. M. Kye, K. Choi, H. Byun and B. Chang, "TiDAL: Learning Training
+       Dynamics for Active Learning", ICCV 2023.
+
     Examples
     --------
     >>> import numpy as np
