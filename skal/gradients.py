@@ -56,7 +56,7 @@ _FALLBACKS = ("vmap", "loop")
 class GradientStats:
     """Per-sample statistics of the loss gradient for one batch.
 
-    Attributes
+    Parameters
     ----------
     sq_norms : torch.Tensor of shape (n_samples,) or None
         ``‖g_i‖²`` over all trainable parameters.

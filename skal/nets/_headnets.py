@@ -370,6 +370,8 @@ class TiDALClassifier(_AuxiliaryHeadNet):
     ----------
     module : torch.nn.Module class or instance
         The backbone; its forward returns logits (or a tuple, logits first).
+    *args
+        Further positional arguments of skorch's ``NeuralNetClassifier``.
     tidal_layers : sequence of str or None, default=None
         Dotted names of the layers to tap (outputs of shape (N, C, H, W) or
         (N, D); a layer called several times in one forward pass gives its
@@ -396,7 +398,7 @@ class TiDALClassifier(_AuxiliaryHeadNet):
 
     See Also
     --------
-    skal.strategies.TiDAL : the query strategy using this head.
+    skal.strategies.TiDAL : The query strategy using this head.
 
     Examples
     --------
@@ -515,6 +517,9 @@ class LLossClassifier(_AuxiliaryHeadNet):
     Parameters
     ----------
     module : torch.nn.Module class or instance
+        The backbone; its forward returns logits (or a tuple, logits first).
+    *args
+        Further positional arguments of skorch's ``NeuralNetClassifier``.
     lloss_layers : sequence of str or None, default=None
         Layers to tap; ``None`` means ``layer1`` .. ``layer4`` of
         :class:`skal.nets.ResNet18` and is only valid for that module.
@@ -537,7 +542,7 @@ class LLossClassifier(_AuxiliaryHeadNet):
 
     See Also
     --------
-    skal.strategies.LLoss : queries the largest predicted losses.
+    skal.strategies.LLoss : Queries the largest predicted losses.
 
     Examples
     --------

@@ -18,6 +18,15 @@ from .._utils import logits_of
 def find_module(module: nn.Module, name: str) -> nn.Module:
     """The submodule called ``name`` (dotted path, as in ``named_modules``).
 
+    Parameters
+    ----------
+    module : torch.nn.Module
+    name : str
+
+    Returns
+    -------
+    submodule : torch.nn.Module
+
     Raises
     ------
     ValueError
@@ -38,6 +47,19 @@ def last_linear_name(module: nn.Module) -> str:
     """Name of the last ``nn.Linear`` in registration order.
 
     Its input is what skal calls the penultimate embedding.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+
+    Returns
+    -------
+    name : str
+
+    Raises
+    ------
+    ValueError
+        If the module has no ``nn.Linear``.
     """
     names = [
         n for n, m in module.named_modules() if isinstance(m, nn.Linear | nn.LazyLinear)

@@ -89,6 +89,15 @@ class QueryContext:
 
         Classes the classifier has not seen yet (possible when the learner
         declares ``classes`` up front) get probability 0.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            Inputs as the classifier sees them.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes) and dtype float64
         """
         return expand_proba(
             self.estimator.predict_proba(X), self.estimator.classes_, self.n_classes
