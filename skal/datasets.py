@@ -173,7 +173,7 @@ def long_tail_counts(n_max: int, n_classes: int, imbalance_ratio: float):
     n_classes : int
         Number of classes C.
     imbalance_ratio : float
-        rho, the ratio of the largest to the smallest class size.
+        The ratio rho of the largest to the smallest class size.
 
     Returns
     -------
