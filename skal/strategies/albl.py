@@ -129,14 +129,7 @@ class ALBL(QueryStrategy):
         self.horizon = horizon
 
     def validate(self, estimator):
-        """Check the parameters, then every arm against the estimator.
-
-        Parameters
-        ----------
-        estimator : estimator
-            The classifier the learner trains; each arm's own ``validate``
-            sees it too.
-        """
+        # the bandit's own parameters, then each arm against the estimator
         self._check_params()
         for arm in self._arms():
             validate = getattr(arm, "validate", None)

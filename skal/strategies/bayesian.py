@@ -81,13 +81,7 @@ class BALD(QueryStrategy):
         self.n_passes = n_passes
 
     def validate(self, estimator):
-        """Check ``n_passes``, and that the estimator is a network with dropout.
-
-        Parameters
-        ----------
-        estimator : estimator
-            The classifier; its module is built (not trained) if need be.
-        """
+        # the module of an unfitted net is built, not trained, to be looked at
         super().validate(estimator)
         _dropout_modules(built_module(check_net(estimator, "bald")))
 

@@ -114,7 +114,9 @@ class QueryContext:
         return check_net(self.estimator, strategy_name)
 
 
-def check_net(estimator, strategy_name: str) -> NeuralNet:
+def check_net(
+    estimator, strategy_name: str, *, method: str | None = None, kind: str = ""
+) -> NeuralNet:
     """The estimator, if it is a skorch network; a TypeError otherwise.
 
     Parameters
@@ -123,15 +125,33 @@ def check_net(estimator, strategy_name: str) -> NeuralNet:
         The classifier (the last step of the learner's pipeline).
     strategy_name : str
         Named in the error message.
+    method : str or None, default=None
+        A method the network must have as well (a head's prediction).
+    kind : str, default=""
+        The kind of network that has ``method``, for the error message.
 
     Returns
     -------
     net : skorch.NeuralNet
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from skal.strategies.context import check_net
+    >>> check_net(LogisticRegression(), "bald")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    TypeError: strategy 'bald' needs a neural network classifier ... LogisticRegression
     """
     if not isinstance(estimator, NeuralNet):
         raise TypeError(
             f"strategy {strategy_name!r} needs a neural network classifier "
             "(skal.NeuralNetClassifier or a pipeline ending in one); got "
+            f"{type(estimator).__name__}"
+        )
+    if method is not None and not hasattr(estimator, method):
+        raise TypeError(
+            f"strategy {strategy_name!r} needs a {kind}; got "
             f"{type(estimator).__name__}"
         )
     return estimator

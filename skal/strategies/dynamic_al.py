@@ -152,13 +152,6 @@ class DynamicAL(QueryStrategy):
         return lambda logits: _sample(logits, random_state)
 
     def validate(self, estimator):
-        """Check the parameters, and that the estimator is a network.
-
-        Parameters
-        ----------
-        estimator : estimator
-            The classifier the learner trains.
-        """
         super().validate(estimator)
         check_net(estimator, "dynamic_al")
 

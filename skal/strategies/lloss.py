@@ -35,20 +35,13 @@ class LLoss(QueryStrategy):
     """
 
     def validate(self, estimator):
-        """Check that the estimator is a learning-loss classifier.
-
-        Parameters
-        ----------
-        estimator : estimator
-            The classifier the learner trains.
-        """
         super().validate(estimator)
-        net = check_net(estimator, "lloss")
-        if not hasattr(net, "predict_loss"):
-            raise TypeError(
-                "strategy 'lloss' needs a skal.LLossClassifier (a net with a loss "
-                f"prediction head); got {type(net).__name__}"
-            )
+        check_net(
+            estimator,
+            "lloss",
+            method="predict_loss",
+            kind="skal.LLossClassifier (a net with a loss prediction head)",
+        )
 
     def utility(self, context, X):
         self.validate(context.estimator)

@@ -64,20 +64,13 @@ class TiDAL(QueryStrategy):
         self.score = score
 
     def validate(self, estimator):
-        """Check ``score``, and that the estimator is a TiDAL classifier.
-
-        Parameters
-        ----------
-        estimator : estimator
-            The classifier the learner trains.
-        """
         super().validate(estimator)
-        net = check_net(estimator, "tidal")
-        if not hasattr(net, "predict_dynamics"):
-            raise TypeError(
-                "strategy 'tidal' needs a skal.TiDALClassifier (a net with a "
-                f"training-dynamics head); got {type(net).__name__}"
-            )
+        check_net(
+            estimator,
+            "tidal",
+            method="predict_dynamics",
+            kind="skal.TiDALClassifier (a net with a training-dynamics head)",
+        )
 
     def utility(self, context, X):
         self.validate(context.estimator)
