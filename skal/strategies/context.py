@@ -151,8 +151,7 @@ def check_net(
         )
     if method is not None and not hasattr(estimator, method):
         raise TypeError(
-            f"strategy {strategy_name!r} needs a {kind}; got "
-            f"{type(estimator).__name__}"
+            f"strategy {strategy_name!r} needs a {kind}; got {type(estimator).__name__}"
         )
     return estimator
 
