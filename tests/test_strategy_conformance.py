@@ -321,6 +321,13 @@ MISMATCHES = [
         "strategy 'lloss' needs a neural network classifier",
     ),
     (
+        lambda: "tidal",
+        lambda: make_net(skal.TiDALClassifier, tidal_layers=["layers.2", "nope"]),
+        ValueError,
+        r"CountingMLP has no submodule named 'nope'; valid names are: layers, "
+        r"layers.0, layers.1",
+    ),
+    (
         lambda: ALBL(["margin", "bald"]),
         lambda: CountingLR(),
         TypeError,
@@ -335,10 +342,29 @@ MISMATCHES = [
 ]
 
 
+MISMATCH_IDS = [
+    "DynamicAL-gamma=nan",
+    "ALBL-no-arms",
+    "ALBL-p_min-above-1/K",
+    "ALBL-unknown-arm",
+    "ALBL-arm-not-a-strategy",
+    "ALBL-invalid-arm",
+    "bald-on-LR",
+    "bald-without-dropout",
+    "dynamic_al-on-LR",
+    "tidal-on-plain-net",
+    "tidal-on-LLossClassifier",
+    "tidal-on-pipeline-of-plain-net",
+    "lloss-on-TiDALClassifier",
+    "lloss-on-LR",
+    "tidal-net-unknown-layer",
+    "ALBL-bald-arm-on-LR",
+    "ALBL-bald-arm-without-dropout",
+]
+
+
 @pytest.mark.parametrize(
-    "strategy, estimator, error, match",
-    MISMATCHES,
-    ids=[f"{i}-{case[3][:30]}" for i, case in enumerate(MISMATCHES)],
+    "strategy, estimator, error, match", MISMATCHES, ids=MISMATCH_IDS
 )
 def test_mismatch_rejected_before_training(data, strategy, estimator, error, match):
     X, y, _, _ = data
