@@ -61,8 +61,10 @@ class QueryStrategy(BaseEstimator):
 
         :meth:`skal.ActiveLearner.fit` calls it after cloning the estimator
         and before any training, so that a wrong parameter or an unsuitable
-        estimator fails at once rather than at the first query; the
-        strategies call it again when they score. The default checks the
+        estimator fails at once rather than at the first query; skal's
+        strategies that have parameters or needs call it again when they
+        score, so that a strategy used on its own is checked too. The
+        default checks the
         parameters against ``_parameter_constraints`` (parameters without a
         constraint are not checked).
 
