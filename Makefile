@@ -36,5 +36,5 @@ docs: $(DOCS_STAMP)
 	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache docs/_build docs/generated \
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis docs/_build docs/generated \
 		docs/auto_examples docs/api.rst docs/sg_execution_times.rst

@@ -4,6 +4,8 @@
   first element of a tuple or list;
 - :func:`eval_mode` — eval mode for a block, each submodule's mode restored;
 - :func:`final_step` — the classifier at the end of a pipeline;
+- :func:`argmax_labels` — the predicted class of each row (pseudo-labels);
+- :func:`encode_labels` — labels as indices into a list of classes;
 - :func:`torch_seed`, :func:`draw_seed` — seeded torch generators that leave
   the global state untouched.
 """
@@ -109,3 +111,98 @@ def final_step(estimator):
     if isinstance(estimator, Pipeline):
         return estimator[-1]
     return estimator
+
+
+def argmax_labels(scores):
+    """The predicted class of each row: the index of its largest score.
+
+    The one rule for pseudo-labels and predicted labels computed from logits
+    or probabilities (dynamicAL's pseudo-labels, BADGE's and TiDAL's
+    ``y_hat``); ties go to the lowest index.
+
+    Parameters
+    ----------
+    scores : torch.Tensor or ndarray of shape (n_samples, n_classes)
+        Logits or probabilities.
+
+    Returns
+    -------
+    labels : torch.Tensor or ndarray of shape (n_samples,)
+        Class indices, of the same kind as ``scores``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skal._utils import argmax_labels
+    >>> argmax_labels(torch.tensor([[0.1, 2.0, 0.3], [1.0, 1.0, 0.0]]))
+    tensor([1, 0])
+    """
+    return scores.argmax(1)
+
+
+def encode_labels(y, classes, *, name="y", owner="the", hint=None) -> np.ndarray:
+    """Indices of the labels ``y`` in ``classes`` (int64).
+
+    Parameters
+    ----------
+    y : array-like or torch.Tensor of shape (n_samples,)
+        Labels; each must be one of ``classes``.
+    classes : array-like of shape (n_classes,)
+        Distinct labels, in any order; label ``classes[i]`` is encoded as
+        ``i``.
+    name : str, default="y"
+        How the error message calls ``y``.
+    owner : str, default="the"
+        Whose classes they are, in the error message ("the learner's").
+    hint : str or None, default=None
+        A remedy appended to the error message.
+
+    Returns
+    -------
+    indices : ndarray of shape (n_samples,) and dtype int64
+
+    Raises
+    ------
+    ValueError
+        If ``y`` holds labels that are not among ``classes``, ``None``, NaN
+        and labels of another type included; the message names them.
+
+    Examples
+    --------
+    >>> from skal._utils import encode_labels
+    >>> encode_labels(["b", "a", "b"], ["b", "a"])
+    array([0, 1, 0])
+    >>> encode_labels([0, None], [0, 1], owner="the learner's")
+    Traceback (most recent call last):
+    ...
+    ValueError: y contains labels [None] that are not among the learner's classes [0, 1]
+    """
+    classes = np.asarray(classes)
+    if isinstance(y, torch.Tensor):
+        y = y.detach().cpu().numpy()
+    y = np.asarray(y).ravel()
+    sorter = np.argsort(classes, kind="stable")
+    try:
+        pos = np.searchsorted(classes, y, sorter=sorter)
+    except TypeError:
+        # labels that do not compare with the classes (None among integers,
+        # say): look each one up instead of sorting
+        lookup = {}
+        for i, label in enumerate(classes.tolist()):
+            lookup.setdefault(label, i)
+        idx = np.array([lookup.get(label, -1) for label in y.tolist()], np.int64)
+        unknown = idx < 0
+    else:
+        idx = sorter[np.clip(pos, 0, len(classes) - 1)]
+        unknown = classes[idx] != y
+    if np.any(unknown):
+        try:
+            bad = np.unique(y[unknown]).tolist()
+        except TypeError:  # unsortable mix: order of appearance
+            bad = list(dict.fromkeys(y[unknown].tolist()))
+        message = (
+            f"{name} contains labels {bad[:10]} that are not among {owner} "
+            f"classes {classes.tolist()}"
+        )
+        raise ValueError(message if hint is None else f"{message}; {hint}")
+    return idx.astype(np.int64)

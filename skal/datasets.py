@@ -166,6 +166,19 @@ def load_digits_images():
 def long_tail_counts(n_max: int, n_classes: int, imbalance_ratio: float):
     """Per-class sizes ``n_c = floor(n_max * (1/rho) ** (c / (C - 1)))``.
 
+    Parameters
+    ----------
+    n_max : int
+        Size of the largest class (class 0).
+    n_classes : int
+        Number of classes C.
+    imbalance_ratio : float
+        The ratio rho of the largest to the smallest class size.
+
+    Returns
+    -------
+    counts : ndarray of shape (n_classes,) and dtype int
+
     Examples
     --------
     >>> from skal.datasets import long_tail_counts

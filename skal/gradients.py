@@ -56,7 +56,7 @@ _FALLBACKS = ("vmap", "loop")
 class GradientStats:
     """Per-sample statistics of the loss gradient for one batch.
 
-    Attributes
+    Parameters
     ----------
     sq_norms : torch.Tensor of shape (n_samples,) or None
         ``‖g_i‖²`` over all trainable parameters.
@@ -211,6 +211,24 @@ class PerSampleGradients:
         Layers whose recorded input or output is modified in place later in
         the pass get copies on a second try.
         """
+        # Why copies, and why retry: the closed forms need each layer's input
+        # U and the gradient with respect to its output, as the layer saw
+        # and produced them. An in-place operation later in the pass
+        # (``ReLU(inplace=True)``, ``out += identity``) overwrites the
+        # recorded tensor: U would be wrong, and autograd would give the
+        # gradient with respect to the overwritten value (after the ReLU,
+        # after the residual sum), not the layer's output. Which
+        # tensors are overwritten depends on the module's own forward code,
+        # so it is found by running it: the first pass records without
+        # copies and compares version counters; the layers found get copies
+        # (their hook hands a clone downstream, or a pre-hook gives the
+        # layer a clone of its input) and the pass is run again. The sets
+        # persist on the engine, so later batches take one pass. Copying
+        # everything instead would double the activation memory of every
+        # model to serve the few that modify in place. A copy can change
+        # which tensor a later in-place operation or view touches, hence
+        # more than one retry; a layer still overwritten after that is not
+        # fixed by copying, and an error beats wrong scores.
         for _ in range(3):
             rec = _Recorder(candidates, self._clone_inputs, self._clone_outputs)
             with rec:
@@ -339,6 +357,15 @@ def _linear_weight(module, calls, vw, norms):
     length = sum(u.shape[1] for u in us)
     k_in, m_out = us[0].shape[2], dys[0].shape[2]
     sq = dot = None
+    # Why this cost rule: per sample, with L positions (tokens), K inputs and
+    # M outputs, materializing the weight gradient dYᵀU costs L·K·M
+    # multiply-adds and K·M memory; the ghost norm ⟨dY dYᵀ, U Uᵀ⟩ costs
+    # L²·(K + M) and L² memory. Dividing by L, the ghost norm is cheaper
+    # exactly when L·(K + M) < K·M: few positions relative to the widths.
+    # With one position the gradient is the outer product dy ⊗ u, whose
+    # squared norm is |u|²·|dy|² at O(K + M). When only inner products are
+    # needed (gamma=inf), no per-sample gradient is needed at all:
+    # ⟨dY, U vᵀ⟩ is one extra matrix product per layer.
     if length == 1:
         u, dy = us[0][:, 0], dys[0][:, 0]
         if norms:
@@ -370,6 +397,10 @@ def _conv_weight(conv, calls, vw, norms):
     m_out = conv.out_channels
     k_in = conv.weight[0].numel()
     length = sum(dy[0, 0].numel() for _, dy in calls)
+    # The cost rule of _linear_weight with K = C_in·kh·kw (a patch) and L
+    # output positions: the ghost norm pays off in late layers, whose maps
+    # are small and channels many. It needs the unfolded patches, built
+    # here for Conv2d with groups=1 only; other convolutions materialize.
     ghost = (
         isinstance(conv, nn.Conv2d)
         and conv.groups == 1
@@ -387,6 +418,14 @@ def _conv_weight(conv, calls, vw, norms):
                 for inp, dy in calls
             )
         return sq, dot
+    # Why a channel threshold: the grouped call runs one weight-gradient
+    # convolution with n·groups groups, and oneDNN's grouped kernels are
+    # slow when each group has few input channels (the 3-channel first layer
+    # of image models above all); there a batched matmul over unfolded
+    # patches is faster. The patches take kh·kw times the memory of the
+    # input, which grows with the channels, so wide layers keep the grouped
+    # call. The crossover depends on the CPU's kernels; 32 input channels
+    # per group is a coarse bound, not a tuned constant.
     per_sample = (
         _per_sample_conv_grad_unfold
         if isinstance(conv, nn.Conv2d) and conv.in_channels // conv.groups < 32

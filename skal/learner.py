@@ -17,7 +17,7 @@ from sklearn.utils.validation import (
 )
 from skorch import NeuralNet
 
-from ._utils import draw_seed, final_step, torch_seed
+from ._utils import draw_seed, encode_labels, final_step, torch_seed
 from .strategies import get_strategy
 from .strategies.context import QueryContext, expand_proba
 
@@ -132,6 +132,13 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         Returns
         -------
         self : ActiveLearner
+
+        Raises
+        ------
+        ValueError, TypeError
+            Before any training, if a parameter of the learner or of its
+            strategy is invalid, or if the strategy cannot work with the
+            estimator (see :meth:`skal.strategies.QueryStrategy.validate`).
         """
         strategy = self._check_params()
         X, y = validate_data(self, X, y, allow_nd=True, dtype=_FLOAT_DTYPES)
@@ -147,6 +154,10 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             clone(strategy) if isinstance(strategy, BaseEstimator) else strategy
         )
         self.estimator_ = _prepare_estimator(clone(self.estimator), len(self.classes_))
+        # the strategy's parameters and needs, before any (long) training
+        validate = getattr(self.strategy_, "validate", None)
+        if callable(validate):
+            validate(final_step(self.estimator_))
         self.X_labeled_ = X
         self.y_labeled_ = y
         self.n_labeled_ = len(y)
@@ -351,21 +362,14 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         return X
 
     def _encode(self, y, name):
-        classes = self.classes_
-        pos = np.clip(np.searchsorted(classes, y), 0, len(classes) - 1)
-        unknown = classes[pos] != y
-        if np.any(unknown):
-            bad = np.unique(np.asarray(y)[unknown]).tolist()[:10]
-            hint = (
-                "declare every class up front with ActiveLearner(classes=...)"
-                if self.classes is None
-                else "add them to classes=..."
-            )
-            raise ValueError(
-                f"{name} contains labels {bad} that are not among the learner's "
-                f"classes {classes.tolist()}; {hint}"
-            )
-        return pos.astype(np.int64)
+        hint = (
+            "declare every class up front with ActiveLearner(classes=...)"
+            if self.classes is None
+            else "add them to classes=..."
+        )
+        return encode_labels(
+            y, self.classes_, name=name, owner="the learner's", hint=hint
+        )
 
     def _transform(self, X):
         if isinstance(self.estimator_, Pipeline) and len(self.estimator_) > 1:

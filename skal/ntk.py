@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from skorch.utils import to_numpy
 from torch import nn
 
-from ._utils import eval_mode, logits_of
+from ._utils import argmax_labels, eval_mode, logits_of
 from .gradients import PerSampleGradients, sum_gradient
 
 
@@ -205,7 +205,9 @@ def approximation_ratio(
         singles = 0.0
         labels = []
         for start in range(0, len(x_q), batch_size):
-            stats = engine.stats(x_q[start : start + batch_size], _argmax, vector=g_s)
+            stats = engine.stats(
+                x_q[start : start + batch_size], argmax_labels, vector=g_s
+            )
             singles += float((stats.sq_norms + 2 * stats.dots).double().sum())
             labels.append(stats.targets)
         g_q = sum_gradient(module, _chunks(x_q, torch.cat(labels), batch_size))
@@ -302,10 +304,6 @@ def _as_tensor(module, X):
 def _chunks(x, y, batch_size):
     for start in range(0, len(x), batch_size):
         yield x[start : start + batch_size], y[start : start + batch_size]
-
-
-def _argmax(logits):
-    return logits.argmax(1)
 
 
 def _one_hot(Y, n_classes):

@@ -220,6 +220,12 @@ def _err_cases():
             r"labels \[7\] that are not among the learner's classes \[0, 1, 2\]",
         ),
         (
+            "teach missing label",
+            lambda: fitted().teach(X[:2], [0, None]),
+            ValueError,
+            r"labels \[None\] that are not among the learner's classes \[0, 1, 2\]",
+        ),
+        (
             "teach label outside declared classes",
             lambda: fitted(classes=[0, 1, 2, 3]).teach(X[:2], [3, 9]),
             ValueError,

@@ -161,8 +161,14 @@ def _forward_backward(module, X, bs, device):
 
 def _backpack_utility(module, X, X_lab, y_lab, bs, device, name):
     """The official code's approach with BackPACK BatchGrad, exact in eval mode."""
-    from backpack import backpack, extend
-    from backpack.extensions import BatchGrad
+    try:
+        from backpack import backpack, extend
+        from backpack.extensions import BatchGrad
+    except ImportError as exc:
+        raise ImportError(
+            "the BackPACK rows need the benchmarks extra: "
+            'pip install -e ".[benchmarks]"'
+        ) from exc
 
     model = extend(copy.deepcopy(module), use_converter=name == "tv_resnet18")
     model.eval()

@@ -17,9 +17,10 @@ from ._scoring import aulc
 class StrategyComparison:
     """Learning curves of several strategies on the same splits and seeds.
 
-    Attributes
+    Parameters
     ----------
     n_labeled : ndarray of shape (n_rounds + 1,)
+        Labelled-set size after each round.
     scores : dict of str to ndarray of shape (n_runs, n_rounds + 1)
         Test scores per strategy, one row per (split, seed).
     skipped : dict of str to str
@@ -79,7 +80,21 @@ class StrategyComparison:
         return "\n".join(lines)
 
     def plot(self, path=None, *, ax=None, title=None, ylabel="test accuracy"):
-        """Plot the curves (see :func:`plot_learning_curves`)."""
+        """Plot the curves (see :func:`plot_learning_curves`).
+
+        Parameters
+        ----------
+        path : str or path-like or None, default=None
+            Where to save the figure, if given.
+        ax : matplotlib Axes or None, default=None
+            Axes to draw on; a new figure if None.
+        title : str or None, default=None
+        ylabel : str, default="test accuracy"
+
+        Returns
+        -------
+        ax : matplotlib Axes
+        """
         return plot_learning_curves(
             self.n_labeled, self.scores, path, ax=ax, title=title, ylabel=ylabel
         )

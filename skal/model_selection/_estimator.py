@@ -227,11 +227,29 @@ class ActiveLearningSimulation(MetaEstimatorMixin, ClassifierMixin, BaseEstimato
         return aulc(self.n_labeled_, self.learning_curve(X, y))
 
     def predict(self, X):
-        """Predict with the learner after the last round."""
+        """Predict with the learner after the last round.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+        """
         check_is_fitted(self)
         return self.learner_.predict(X)
 
     def predict_proba(self, X):
-        """Class probabilities of the learner after the last round."""
+        """Class probabilities of the learner after the last round.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+        """
         check_is_fitted(self)
         return self.learner_.predict_proba(X)

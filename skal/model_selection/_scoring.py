@@ -54,7 +54,19 @@ def aulc(n_labeled, scores):
 
 
 class _AULCScorer:
-    """Scores a fitted :class:`ActiveLearningSimulation` by AULC on (X, y)."""
+    """Scores a fitted :class:`ActiveLearningSimulation` by AULC on (X, y).
+
+    Parameters
+    ----------
+    estimator : ActiveLearningSimulation
+        Fitted.
+    X : array-like of shape (n_samples, ...)
+        Test inputs.
+    y : array-like of shape (n_samples,)
+        Their labels.
+    sample_weight : None
+        Accepted for sklearn's scorer interface; not used.
+    """
 
     def __init__(self, scoring=None):
         self.scoring = scoring

@@ -12,7 +12,7 @@ from skorch.callbacks import EpochScoring
 from skorch.utils import is_dataset, to_numpy
 from torch import nn
 
-from .._utils import logits_of
+from .._utils import encode_labels, logits_of
 from .taps import LayerTap, last_linear_name
 
 _CLASS_COUNT_PARAMS = ("num_classes", "n_classes")
@@ -46,6 +46,8 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
     module : torch.nn.Module class or instance
         Prefer a class: ``fit`` then builds fresh weights and ``clone``
         copies no trained state.
+    *args
+        Further positional arguments of skorch's ``NeuralNetClassifier``.
     criterion : torch criterion class, default=torch.nn.CrossEntropyLoss
         Applied to the logits.
     optimizer : torch optimizer class, default=torch.optim.Adam
@@ -155,7 +157,17 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         return super().get_loss(logits_of(y_pred), y_true, *args, **kwargs)
 
     def get_dataset(self, X, y=None):
-        """Cast X to float32 and encode y as indices into ``classes_``."""
+        """Cast X to float32 and encode y as indices into ``classes_``.
+
+        Parameters
+        ----------
+        X : array-like, tensor or Dataset
+        y : array-like of shape (n_samples,) or None, default=None
+
+        Returns
+        -------
+        dataset : torch.utils.data.Dataset
+        """
         if is_dataset(X):
             return super().get_dataset(X, y)
         X = _as_float32(X)
@@ -166,28 +178,37 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
     def encode_labels(self, y) -> np.ndarray:
         """Indices of the labels ``y`` in ``classes_`` (int64).
 
+        Parameters
+        ----------
+        y : array-like or torch.Tensor of shape (n_samples,)
+
+        Returns
+        -------
+        indices : ndarray of shape (n_samples,)
+
         Raises
         ------
         ValueError
             If ``y`` holds a label that is not in ``classes_``.
         """
-        classes = np.asarray(self.classes_)
-        y = np.asarray(to_numpy(y) if isinstance(y, torch.Tensor) else y)
-        if y.ndim != 1:
-            y = y.ravel()
-        sorter = np.argsort(classes, kind="stable")
-        pos = np.searchsorted(classes, y, sorter=sorter)
-        idx = sorter[np.clip(pos, 0, len(classes) - 1)]
-        unknown = classes[idx] != y
-        if np.any(unknown):
-            raise ValueError(
-                f"y contains labels {np.unique(y[unknown]).tolist()[:10]} that are "
-                f"not in classes {classes.tolist()}"
-            )
-        return idx.astype(np.int64)
+        hint = (
+            "declare every class up front with classes=..."
+            if self.classes is None
+            else "add them to classes=..."
+        )
+        return encode_labels(y, self.classes_, owner="the net's", hint=hint)
 
     def predict(self, X):
-        """Predicted class labels (elements of ``classes_``)."""
+        """Predicted class labels (elements of ``classes_``).
+
+        Parameters
+        ----------
+        X : array-like, tensor or Dataset
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+        """
         return np.asarray(self.classes_)[self.predict_proba(X).argmax(axis=1)]
 
     def iter_features(self, X, layers=(), *, embedding=False, device=None):
@@ -232,6 +253,10 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
 
     def embed(self, X) -> np.ndarray:
         """The penultimate embedding: the input of ``embedding_layer``.
+
+        Parameters
+        ----------
+        X : array-like, tensor or Dataset
 
         Returns
         -------

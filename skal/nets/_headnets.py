@@ -1,31 +1,36 @@
 """Classifiers trained jointly with an auxiliary head: TiDAL and learning loss.
 
-Both nets tap named layers of the backbone with forward hooks during every
-forward pass and feed them to an :class:`~skal.nets.AuxiliaryHead`,
+Both nets tap named layers of the backbone (a :class:`~skal.nets.LayerTap`)
+during every forward pass and feed them to an :class:`~skal.nets.AuxiliaryHead`,
 registered as a skorch component (``tidal_module_`` or ``lloss_module_``):
 it is moved to the device, switched between train and eval mode, optimized
 and saved with the net, and ``tidal_module__*`` / ``lloss_module__*``
 parameters reach it. The forward pass returns ``(logits, ..., head_output)``:
 the logits stay first, so ``predict_proba`` is the classifier's softmax.
+
+What a training step computes besides the loss (the head's loss for the
+history, TiDAL's update of its buffer) travels in skorch's step dict:
+``train_step_single`` returns it and skorch passes the dict on to
+``on_batch_end``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from skorch.dataset import get_len
+from skorch.dataset import get_len, unpack_data
 from skorch.utils import is_dataset, to_numpy
 from torch import nn
 from torch.utils.data import Dataset
 
-from .._utils import logits_of
 from ._classifier import NeuralNetClassifier
 from .heads import AuxiliaryHead, pairwise_ranking_loss
 from .models import ResNet18
-from .taps import find_module, last_linear_name
+from .taps import LayerTap, find_module, last_linear_name
 
 _X_KEY = "__skal_x__"
 _INDEX_KEY = "__skal_index__"
@@ -65,18 +70,144 @@ def _split_index(x):
     return rest, index
 
 
-def _store_output(store, name):
-    def hook(module, inputs, output):
-        store[name] = logits_of(output)
+class DynamicsUpdate(NamedTuple):
+    """One batch's update of a :class:`TrainingDynamicsBuffer`, not yet written.
 
-    return hook
+    Attributes
+    ----------
+    rows : torch.Tensor of shape (n_unique,)
+        The distinct dataset rows of the batch.
+    mean : torch.Tensor of shape (n_unique, n_classes)
+        Their running means with this batch's passes included.
+    count : torch.Tensor of shape (n_unique,)
+        Their numbers of passes with this batch's included.
+    inverse : torch.Tensor of shape (batch_size,)
+        For each batch row, its position in ``rows``.
+    """
+
+    rows: torch.Tensor
+    mean: torch.Tensor
+    count: torch.Tensor
+    inverse: torch.Tensor
+
+    @property
+    def targets(self) -> torch.Tensor:
+        """The updated running mean of each batch row, shape (batch_size, C)."""
+        return self.mean[self.inverse]
+
+
+class TrainingDynamicsBuffer:
+    """Running mean of each training sample's softmax over its training passes.
+
+    TiDAL's target (Kye et al., ICCV 2023): one row per dataset row, updated
+    with ``p_bar <- (p_bar * n + p) / (n + 1)`` for each training pass ``p``
+    of the row (``n`` its passes so far). A batch may hold a row several
+    times (a sampler drawing with replacement); all its passes count. The
+    update is computed first (:meth:`update`: the loss of the batch needs
+    the new means) and written afterwards (:meth:`commit`). Rows that are
+    never updated (validation rows) keep a count of 0.
+
+    Parameters
+    ----------
+    n_rows : int
+        Number of dataset rows.
+
+    Attributes
+    ----------
+    mean : torch.Tensor of shape (n_rows, n_classes) or None
+        The running means; None until the first update (the number of
+        classes is known from the first logits).
+    count : torch.Tensor of shape (n_rows,) or None
+        How many passes each mean holds.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skal.nets._headnets import TrainingDynamicsBuffer
+    >>> buffer = TrainingDynamicsBuffer(3)
+    >>> logits = torch.log(torch.tensor([[0.5, 0.5], [0.9, 0.1]]))
+    >>> buffer.commit(buffer.update(torch.tensor([2, 2]), logits))
+    >>> dynamics, counts = buffer.result(n_classes=2)
+    >>> counts.tolist(), dynamics[2].round(3).tolist()
+    ([0, 0, 2], [0.7, 0.3])
+    """
+
+    def __init__(self, n_rows: int):
+        self.n_rows = n_rows
+        self.mean = None
+        self.count = None
+
+    def update(self, index, logits) -> DynamicsUpdate:
+        """The running means after adding one batch's passes, not written.
+
+        Parameters
+        ----------
+        index : array-like or torch.Tensor of shape (batch_size,)
+            The dataset row of each sample of the batch.
+        logits : torch.Tensor of shape (batch_size, n_classes)
+            The batch's logits in the training pass (detached here).
+
+        Returns
+        -------
+        update : DynamicsUpdate
+        """
+        proba = torch.softmax(logits.detach().float(), dim=1)
+        if self.mean is None:
+            self.mean = proba.new_zeros((self.n_rows, proba.shape[1]))
+            self.count = proba.new_zeros(self.n_rows)
+        index = torch.as_tensor(index, device=proba.device).long()
+        rows, inverse = torch.unique(index, return_inverse=True)
+        seen = proba.new_zeros(len(rows)).index_add_(
+            0, inverse, proba.new_ones(len(index))
+        )
+        total = proba.new_zeros((len(rows), proba.shape[1])).index_add_(
+            0, inverse, proba
+        )
+        count = self.count[rows]
+        mean = (self.mean[rows] * count[:, None] + total) / (count + seen)[:, None]
+        return DynamicsUpdate(rows, mean, count + seen, inverse)
+
+    def commit(self, update: DynamicsUpdate) -> None:
+        """Write an update computed by :meth:`update`.
+
+        Parameters
+        ----------
+        update : DynamicsUpdate
+        """
+        self.mean[update.rows] = update.mean
+        self.count[update.rows] = update.count
+
+    def result(self, n_classes: int):
+        """The means as float64 (NaN for rows never updated) and the counts.
+
+        Parameters
+        ----------
+        n_classes : int
+            Width of the means when nothing was ever updated.
+
+        Returns
+        -------
+        dynamics : ndarray of shape (n_rows, n_classes)
+        counts : ndarray of shape (n_rows,) and dtype int64
+        """
+        if self.mean is None:
+            return (
+                np.full((self.n_rows, n_classes), np.nan),
+                np.zeros(self.n_rows, dtype=np.int64),
+            )
+        counts = to_numpy(self.count).round().astype(np.int64)
+        dynamics = to_numpy(self.mean).astype(np.float64)
+        dynamics[counts == 0] = np.nan
+        return dynamics, counts
 
 
 class _AuxiliaryHeadNet(NeuralNetClassifier):
-    """Shared mechanism: hooks, the head component, sample indices.
+    """Shared mechanism: layer taps, the head component, sample indices.
 
-    Subclasses set ``_head_name`` and implement ``_head_layers``,
-    ``_head_hidden``, ``_head_out_features`` and ``_aux_loss``.
+    Subclasses set ``_head_name`` and ``_aux_history_key`` and implement
+    ``_head_layers``, ``_head_hidden``, ``_head_out_features`` and
+    ``_aux_loss``, which returns the head's weighted loss (or None) and the
+    entries the training step adds to skorch's step dict.
     """
 
     _head_name = ""
@@ -133,17 +264,10 @@ class _AuxiliaryHeadNet(NeuralNetClassifier):
         """
         x, _ = _split_index(x)
         layers = self._head_layers()
-        modules = dict(self.module_.named_modules())
-        tapped = {}
-        handles = [
-            modules[name].register_forward_hook(_store_output(tapped, name))
-            for name in layers
-        ]
-        try:
+        # not detached: the head's loss reaches the backbone
+        with LayerTap(self.module_, layers, detach=False) as tap:
             out = super().infer(x, **fit_params)
-        finally:
-            for handle in handles:
-                handle.remove()
+        tapped = tap.features
         missing = [name for name in layers if name not in tapped]
         if missing:
             raise RuntimeError(
@@ -155,21 +279,41 @@ class _AuxiliaryHeadNet(NeuralNetClassifier):
         outputs = tuple(out) if isinstance(out, tuple | list) else (out,)
         return (*outputs, head)
 
-    def get_loss(self, y_pred, y_true, X=None, training=False):
-        """Criterion on the logits plus the head's weighted auxiliary loss."""
+    def _loss_terms(self, y_pred, y_true, X, training):
+        """The total loss and the head's entries for the step dict."""
         logits, head = y_pred[0], y_pred[-1]
         loss = super().get_loss(logits, y_true, X=X, training=training)
         _, index = _split_index(X)
-        aux = self._aux_loss(head, logits, y_true, index, training)
-        return loss if aux is None else loss + aux
+        aux, step = self._aux_loss(head, logits, y_true, index, training)
+        return (loss if aux is None else loss + aux), step
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        """Criterion on the logits plus the head's weighted auxiliary loss."""
+        return self._loss_terms(y_pred, y_true, X, training)[0]
+
+    def train_step_single(self, batch, **fit_params):
+        """skorch's training step; the step dict also carries the head's values.
+
+        Returns
+        -------
+        step : dict
+            ``loss`` and ``y_pred`` as in skorch, plus the detached auxiliary
+            loss under the name it has in the history (and, for TiDAL, the
+            buffer update); skorch passes them on to ``on_batch_end``.
+        """
+        self._set_training(True)
+        Xi, yi = unpack_data(batch)
+        y_pred = self.infer(Xi, **fit_params)
+        loss, step = self._loss_terms(y_pred, yi, X=Xi, training=True)
+        loss.backward()
+        return {"loss": loss, "y_pred": y_pred, **step}
 
     def on_batch_end(self, net, batch=None, training=False, **kwargs):
         """Record the auxiliary loss of a training batch in the history."""
         super().on_batch_end(net, batch=batch, training=training, **kwargs)
-        value = getattr(self, "_aux_value_", None)
+        value = kwargs.get(self._aux_history_key)
         if training and value is not None:
             self.history.record_batch(self._aux_history_key, value.item())
-            self._aux_value_ = None
 
     def iter_head_outputs(self, X, device=None):
         """Yield ``(logits, head_output)`` per evaluation batch, without grad.
@@ -226,6 +370,8 @@ class TiDALClassifier(_AuxiliaryHeadNet):
     ----------
     module : torch.nn.Module class or instance
         The backbone; its forward returns logits (or a tuple, logits first).
+    *args
+        Further positional arguments of skorch's ``NeuralNetClassifier``.
     tidal_layers : sequence of str or None, default=None
         Dotted names of the layers to tap (outputs of shape (N, C, H, W) or
         (N, D); a layer called several times in one forward pass gives its
@@ -252,7 +398,7 @@ class TiDALClassifier(_AuxiliaryHeadNet):
 
     See Also
     --------
-    skal.strategies.TiDAL : the query strategy using this head.
+    skal.strategies.TiDAL : The query strategy using this head.
 
     Examples
     --------
@@ -303,75 +449,40 @@ class TiDALClassifier(_AuxiliaryHeadNet):
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         """Reset the training-dynamics buffer for this fit."""
         super().on_train_begin(net, X=X, y=y, **kwargs)
-        self._td_rows_ = len(X) if is_dataset(X) else get_len(X)
-        self._td_mean_ = None
-        self._td_count_ = None
-        self._td_pending_ = None
-
-    def _td_update(self, index, logits):
-        """Running means after adding this batch, without writing them.
-
-        Returns the unique indices, their new means and counts, and the map
-        from batch rows to unique rows (a sampler may repeat a sample).
-        """
-        proba = torch.softmax(logits.detach().float(), dim=1)
-        if self._td_mean_ is None:
-            self._td_mean_ = proba.new_zeros((self._td_rows_, proba.shape[1]))
-            self._td_count_ = proba.new_zeros(self._td_rows_)
-        index = torch.as_tensor(index, device=proba.device).long()
-        rows, inverse = torch.unique(index, return_inverse=True)
-        seen = proba.new_zeros(len(rows)).index_add_(
-            0, inverse, proba.new_ones(len(index))
-        )
-        total = proba.new_zeros((len(rows), proba.shape[1])).index_add_(
-            0, inverse, proba
-        )
-        count = self._td_count_[rows]
-        mean = (self._td_mean_[rows] * count[:, None] + total) / (count + seen)[:, None]
-        return rows, mean, count + seen, inverse
+        n_rows = len(X) if is_dataset(X) else get_len(X)
+        self._td_buffer_ = TrainingDynamicsBuffer(n_rows)
 
     def _aux_loss(self, head, logits, y_true, index, training):
         if not training:
-            return None
+            return None, {}
         if index is None:
             raise RuntimeError(
                 "TiDALClassifier needs each training sample's dataset index; "
                 "training data must come through get_dataset"
             )
-        rows, mean, count, inverse = self._td_update(index, logits)
-        self._td_pending_ = (rows, mean, count)
-        target = mean[inverse].detach()
+        update = self._td_buffer_.update(index, logits)
+        target = update.targets.detach()
         kl = F.kl_div(F.log_softmax(head.float(), dim=1), target, reduction="batchmean")
-        self._aux_value_ = kl.detach()
-        return self.tidal_lambda * kl
+        step = {self._aux_history_key: kl.detach(), "dynamics_update": update}
+        return self.tidal_lambda * kl, step
 
     def on_batch_end(self, net, batch=None, training=False, **kwargs):
         """Write the batch's training-pass probabilities into the buffer."""
         super().on_batch_end(net, batch=batch, training=training, **kwargs)
         if not training:
             return
-        pending = getattr(self, "_td_pending_", None)
-        if pending is None:  # the loss was computed elsewhere: same update
+        update = kwargs.get("dynamics_update")
+        if update is None:  # the loss was computed elsewhere: same update
             _, index = _split_index(batch[0])
-            pending = self._td_update(index, kwargs["y_pred"][0])[:3]
-        rows, mean, count = pending
-        self._td_pending_ = None
-        self._td_mean_[rows] = mean
-        self._td_count_[rows] = count
+            update = self._td_buffer_.update(index, kwargs["y_pred"][0])
+        self._td_buffer_.commit(update)
 
     def on_train_end(self, net, X=None, y=None, **kwargs):
         """Expose the buffer as ``dynamics_`` (NaN rows: not trained on)."""
         super().on_train_end(net, X=X, y=y, **kwargs)
-        if self._td_mean_ is None:
-            n_out = self.head_module_.output.out_features
-            self.dynamics_ = np.full((self._td_rows_, n_out), np.nan)
-            self.dynamics_counts_ = np.zeros(self._td_rows_, dtype=np.int64)
-        else:
-            counts = to_numpy(self._td_count_).round().astype(np.int64)
-            dynamics = to_numpy(self._td_mean_).astype(np.float64)
-            dynamics[counts == 0] = np.nan
-            self.dynamics_, self.dynamics_counts_ = dynamics, counts
-        self._td_mean_ = self._td_count_ = None
+        n_out = self.head_module_.output.out_features
+        self.dynamics_, self.dynamics_counts_ = self._td_buffer_.result(n_out)
+        self._td_buffer_ = None
 
     def predict_dynamics(self, X) -> np.ndarray:
         """The head's predicted training dynamics: softmax of its output.
@@ -406,6 +517,9 @@ class LLossClassifier(_AuxiliaryHeadNet):
     Parameters
     ----------
     module : torch.nn.Module class or instance
+        The backbone; its forward returns logits (or a tuple, logits first).
+    *args
+        Further positional arguments of skorch's ``NeuralNetClassifier``.
     lloss_layers : sequence of str or None, default=None
         Layers to tap; ``None`` means ``layer1`` .. ``layer4`` of
         :class:`skal.nets.ResNet18` and is only valid for that module.
@@ -428,7 +542,7 @@ class LLossClassifier(_AuxiliaryHeadNet):
 
     See Also
     --------
-    skal.strategies.LLoss : queries the largest predicted losses.
+    skal.strategies.LLoss : Queries the largest predicted losses.
 
     Examples
     --------
@@ -496,9 +610,8 @@ class LLossClassifier(_AuxiliaryHeadNet):
         y_true = torch.as_tensor(y_true, device=logits.device).long()
         true_loss = F.cross_entropy(logits, y_true, reduction="none")
         ranking = pairwise_ranking_loss(head.reshape(-1), true_loss, self.lloss_margin)
-        if training:
-            self._aux_value_ = ranking.detach()
-        return self.lloss_lambda * ranking
+        step = {self._aux_history_key: ranking.detach()} if training else {}
+        return self.lloss_lambda * ranking, step
 
     def predict_loss(self, X) -> np.ndarray:
         """The head's predicted loss for each sample.

@@ -83,6 +83,14 @@ class AuxiliaryHead(nn.Module):
 def global_average_pool(x: torch.Tensor) -> torch.Tensor:
     """Average a (N, C, ...) tensor over all dimensions after C; (N, D) as is.
 
+    Parameters
+    ----------
+    x : torch.Tensor of shape (N, C, ...) or (N, D)
+
+    Returns
+    -------
+    pooled : torch.Tensor of shape (N, C) or (N, D)
+
     Examples
     --------
     >>> import torch

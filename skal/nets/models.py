@@ -162,7 +162,17 @@ class TutorialCNN(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    """ResNet basic block (two 3x3 convolutions) with an out-of-place residual add."""
+    """ResNet basic block (two 3x3 convolutions) with an out-of-place residual add.
+
+    Parameters
+    ----------
+    in_planes : int
+        Input channels.
+    planes : int
+        Output channels of both convolutions.
+    stride : int, default=1
+        Stride of the first convolution (and of the 1x1 shortcut, if any).
+    """
 
     expansion = 1
 

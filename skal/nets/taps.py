@@ -18,6 +18,15 @@ from .._utils import logits_of
 def find_module(module: nn.Module, name: str) -> nn.Module:
     """The submodule called ``name`` (dotted path, as in ``named_modules``).
 
+    Parameters
+    ----------
+    module : torch.nn.Module
+    name : str
+
+    Returns
+    -------
+    submodule : torch.nn.Module
+
     Raises
     ------
     ValueError
@@ -38,6 +47,19 @@ def last_linear_name(module: nn.Module) -> str:
     """Name of the last ``nn.Linear`` in registration order.
 
     Its input is what skal calls the penultimate embedding.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+
+    Returns
+    -------
+    name : str
+
+    Raises
+    ------
+    ValueError
+        If the module has no ``nn.Linear``.
     """
     names = [
         n for n, m in module.named_modules() if isinstance(m, nn.Linear | nn.LazyLinear)
@@ -54,33 +76,34 @@ def last_linear_name(module: nn.Module) -> str:
 class LayerTap:
     """Context manager that records named layers' outputs (or inputs).
 
-        Parameters
-        ----------
-        module : torch.nn.Module
-            The module to observe.
-        layers : iterable of str
-            Dotted names of the submodules, as in ``module.named_modules()``.
-        record : {"output", "input"}, default="output"
-            Record each layer's output, or its first positional input.
-        detach : bool, default=True
-            Detach the recorded tensors. Training-time heads (TiDAL, learning
-            loss) use ``detach=False`` so that their loss reaches the backbone.
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The module to observe.
+    layers : iterable of str
+        Dotted names of the submodules, as in ``module.named_modules()``.
+    record : {"output", "input"}, default="output"
+        Record each layer's output, or its first positional input.
+    detach : bool, default=True
+        Detach the recorded tensors. Training-time heads (TiDAL, learning
+        loss) use ``detach=False`` so that their loss reaches the backbone.
 
-        Attributes
-        ----------
-        features : dict of str to torch.Tensor
-            The tensors recorded during the most recent forward pass.
+    Attributes
+    ----------
+    features : dict of str to torch.Tensor
+        The tensors recorded during the most recent forward pass; a layer
+        called several times gives its last call.
 
-        Examples
-        --------
-        >>> import torch
-        >>> from torch import nn
-        >>> from skal.nets.taps import LayerTap
-        >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
-        >>> with LayerTap(net, ["0", "2"], record="input") as tap:
-        ...     _ = net(torch.zeros(5, 4))
-        >>> tuple(tap.features["2"].shape)
-        (5, 3)
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from skal.nets.taps import LayerTap
+    >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    >>> with LayerTap(net, ["0", "2"], record="input") as tap:
+    ...     _ = net(torch.zeros(5, 4))
+    >>> tuple(tap.features["2"].shape)
+    (5, 3)
     """
 
     def __init__(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import numbers
-from collections.abc import Sequence
+from numbers import Integral, Real
 
 import numpy as np
 from scipy.special import softmax
 from sklearn.base import BaseEstimator, clone
+from sklearn.utils._param_validation import Interval
 
 from ._registry import get_strategy
 from .base import QueryStrategy
@@ -83,6 +83,13 @@ class ALBL(QueryStrategy):
     importance_weights_ : ndarray of shape (n_queried,)
         Their importance weights ``1 / p_s``.
 
+    References
+    ----------
+    .. [1] W.-N. Hsu and H.-T. Lin, "Active Learning by Learning", AAAI 2015.
+    .. [2] A. Beygelzimer, J. Langford, L. Li, L. Reyzin and R. E. Schapire,
+       "Contextual Bandit Algorithms with Supervised Learning Guarantees",
+       AISTATS 2011.
+
     Examples
     --------
     >>> import numpy as np
@@ -101,6 +108,12 @@ class ALBL(QueryStrategy):
     """
 
     per_sample = False
+    _parameter_constraints = {
+        "strategies": [list, tuple],
+        "delta": [Interval(Real, 0, 1, closed="neither")],
+        "p_min": [Interval(Real, 0, 1, closed="both"), None],
+        "horizon": [Interval(Integral, 1, None, closed="left"), None],
+    }
 
     def __init__(
         self,
@@ -114,6 +127,14 @@ class ALBL(QueryStrategy):
         self.delta = delta
         self.p_min = p_min
         self.horizon = horizon
+
+    def validate(self, estimator):
+        # the bandit's own parameters, then each arm against the estimator
+        self._check_params()
+        for arm in self._arms():
+            validate = getattr(arm, "validate", None)
+            if callable(validate):
+                validate(estimator)
 
     def select(self, context, X, n):
         self._initialize()
@@ -176,10 +197,7 @@ class ALBL(QueryStrategy):
         if hasattr(self, "log_weights_"):
             return
         self._check_params()
-        self.strategies_ = [
-            clone(s) if isinstance(s, BaseEstimator) else s
-            for s in map(get_strategy, self.strategies)
-        ]
+        self.strategies_ = self._arms()
         k = len(self.strategies_)
         self.log_weights_ = np.zeros(k)
         self.probabilities_ = exp4p_probabilities(self.log_weights_, self._p_min())
@@ -193,33 +211,21 @@ class ALBL(QueryStrategy):
         k = len(self.strategies)
         return 1.0 / (10 * k) if self.p_min is None else float(self.p_min)
 
+    def _arms(self):
+        return [
+            clone(s) if isinstance(s, BaseEstimator) else s
+            for s in map(get_strategy, self.strategies)
+        ]
+
     def _check_params(self):
-        if isinstance(self.strategies, str) or not isinstance(
-            self.strategies, Sequence
-        ):
-            raise ValueError(
-                "strategies must be a sequence of strategy names or objects, got "
-                f"{self.strategies!r}"
-            )
-        if len(self.strategies) == 0:
-            raise ValueError("strategies must name at least one strategy, got none")
+        self._validate_params()
         k = len(self.strategies)
-        if not isinstance(self.delta, numbers.Real) or not 0 < self.delta < 1:
-            raise ValueError(f"delta must be in (0, 1), got {self.delta!r}")
-        if self.p_min is not None and (
-            not isinstance(self.p_min, numbers.Real) or not 0 <= self.p_min <= 1 / k
-        ):
+        if k == 0:
+            raise ValueError("strategies must name at least one strategy, got none")
+        if self.p_min is not None and self.p_min > 1 / k:
             raise ValueError(
                 f"p_min must be None or in [0, 1/{k}] for {k} strategies, got "
                 f"{self.p_min!r}"
-            )
-        if self.horizon is not None and (
-            not isinstance(self.horizon, numbers.Integral)
-            or isinstance(self.horizon, bool)
-            or self.horizon < 1
-        ):
-            raise ValueError(
-                f"horizon must be None or a positive integer, got {self.horizon!r}"
             )
 
 

@@ -20,6 +20,12 @@ class QueryStrategy(BaseEstimator):
     breaks ties at random. Set-based strategies (core-set, BADGE) implement
     :meth:`select` and set ``per_sample = False``.
 
+    :meth:`validate` checks, before the learner trains anything, what can be
+    checked without a trained model: the parameters, declared as in
+    scikit-learn by a ``_parameter_constraints`` dict (see
+    :mod:`sklearn.utils._param_validation`), and what the strategy needs of
+    the estimator. A strategy that needs more than its parameters extends it.
+
     Attributes
     ----------
     per_sample : bool
@@ -48,6 +54,38 @@ class QueryStrategy(BaseEstimator):
 
     per_sample = True
     default_subset_size = None
+    _parameter_constraints: dict = {}
+
+    def validate(self, estimator):
+        """Check the parameters and what the strategy needs of the estimator.
+
+        :meth:`skal.ActiveLearner.fit` calls it after cloning the estimator
+        and before any training, so that a wrong parameter or an unsuitable
+        estimator fails at once rather than at the first query; skal's
+        strategies that have parameters or needs call it again when they
+        score, so that a strategy used on its own is checked too. The
+        default checks the
+        parameters against ``_parameter_constraints`` (parameters without a
+        constraint are not checked).
+
+        Parameters
+        ----------
+        estimator : estimator
+            The classifier the learner trains (the last step of a pipeline):
+            not fitted yet when called by ``fit``, fitted at query time.
+
+        Raises
+        ------
+        ValueError
+            For a parameter with a bad value, or an estimator that lacks
+            something the strategy needs (dropout layers for BALD).
+        TypeError
+            For a parameter of a bad type, or an estimator of the wrong
+            kind (a network at all, a TiDAL head, a loss prediction head).
+            Parameter errors are sklearn's ``InvalidParameterError``, a
+            subclass of both.
+        """
+        self._validate_params()
 
     def utility(self, context, X):
         """Score each candidate; higher means more informative.

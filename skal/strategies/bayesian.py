@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import numbers
+from numbers import Integral
 
 import numpy as np
 import torch
+from sklearn.utils._param_validation import Interval
 from skorch.dataset import unpack_data
 from torch import nn
 
 from .._utils import eval_mode, logits_of
 from .base import QueryStrategy
+from .context import built_module, check_net
 
 _DROPOUT_TYPES = (
     nn.Dropout,
@@ -45,8 +47,18 @@ class BALD(QueryStrategy):
 
     Raises
     ------
+    TypeError
+        At ``fit``, if the classifier is not a skorch network.
     ValueError
-        At query time, if the network has no dropout module.
+        At ``fit``, if the network's module has no dropout module.
+
+    References
+    ----------
+    .. [1] N. Houlsby, F. Huszár, Z. Ghahramani and M. Lengyel, "Bayesian
+       Active Learning for Classification and Preference Learning",
+       arXiv:1112.5745, 2011.
+    .. [2] Y. Gal, R. Islam and Z. Ghahramani, "Deep Bayesian Active Learning
+       with Image Data", ICML 2017.
 
     Examples
     --------
@@ -63,28 +75,22 @@ class BALD(QueryStrategy):
     True
     """
 
+    _parameter_constraints = {"n_passes": [Interval(Integral, 1, None, closed="left")]}
+
     def __init__(self, n_passes=10):
         self.n_passes = n_passes
 
+    def validate(self, estimator):
+        # the module of an unfitted net is built, not trained, to be looked at
+        super().validate(estimator)
+        _dropout_modules(built_module(check_net(estimator, "bald")))
+
     def utility(self, context, X):
-        if (
-            not isinstance(self.n_passes, numbers.Integral)
-            or isinstance(self.n_passes, bool)
-            or self.n_passes < 1
-        ):
-            raise ValueError(
-                f"n_passes must be a positive integer, got {self.n_passes!r}"
-            )
+        self.validate(context.estimator)
         net = context.net("bald")
         net.check_is_fitted()
         module = net.module_
-        dropouts = [m for m in module.modules() if isinstance(m, _DROPOUT_TYPES)]
-        if not dropouts:
-            raise ValueError(
-                f"strategy 'bald' needs dropout layers for MC dropout, but the "
-                f"module {type(module).__name__} has none; add an nn.Dropout "
-                "(e.g. module__dropout=0.2 for skal.nets.MLP)"
-            )
+        dropouts = _dropout_modules(module)
         scores = []
         with eval_mode(module), torch.no_grad():
             for m in dropouts:
@@ -100,6 +106,17 @@ class BALD(QueryStrategy):
         if not scores:
             return np.empty(0)
         return torch.cat(scores).numpy()
+
+
+def _dropout_modules(module):
+    dropouts = [m for m in module.modules() if isinstance(m, _DROPOUT_TYPES)]
+    if not dropouts:
+        raise ValueError(
+            f"strategy 'bald' needs dropout layers for MC dropout, but the "
+            f"module {type(module).__name__} has none; add an nn.Dropout "
+            "(e.g. module__dropout=0.2 for skal.nets.MLP)"
+        )
+    return dropouts
 
 
 def mutual_information(probs):

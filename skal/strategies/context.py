@@ -7,7 +7,11 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
+from sklearn.base import clone
 from skorch import NeuralNet
+from torch import nn
+
+from .._utils import torch_seed
 
 
 class QueryContext:
@@ -85,6 +89,15 @@ class QueryContext:
 
         Classes the classifier has not seen yet (possible when the learner
         declares ``classes`` up front) get probability 0.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            Inputs as the classifier sees them.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes) and dtype float64
         """
         return expand_proba(
             self.estimator.predict_proba(X), self.estimator.classes_, self.n_classes
@@ -98,13 +111,71 @@ class QueryContext:
         strategy_name : str
             Named in the error message.
         """
-        if not isinstance(self.estimator, NeuralNet):
-            raise TypeError(
-                f"strategy {strategy_name!r} needs a neural network classifier "
-                "(skal.NeuralNetClassifier or a pipeline ending in one); got "
-                f"{type(self.estimator).__name__}"
-            )
-        return self.estimator
+        return check_net(self.estimator, strategy_name)
+
+
+def check_net(
+    estimator, strategy_name: str, *, method: str | None = None, kind: str = ""
+) -> NeuralNet:
+    """The estimator, if it is a skorch network; a TypeError otherwise.
+
+    Parameters
+    ----------
+    estimator : estimator
+        The classifier (the last step of the learner's pipeline).
+    strategy_name : str
+        Named in the error message.
+    method : str or None, default=None
+        A method the network must have as well (a head's prediction).
+    kind : str, default=""
+        The kind of network that has ``method``, for the error message.
+
+    Returns
+    -------
+    net : skorch.NeuralNet
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from skal.strategies.context import check_net
+    >>> check_net(LogisticRegression(), "bald")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    TypeError: strategy 'bald' needs a neural network classifier ... LogisticRegression
+    """
+    if not isinstance(estimator, NeuralNet):
+        raise TypeError(
+            f"strategy {strategy_name!r} needs a neural network classifier "
+            "(skal.NeuralNetClassifier or a pipeline ending in one); got "
+            f"{type(estimator).__name__}"
+        )
+    if method is not None and not hasattr(estimator, method):
+        raise TypeError(
+            f"strategy {strategy_name!r} needs a {kind}; got {type(estimator).__name__}"
+        )
+    return estimator
+
+
+def built_module(net: NeuralNet) -> nn.Module:
+    """The net's torch module, built without training if need be.
+
+    A fitted (initialized) net gives its ``module_``. Otherwise a CPU copy of
+    the net is initialized, with torch's global random state left as it was,
+    so that a strategy can inspect the module's layers before any training;
+    the net itself is not touched.
+
+    Parameters
+    ----------
+    net : skorch.NeuralNet
+
+    Returns
+    -------
+    module : torch.nn.Module
+    """
+    if getattr(net, "initialized_", False):
+        return net.module_
+    with torch_seed(0):
+        return clone(net).set_params(device="cpu").initialize().module_
 
 
 def expand_proba(proba, seen_classes, n_classes: int) -> np.ndarray:

@@ -18,12 +18,14 @@ gradient embeddings ``a (x) h`` and ``a' (x) h'`` as
 
 from __future__ import annotations
 
-import numbers
+from numbers import Integral
 
 import numpy as np
 import torch
+from sklearn.utils._param_validation import Interval
 from skorch import NeuralNet
 
+from .._utils import argmax_labels
 from .base import QueryStrategy
 
 
@@ -59,6 +61,11 @@ class CoreSet(QueryStrategy):
     --------
     k_center_greedy : The selection on given embeddings.
 
+    References
+    ----------
+    .. [1] O. Sener and S. Savarese, "Active Learning for Convolutional Neural
+       Networks: A Core-Set Approach", ICLR 2018.
+
     Examples
     --------
     >>> import numpy as np
@@ -73,12 +80,15 @@ class CoreSet(QueryStrategy):
     """
 
     per_sample = False
+    _parameter_constraints = {
+        "chunk_size": [Interval(Integral, 1, None, closed="left")]
+    }
 
     def __init__(self, chunk_size=2048):
         self.chunk_size = chunk_size
 
     def select(self, context, X, n):
-        chunk_size = _check_chunk_size(self.chunk_size)
+        self.validate(context.estimator)
         candidates = _embedding(context, X)
         centers = _embedding(context, context.X_labeled).to(candidates.device)
         return k_center_greedy(
@@ -86,7 +96,7 @@ class CoreSet(QueryStrategy):
             centers,
             n,
             random_state=context.random_state,
-            chunk_size=chunk_size,
+            chunk_size=int(self.chunk_size),
         )
 
 
@@ -110,6 +120,12 @@ class BADGE(QueryStrategy):
 
     For a classifier that is not a skorch network, ``h`` is the input as the
     classifier sees it and ``p`` its ``predict_proba``.
+
+    References
+    ----------
+    .. [1] J. T. Ash, C. Zhang, A. Krishnamurthy, J. Langford and A. Agarwal,
+       "Deep Batch Active Learning by Diverse, Uncertain Gradient Lower
+       Bounds", ICLR 2020.
 
     Examples
     --------
@@ -279,7 +295,7 @@ def kmeans_pp_gradient(a, h, n, *, random_state):
 def _proba_minus_onehot(proba):
     a = proba.clone()
     rows = torch.arange(a.shape[0], device=a.device)
-    a[rows, a.argmax(1)] -= 1.0
+    a[rows, argmax_labels(a)] -= 1.0
     return a
 
 
@@ -295,16 +311,6 @@ def _embedding(context, X):
         return torch.empty(0, 0, device=context.estimator.device)
     arr = np.asarray(X)
     return torch.tensor(arr.reshape(arr.shape[0], -1), dtype=torch.float64)
-
-
-def _check_chunk_size(chunk_size):
-    if (
-        not isinstance(chunk_size, numbers.Integral)
-        or isinstance(chunk_size, bool)
-        or chunk_size < 1
-    ):
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    return int(chunk_size)
 
 
 def _min_sq_dist(candidates, sq_norms, centers, chunk_size):

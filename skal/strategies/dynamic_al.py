@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import math
-import numbers
+from numbers import Integral, Real
 
 import numpy as np
 import torch
+from sklearn.utils._param_validation import Interval, StrOptions
 from skorch.utils import to_numpy, to_tensor
 
-from .._utils import eval_mode
+from .._utils import argmax_labels, eval_mode
 from ..gradients import PerSampleGradients, sum_gradient
 from .base import QueryStrategy
-
-_PSEUDO_LABELS = ("argmax", "sample")
+from .context import check_net
 
 
 class DynamicAL(QueryStrategy):
@@ -61,6 +61,11 @@ class DynamicAL(QueryStrategy):
         How parameters of layers without a closed form are handled (see
         :class:`skal.gradients.PerSampleGradients`).
 
+    References
+    ----------
+    .. [1] H. Wang, W. Huang, Z. Wu, A. Margenot, H. Tong and J. He, "Deep
+       Active Learning by Leveraging Training Dynamics", NeurIPS 2022.
+
     Examples
     --------
     >>> import numpy as np
@@ -80,6 +85,14 @@ class DynamicAL(QueryStrategy):
     >>> learner.n_labeled_
     120
     """
+
+    _parameter_constraints = {
+        # closed on the right: gamma=inf ranks by the cross term alone
+        "gamma": [Interval(Real, 0, None, closed="both")],
+        "pseudo_label": [StrOptions({"argmax", "sample"})],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        "fallback": [StrOptions({"vmap", "loop"})],
+    }
 
     def __init__(
         self, gamma=2.0, pseudo_label="argmax", batch_size=None, fallback="vmap"
@@ -103,7 +116,7 @@ class DynamicAL(QueryStrategy):
         -------
         utility : ndarray of shape (n_candidates,)
         """
-        self._check_params()
+        self.validate(context.estimator)
         net = context.net("dynamic_al")
         module = net.module_
         gamma = float(self.gamma)
@@ -135,38 +148,12 @@ class DynamicAL(QueryStrategy):
 
     def _targets(self, random_state):
         if self.pseudo_label == "argmax":
-            return _argmax
+            return argmax_labels
         return lambda logits: _sample(logits, random_state)
 
-    def _check_params(self):
-        gamma = self.gamma
-        if (
-            not isinstance(gamma, numbers.Real)
-            or isinstance(gamma, bool)
-            or math.isnan(gamma)
-            or gamma < 0
-        ):
-            raise ValueError(
-                f"gamma must be a non-negative number or float('inf'), got {gamma!r}"
-            )
-        if self.pseudo_label not in _PSEUDO_LABELS:
-            raise ValueError(
-                f"pseudo_label must be one of {_PSEUDO_LABELS}, got "
-                f"{self.pseudo_label!r}"
-            )
-        if self.batch_size is not None and (
-            not isinstance(self.batch_size, numbers.Integral)
-            or isinstance(self.batch_size, bool)
-            or self.batch_size < 1
-        ):
-            raise ValueError(
-                f"batch_size must be None or a positive integer, got "
-                f"{self.batch_size!r}"
-            )
-
-
-def _argmax(logits):
-    return logits.argmax(1)
+    def validate(self, estimator):
+        super().validate(estimator)
+        check_net(estimator, "dynamic_al")
 
 
 def _sample(logits, random_state):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .base import QueryStrategy
+from .context import check_net
 
 
 class LLoss(QueryStrategy):
@@ -10,6 +11,11 @@ class LLoss(QueryStrategy):
 
     Needs a fitted :class:`skal.LLossClassifier` (Yoo & Kweon, CVPR 2019);
     the utility is the head's predicted loss, computed in eval mode.
+
+    References
+    ----------
+    .. [1] D. Yoo and I. S. Kweon, "Learning Loss for Active Learning", CVPR
+       2019.
 
     Examples
     --------
@@ -28,11 +34,15 @@ class LLoss(QueryStrategy):
     (30,)
     """
 
+    def validate(self, estimator):
+        super().validate(estimator)
+        check_net(
+            estimator,
+            "lloss",
+            method="predict_loss",
+            kind="skal.LLossClassifier (a net with a loss prediction head)",
+        )
+
     def utility(self, context, X):
-        net = context.net("lloss")
-        if not hasattr(net, "predict_loss"):
-            raise TypeError(
-                "strategy 'lloss' needs a skal.LLossClassifier (a net with a loss "
-                f"prediction head); got {type(net).__name__}"
-            )
-        return net.predict_loss(X).astype(float)
+        self.validate(context.estimator)
+        return context.estimator.predict_loss(X).astype(float)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from sklearn.utils._param_validation import StrOptions
 from skorch.utils import to_numpy
 
+from .._utils import argmax_labels
 from .base import QueryStrategy
-
-_SCORES = ("entropy", "margin")
+from .context import check_net
 
 
 class TiDAL(QueryStrategy):
@@ -34,6 +35,11 @@ class TiDAL(QueryStrategy):
     ----------
     score : {"entropy", "margin"}, default="entropy"
 
+    References
+    ----------
+    .. [1] S. M. Kye, K. Choi, H. Byun and B. Chang, "TiDAL: Learning Training
+       Dynamics for Active Learning", ICCV 2023.
+
     Examples
     --------
     >>> import numpy as np
@@ -52,21 +58,23 @@ class TiDAL(QueryStrategy):
     """
 
     default_subset_size = 10_000
+    _parameter_constraints = {"score": [StrOptions({"entropy", "margin"})]}
 
     def __init__(self, score="entropy"):
         self.score = score
 
+    def validate(self, estimator):
+        super().validate(estimator)
+        check_net(
+            estimator,
+            "tidal",
+            method="predict_dynamics",
+            kind="skal.TiDALClassifier (a net with a training-dynamics head)",
+        )
+
     def utility(self, context, X):
-        if self.score not in _SCORES:
-            raise ValueError(
-                f"score must be one of {list(_SCORES)}, got {self.score!r}"
-            )
-        net = context.net("tidal")
-        if not hasattr(net, "predict_dynamics"):
-            raise TypeError(
-                "strategy 'tidal' needs a skal.TiDALClassifier (a net with a "
-                f"training-dynamics head); got {type(net).__name__}"
-            )
+        self.validate(context.estimator)
+        net = context.estimator
         scores = [
             _score(logits, head, self.score)
             for logits, head in net.iter_head_outputs(X)
@@ -83,7 +91,7 @@ def _score(logits, head, kind):
         return -(q * log_q).sum(dim=1)
     if q.shape[1] < 2:
         return torch.ones(q.shape[0], device=q.device)
-    y_hat = logits.argmax(dim=1, keepdim=True)
+    y_hat = argmax_labels(logits)[:, None]
     q_hat = q.gather(1, y_hat).squeeze(1)
     q_other = q.scatter(1, y_hat, float("-inf")).max(dim=1).values
     return 1.0 - (q_hat - q_other)

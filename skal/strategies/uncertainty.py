@@ -15,6 +15,11 @@ class RandomSampling(QueryStrategy):
     learner's random state, so ``query`` and ``utility`` agree and the choice
     is reproducible under ``random_state``.
 
+    References
+    ----------
+    .. [1] B. Settles, "Active Learning Literature Survey", Computer Sciences
+       Technical Report 1648, University of Wisconsin-Madison, 2009.
+
     Examples
     --------
     >>> from sklearn.datasets import load_iris
@@ -34,6 +39,13 @@ class RandomSampling(QueryStrategy):
 
 class LeastConfidence(QueryStrategy):
     """Least confidence: utility ``1 - max_c p_c``.
+
+    References
+    ----------
+    .. [1] A. Culotta and A. McCallum, "Reducing Labeling Effort for Structured
+       Prediction Tasks", AAAI 2005.
+    .. [2] B. Settles, "Active Learning Literature Survey", Computer Sciences
+       Technical Report 1648, University of Wisconsin-Madison, 2009.
 
     Examples
     --------
@@ -58,6 +70,14 @@ class MarginSampling(QueryStrategy):
     The utility is ``1 - (p_(1) - p_(2))``, so the smallest margin has the
     largest utility and is queried first.
 
+    References
+    ----------
+    .. [1] T. Scheffer, C. Decomain and S. Wrobel, "Active Hidden Markov Models
+       for Information Extraction", Advances in Intelligent Data Analysis
+       (IDA), 2001.
+    .. [2] B. Settles, "Active Learning Literature Survey", Computer Sciences
+       Technical Report 1648, University of Wisconsin-Madison, 2009.
+
     Examples
     --------
     >>> from sklearn.datasets import load_iris
@@ -81,6 +101,13 @@ class EntropySampling(QueryStrategy):
     """Entropy of the predicted class distribution, ``-sum_c p_c log p_c``.
 
     Zero probabilities contribute zero (``0 log 0 = 0``).
+
+    References
+    ----------
+    .. [1] C. E. Shannon, "A Mathematical Theory of Communication", Bell System
+       Technical Journal, 1948.
+    .. [2] B. Settles, "Active Learning Literature Survey", Computer Sciences
+       Technical Report 1648, University of Wisconsin-Madison, 2009.
 
     Examples
     --------

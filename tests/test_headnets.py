@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from scipy.special import entr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.special import entr, softmax
 from sklearn.base import clone
 from sklearn.datasets import make_classification
 from sklearn.model_selection import GridSearchCV
@@ -23,6 +25,7 @@ from skal.nets import (
     TutorialCNN,
     pairwise_ranking_loss,
 )
+from skal.nets._headnets import TrainingDynamicsBuffer
 from skal.strategies import LLoss, TiDAL, get_strategy
 
 MLP_TAPS = ["layers.2", "layers.4"]  # the two hidden ReLUs of MLP(32, 16)
@@ -182,12 +185,12 @@ def test_loss_is_ce_plus_lambda_kl_to_running_mean():
         net.history.new_batch()
         net.on_batch_end(net, batch=(X, y), training=True, y_pred=(logits, head))
     # validation batches: the criterion alone, and the buffer is left alone
-    before = net._td_mean_.clone()
+    before = net._td_buffer_.mean.clone()
     loss = net.get_loss((logits, head), y, X=X, training=False)
     assert float(loss) == pytest.approx(float(ce), rel=1e-6)
     net.on_batch_end(net, batch=(X, y), training=False, y_pred=(logits, head))
-    assert torch.equal(net._td_mean_, before)
-    torch.testing.assert_close(net._td_mean_[[4, 0, 2]], target)
+    assert torch.equal(net._td_buffer_.mean, before)
+    torch.testing.assert_close(net._td_buffer_.mean[[4, 0, 2]], target)
 
 
 def test_kl_term_decreases(data):
@@ -211,6 +214,92 @@ def test_predicted_dynamics_closer_than_snapshot_fig7(data):
     kl_predicted = kl(actual, net.predict_dynamics(X))
     kl_snapshot = kl(actual, net.predict_proba(X))
     assert kl_predicted < kl_snapshot
+
+
+# ------------------------------------------- the TD buffer on its own
+def _numpy_running_means(batches, n_rows, n_classes):
+    """Per-row mean of the float64 softmax of every pass so far, per batch."""
+    passes = [[] for _ in range(n_rows)]
+    snapshots = []
+    for index, logits in batches:
+        for i, p in zip(index, softmax(logits.astype(np.float64), axis=1)):
+            passes[i].append(p)
+        means = np.full((n_rows, n_classes), np.nan)
+        for i, ps in enumerate(passes):
+            if ps:
+                means[i] = np.mean(ps, axis=0)
+        snapshots.append(means)
+    return snapshots, np.array([len(ps) for ps in passes])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n_rows=st.integers(1, 7),
+    n_classes=st.integers(2, 4),
+    sizes=st.lists(st.integers(1, 9), min_size=1, max_size=6),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_buffer_running_mean_equals_numpy_mean_of_passes(
+    n_rows, n_classes, sizes, seed
+):
+    """Any batches, rows repeated within and across them: exact running mean."""
+    rng = np.random.RandomState(seed)
+    batches = [
+        (rng.randint(n_rows, size=size), 3 * rng.randn(size, n_classes))
+        for size in sizes
+    ]
+    expected, counts = _numpy_running_means(batches, n_rows, n_classes)
+    buffer = TrainingDynamicsBuffer(n_rows)
+    for (index, logits), means in zip(batches, expected):
+        update = buffer.update(torch.as_tensor(index), torch.tensor(logits))
+        # the loss's target already includes this batch's passes
+        np.testing.assert_allclose(update.targets.numpy(), means[index], atol=1e-6)
+        buffer.commit(update)
+    dynamics, got_counts = buffer.result(n_classes)
+    np.testing.assert_array_equal(got_counts, counts)
+    np.testing.assert_allclose(dynamics, expected[-1], atol=1e-6)  # NaN == NaN
+    assert np.isnan(dynamics[counts == 0]).all()
+
+
+def test_buffer_update_is_written_only_on_commit():
+    buffer = TrainingDynamicsBuffer(4)
+    first = buffer.update(torch.tensor([1, 3]), torch.randn(2, 3))
+    buffer.commit(first)
+    before = buffer.mean.clone(), buffer.count.clone()
+    pending = buffer.update(torch.tensor([1, 1, 0]), torch.randn(3, 3))
+    assert torch.equal(buffer.mean, before[0]) and torch.equal(buffer.count, before[1])
+    assert pending.rows.tolist() == [0, 1] and pending.count.tolist() == [1, 3]
+    buffer.commit(pending)
+    assert buffer.count.tolist() == [1, 3, 0, 1]
+
+
+def test_buffer_rows_never_updated_are_nan_with_zero_count():
+    buffer = TrainingDynamicsBuffer(5)
+    dynamics, counts = buffer.result(n_classes=3)  # no training batch at all
+    assert dynamics.shape == (5, 3) and np.isnan(dynamics).all()
+    np.testing.assert_array_equal(counts, 0)
+    buffer.commit(buffer.update(torch.tensor([0, 2]), torch.zeros(2, 3)))
+    dynamics, counts = buffer.result(n_classes=3)
+    np.testing.assert_array_equal(counts, [1, 0, 1, 0, 0])
+    np.testing.assert_allclose(dynamics[[0, 2]], 1 / 3)
+    assert np.isnan(dynamics[[1, 3, 4]]).all()
+
+
+def test_each_fit_starts_a_new_buffer(data):
+    X, y = data
+    buffers = []
+
+    class Spy(Callback):
+        def on_epoch_end(self, net, **kwargs):
+            buffers.append(net._td_buffer_)
+
+    net = make_net(max_epochs=2, callbacks=[Spy()]).fit(X, y)
+    assert net._td_buffer_ is None  # released once dynamics_ is set
+    net.partial_fit(X[:50], y[:50])
+    assert buffers[0] is buffers[1] and buffers[2] is buffers[3]
+    assert buffers[1] is not buffers[2]
+    assert buffers[2].n_rows == 50
+    np.testing.assert_array_equal(net.dynamics_counts_, 2)
 
 
 # ------------------------------------------------- the head as a component
@@ -246,6 +335,30 @@ def test_save_and_load_params_include_the_head(data, tmp_path):
     np.testing.assert_allclose(
         other.predict_dynamics(X), net.predict_dynamics(X), rtol=1e-6
     )
+
+
+@pytest.mark.parametrize(
+    "cls, keys",
+    [
+        (skal.TiDALClassifier, {"tidal_kl", "dynamics_update"}),
+        (skal.LLossClassifier, {"lloss_ranking"}),
+    ],
+)
+def test_training_step_dict_carries_the_head_values(data, cls, keys):
+    X, y = data
+    steps = []
+
+    class Steps(Callback):
+        def on_batch_end(self, net, training=False, **kwargs):
+            if training:
+                steps.append(kwargs)
+
+    net = make_net(cls, max_epochs=2, callbacks=[Steps()]).fit(X, y)
+    assert all(keys <= set(step) for step in steps)
+    key = net._aux_history_key
+    recorded = [v for epoch in net.history[:, "batches", :, key] for v in epoch]
+    assert len(recorded) == len(steps) == 2 * 8  # 240 rows, batches of 32
+    np.testing.assert_allclose(recorded, [float(s[key]) for s in steps])
 
 
 @pytest.mark.parametrize("cls", [skal.TiDALClassifier, skal.LLossClassifier])
@@ -373,7 +486,7 @@ def test_tidal_scores(data, fitted_tidal):
     q_other = np.where(np.eye(3, dtype=bool)[y_hat], -np.inf, q).max(axis=1)
     margin = TiDAL("margin").utility(ctx, X)
     np.testing.assert_allclose(margin, 1 - (q_hat - q_other), rtol=1e-4, atol=1e-6)
-    with pytest.raises(ValueError, match="score must be one of"):
+    with pytest.raises(ValueError, match="'score' parameter of TiDAL"):
         TiDAL("nope").utility(ctx, X)
 
 

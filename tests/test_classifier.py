@@ -107,7 +107,10 @@ def test_declared_classes_size_the_output():
 def test_label_outside_declared_classes_is_an_error(blobs):
     X, y = blobs
     net = make_net(module=skal.nets.MLP, classes=[0, 1])
-    with pytest.raises(ValueError, match=r"labels \[2\] that are not in classes"):
+    with pytest.raises(
+        ValueError,
+        match=r"labels \[2\] that are not among the net's classes \[0, 1\]; add",
+    ):
         net.fit(X, y)
 
 
