@@ -17,6 +17,7 @@ from ._simulation import (
     check_learner,
     check_loop_params,
     check_pool_size,
+    code_digests,
     data_digest,
     learner_digest,
     run_key,
@@ -151,18 +152,20 @@ query_size)
     )
     settings = dict(
         n_initial=n_initial, query_size=query_size, n_rounds=n_rounds,
-        initial=initial, scoring=repr(scoring),
+        initial=initial,
     )  # fmt: skip
 
     if checkpoint_dir is not None:
-        data_key, learner_key = data_digest(X, y), learner_digest(learner)
+        data_key = data_digest(X, y)
+        learner_key = learner_digest(learner, scoring)
+        code = code_digests(learner, scoring)
 
     def checkpoint(split, s, train, test):
         if checkpoint_dir is None:
             return None
         run_settings = {**settings, "seed": int(seeds[split, s])}
         key = run_key(data_key, learner_key, train, test, run_settings)
-        return RunCheckpoint(Path(checkpoint_dir) / f"f{split}-s{s}-{key}")
+        return RunCheckpoint(Path(checkpoint_dir) / f"f{split}-s{s}-{key}", code=code)
 
     jobs = (
         delayed(_run)(

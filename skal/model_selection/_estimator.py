@@ -18,6 +18,7 @@ from ._simulation import (
     check_learner,
     check_loop_params,
     check_pool_size,
+    code_digests,
     data_digest,
     learner_digest,
     load_snapshot,
@@ -153,7 +154,9 @@ class ActiveLearningSimulation(MetaEstimatorMixin, ClassifierMixin, BaseEstimato
                 data_digest(X, y), learner_digest(self.learner), train, None, settings
             )
             checkpoint = RunCheckpoint(
-                Path(self.checkpoint_dir) / key, keep_weights=True
+                Path(self.checkpoint_dir) / key,
+                keep_weights=True,
+                code=code_digests(self.learner),
             )
         result = simulate(
             self.learner,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import numbers
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import joblib
 import numpy as np
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
@@ -16,7 +16,15 @@ from skorch import NeuralNet
 from tqdm.auto import tqdm
 
 from .._utils import final_step
-from ._checkpoint import RunCheckpoint, load_state_dicts, state_dicts
+from ..strategies import get_strategy
+from ._checkpoint import (
+    RunCheckpoint,
+    _unusable,
+    code_fingerprints,
+    load_state_dicts,
+    stable_token,
+    state_dicts,
+)
 
 INITIAL_MODES = ("random", "stratified")
 
@@ -140,12 +148,40 @@ def data_digest(X, y) -> str:
     return h.hexdigest()
 
 
-def learner_digest(learner) -> str:
-    """A hash of the learner's parameters (its repr if it cannot be pickled)."""
-    try:
-        return joblib.hash(learner)
-    except Exception:  # unpicklable parameters
-        return hashlib.sha256(repr(learner).encode()).hexdigest()
+def learner_digest(learner, scoring=None) -> str:
+    """A hash of the learner's parameters and the scoring, equal in every
+    process for equal parameters.
+
+    Why not ``joblib.hash``: it pickles functions by reference, so a lambda
+    or a closure (a ``scoring=`` function, a callback's argument) hashed
+    differently in each process, and every rerun started over in a new
+    directory instead of resuming.
+    """
+    token = stable_token({"learner": learner, "scoring": scoring}, "learner")
+    return hashlib.sha256(json.dumps(token, sort_keys=True).encode()).hexdigest()
+
+
+def code_digests(learner, scoring=None) -> dict:
+    """Fingerprints of the code a run depends on, recorded in its checkpoint.
+
+    Why separate from the run key: the key names classes and functions (so
+    that it is stable); an edited class keeps its name, and resuming with it
+    would mix two models in one curve. The checkpoint records these hashes
+    of the classes' and functions' source and refuses to resume when they
+    differ, with an error that says so, rather than starting a second run
+    silently.
+    """
+    from .. import __version__ as skal_version  # skal is imported by now
+
+    strategy = learner.strategy
+    if isinstance(strategy, str):  # the registered strategy's class
+        strategy = get_strategy(strategy)
+    return {
+        "skal": skal_version,
+        **code_fingerprints(
+            {"learner": learner, "strategy": strategy, "scoring": scoring}
+        ),
+    }
 
 
 def run_key(data_key, learner_key, train, test, settings) -> str:
@@ -217,7 +253,16 @@ def _restore(learner, X, y, state, checkpoint, n_initial, query_size, keep_snaps
         net.set_params(max_epochs=epochs)
         learner.X_labeled_, learner.y_labeled_ = X[order], y[order]
         learner.n_labeled_ = len(order)
-        load_state_dicts(net, checkpoint.weights(state["weights"]))
+        try:
+            load_state_dicts(net, checkpoint.weights(state["weights"]))
+        except (RuntimeError, ValueError) as exc:
+            # code outside the fingerprinted classes changed the network
+            raise _unusable(
+                checkpoint.directory,
+                "its weights do not fit the network built from the learner's "
+                f"parameters ({' '.join(str(exc).split())[:300]}); the network's "
+                "code changed since the run was checkpointed",
+            ) from None
         if keep_snapshots:
             for r in range(state["round"] + 1):
                 prefix = None
