@@ -131,15 +131,23 @@ class RunResult:
 def configure(learner, y, seed):
     """A fresh clone seeded for this run, with every class of ``y`` declared."""
     check_learner(learner)
+    # A clone per run: runs may execute in parallel or on other machines and
+    # must not share fitted state; the seed makes each run repeatable alone.
     learner = clone(learner)
     params = {"random_state": seed}
     if learner.classes is None:
+        # The initial set rarely holds every class; declaring them all keeps
+        # the network's output width and predict_proba's columns fixed across
+        # rounds. The set of class names says nothing about which pool row
+        # has which label.
         params["classes"] = np.unique(y)
     return learner.set_params(**params)
 
 
 def data_digest(X, y) -> str:
     """A hash of the data, computed once per call."""
+    # dtype and shape are hashed too: the same bytes as float32 and as uint8
+    # are different data
     h = hashlib.sha256()
     for arr in (X, y):
         arr = np.ascontiguousarray(arr)
@@ -234,10 +242,11 @@ def _restore(learner, X, y, state, checkpoint, n_initial, query_size, keep_snaps
     for networks (their weights are loaded) and refitting other estimators."""
     order = state["_arrays"]["order"]
     if len(order) != n_initial + state["round"] * query_size:
-        raise ValueError(
-            f"checkpoint {checkpoint.directory} holds {len(order)} labels after "
-            f"round {state['round']}, not n_initial + round * query_size = "
-            f"{n_initial + state['round'] * query_size}; it belongs to another run"
+        raise _unusable(
+            checkpoint.directory,
+            f"it holds {len(order)} labels after round {state['round']}, not "
+            "n_initial + round * query_size = "
+            f"{n_initial + state['round'] * query_size}; it belongs to another run",
         )
     is_net = isinstance(final_step(learner.estimator), NeuralNet)
     snapshots = []
@@ -246,6 +255,11 @@ def _restore(learner, X, y, state, checkpoint, n_initial, query_size, keep_snaps
         if isinstance(learner.estimator, Pipeline):
             param = f"estimator__{learner.estimator.steps[-1][0]}__max_epochs"
         epochs = learner.get_params()[param]
+        # A fit of zero epochs builds what training would (module, optimizer,
+        # callbacks, classes_, a pipeline's earlier steps) without training;
+        # the weights come from the checkpoint. Under warm start the earlier
+        # steps of a pipeline were fitted on the initial set only, so they
+        # are fitted on exactly those rows again.
         fit_rows = order[:n_initial] if learner.warm_start else order
         learner.set_params(**{param: 0}).fit(X[fit_rows], y[fit_rows])
         learner.set_params(**{param: epochs})
@@ -281,11 +295,15 @@ def _restore(learner, X, y, state, checkpoint, n_initial, query_size, keep_snaps
                     }
                 )
     else:
+        # Estimators that are not networks are refitted on the labelled rows,
+        # which is what teach does for them (a full refit each round).
         learner.fit(X[order], y[order])
         if keep_snapshots:
             for r in range(state["round"] + 1):
                 rows = order[: n_initial + r * query_size]
                 snapshots.append(clone(learner).fit(X[rows], y[rows]).estimator_)
+    # Last: fit above drew from the learner's random state and rebuilt the
+    # strategy; both are now put back as they were after the saved round.
     RunCheckpoint.restore_random_state(learner, state)
     return order, snapshots
 
@@ -332,6 +350,8 @@ def simulate(
     -------
     RunResult
     """
+    # One generator for the initial set, drawn after the learner's seed, so a
+    # run is determined by ``seed`` alone, whichever process runs it.
     rng = np.random.RandomState(seed)
     learner = configure(learner, y, int(rng.randint(np.iinfo(np.int32).max)))
     state = checkpoint.load() if checkpoint is not None else None
@@ -344,6 +364,8 @@ def simulate(
             snapshots.append(_snapshot(learner))
 
     def commit(round_):
+        # After scoring: a committed round is complete, its score included,
+        # so a resumed run never re-scores (or re-queries) a round.
         if checkpoint is not None:
             checkpoint.save(round_, order, scores, learner, net=_net_of(learner))
 
@@ -364,6 +386,8 @@ def simulate(
         scores = list(state["scores"])
         start = state["round"] + 1
         bar.update(state["round"])
+    # The pool is the training rows not labelled yet, in their original
+    # order: strategies see their X only, and y is read for the picked rows.
     unlabeled = np.ones(len(X), dtype=bool)
     unlabeled[order] = False
     for round_ in range(start, n_rounds + 1):
@@ -385,6 +409,9 @@ def simulate(
 def load_snapshot(learner, snapshot, scratch=None):
     """A shallow copy of the fitted ``learner`` predicting with a past round's
     model. ``scratch`` is a reusable deep copy of the learner's network."""
+    # A shallow copy: the per-round view shares the learner's classes and
+    # settings but gets its own estimator, so scoring past rounds never
+    # changes the final learner.
     view = copy.copy(learner)
     if not isinstance(snapshot, dict):
         view.estimator_ = snapshot
