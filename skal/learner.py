@@ -59,8 +59,9 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         is larger.
     warm_start : bool, default=True
         For a neural network (skorch) classifier, :meth:`teach` continues
-        training from the current weights with a freshly created optimizer,
-        as the dynamicAL and TiDAL papers do; the pipeline's earlier steps
+        training from the current weights with a freshly created optimizer
+        and learning-rate schedules restarted from epoch 0, as the dynamicAL
+        and TiDAL papers do; the pipeline's earlier steps
         keep their fit. If False, or for other classifiers, :meth:`teach`
         refits the whole estimator on the grown labelled set (a network is
         then re-initialized unless its own ``warm_start`` is set).
