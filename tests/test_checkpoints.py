@@ -388,9 +388,20 @@ def test_lambdas_give_the_same_run_key_in_every_process(tmp_path):
 
 def test_unstable_parameter_is_refused_with_a_clear_error(flat, tmp_path):
     X, y = flat
-    learner = skal.ActiveLearner(LogisticRegression(class_weight=object()))
-    with pytest.raises(TypeError, match=r"cannot name checkpoints.*object"):
+    learner = skal.ActiveLearner(LogisticRegression(class_weight=threading.Lock()))
+    with pytest.raises(TypeError, match=r"cannot name checkpoints.*lock"):
         active_learning_curve(learner, X, y, checkpoint_dir=tmp_path, **KW)
+
+
+def test_random_state_instances_give_a_stable_key(flat, tmp_path):
+    X, y = flat
+    for _ in range(2):
+        learner = skal.ActiveLearner(
+            LogisticRegression(max_iter=200, random_state=np.random.RandomState(0)),
+            random_state=np.random.RandomState(1),
+        )
+        active_learning_curve(learner, X, y, checkpoint_dir=tmp_path, **KW)
+    assert len(list(tmp_path.iterdir())) == 1
 
 
 def test_key_covers_the_scoring_function(flat, tmp_path):

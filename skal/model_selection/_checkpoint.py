@@ -41,6 +41,7 @@ import tempfile
 import types
 from pathlib import Path
 
+import joblib
 import numpy as np
 import torch
 from sklearn.base import clone
@@ -293,8 +294,9 @@ def stable_token(value, path="value", _seen=None):
     Raises
     ------
     TypeError
-        If some part has no stable description (its ``repr`` holds a memory
-        address); the message names the parameter.
+        If some part has no stable description (no attributes, a ``repr``
+        holding a memory address, and it cannot be pickled); the message
+        names the parameter.
     """
     seen = set() if _seen is None else _seen
     if value is None or isinstance(value, bool | int | float | str):
@@ -353,15 +355,18 @@ def stable_token(value, path="value", _seen=None):
     if hasattr(value, "__dict__"):
         return {"object": cls, "attributes": stable_token(vars(value), path, seen)}
     text = repr(value)
-    if re.search(r" at 0x[0-9a-fA-F]+", text):
+    if not re.search(r" at 0x[0-9a-fA-F]+", text):
+        return {"object": cls, "repr": text}
+    try:  # e.g. a RandomState: pickled by value, so hashed by its state
+        return {"object": cls, "pickle": joblib.hash(value)}
+    except Exception:  # any pickling failure: no stable description
         raise TypeError(
             f"cannot name checkpoints of a run whose {path} holds a "
             f"{type(value).__name__} ({text}): it has no description that stays "
             "the same across processes, so a rerun would not find its "
             "checkpoint. Use a named function or a picklable object instead, "
             "or run without checkpoint_dir"
-        )
-    return {"object": cls, "repr": text}
+        ) from None
 
 
 def _array_token(value):
