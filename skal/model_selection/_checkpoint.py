@@ -241,6 +241,7 @@ def _decode(node, arrays, current, owner, name):
         }
     if kind in ("list", "tuple"):
         items = node[kind]
+        # the owner has not built its sub-strategies yet (a fresh fit)
         if not (isinstance(current, list | tuple) and len(current) == len(items)):
             current = _templates(owner, items) or [None] * len(items)
         out = [
@@ -543,6 +544,8 @@ class RunCheckpoint:
                 self.directory, f"{_STATE} is not a complete checkpoint index "
                 "(truncated or edited)"
             ) from None  # fmt: skip
+        # Before reading anything the index names: an edited index could
+        # point at other files or carry other scores.
         if checksum != _json_digest(state):
             raise _unusable(
                 self.directory, f"{_STATE} was modified after it was written"
@@ -572,6 +575,8 @@ class RunCheckpoint:
                 raise _unusable(
                     self.directory, f"{_STATE} records no checksum for {name!r}"
                 )
+        # Every file, also the earlier rounds' weights that snapshots load
+        # later: a damaged run fails here, before any training or scoring.
         for name, digest in files.items():
             self._verify(name, digest)
         self._files = dict(state["files"])
@@ -615,6 +620,8 @@ class RunCheckpoint:
         """Commit the state after ``round_`` (0 is the initial fit)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         kind, keys, pos, has_gauss, cached = learner.random_state_.get_state()
+        # First, so that state that cannot be stored fails before any file
+        # of this round is written.
         meta, arrays = strategy_state(learner.strategy_)
         arrays = {"strategy__" + k: v for k, v in arrays.items()}
         arrays["rng_keys"] = np.asarray(keys)
@@ -652,6 +659,8 @@ class RunCheckpoint:
             },
             "strategy": meta,
         }
+        # The checksum is over the canonical JSON (sorted keys), so it does
+        # not depend on the indentation of the file.
         state["checksum"] = _json_digest(state)
         payload = json.dumps(state, indent=1).encode()
         write_file(self.directory / _STATE, lambda fh: fh.write(payload))
@@ -659,7 +668,12 @@ class RunCheckpoint:
         self._prune()
 
     def _prune(self) -> None:
-        """Delete the run's files that the committed state no longer names."""
+        """Delete the run's files that the committed state no longer names.
+
+        Only after the commit: until ``state.json`` is replaced, the previous
+        round's files are the checkpoint. Temporary files are never touched,
+        since another writer may be about to rename one.
+        """
         for path in self.directory.iterdir():
             if _FILE_NAME.fullmatch(path.name) and path.name not in self._files:
                 path.unlink(missing_ok=True)
