@@ -93,10 +93,14 @@ def active_learning_curve(
     checkpoint_dir : path-like or None, default=None
         If set, every run commits a checkpoint after each round under
         ``checkpoint_dir/f<split>-s<seed>-<hash>``, the hash covering the data,
-        the split, the learner and the settings; calling again with the same
-        arguments resumes each run where it stopped and gives the same result.
-        Weights are saved with ``torch.save(state_dict)`` and loaded with
-        ``weights_only=True``; nothing is unpickled.
+        the split, the learner's parameters, ``scoring`` and the settings;
+        calling again with the same arguments resumes each run where it
+        stopped and gives the same result. Weights are saved with
+        ``torch.save(state_dict)`` and loaded with ``weights_only=True``;
+        nothing is unpickled. Every file's checksum and the source of the
+        learner's classes and functions are checked before resuming; a
+        damaged checkpoint, or one written by other code, raises
+        :class:`CheckpointError` naming the run's directory.
     verbose : int, default=0
         0 is silent; 1 shows a tqdm bar over runs; 2 also one bar per run over
         its rounds (with the current phase: scoring the pool, training).

@@ -61,6 +61,8 @@ class ActiveLearningSimulation(MetaEstimatorMixin, ClassifierMixin, BaseEstimato
         ``checkpoint_dir/<hash of data, learner and settings>`` and resume
         from it when fitted again with the same arguments. Every round's
         network weights are kept there (the per-round models need them).
+        A damaged checkpoint, or one written by other code, raises
+        :class:`CheckpointError`.
     verbose : int, default=0
         2 or more shows a tqdm bar over the rounds.
     random_state : int, RandomState instance or None, default=None
