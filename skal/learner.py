@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+from contextlib import contextmanager
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
@@ -16,6 +17,8 @@ from sklearn.utils.validation import (
     validate_data,
 )
 from skorch import NeuralNet
+from skorch.callbacks import LRScheduler
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from ._utils import draw_seed, encode_labels, final_step, torch_seed
 from .strategies import get_strategy
@@ -56,8 +59,9 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         is larger.
     warm_start : bool, default=True
         For a neural network (skorch) classifier, :meth:`teach` continues
-        training from the current weights with a freshly created optimizer,
-        as the dynamicAL and TiDAL papers do; the pipeline's earlier steps
+        training from the current weights with a freshly created optimizer
+        and learning-rate schedules restarted from epoch 0, as the dynamicAL
+        and TiDAL papers do; the pipeline's earlier steps
         keep their fit. If False, or for other classifiers, :meth:`teach`
         refits the whole estimator on the grown labelled set (a network is
         then re-initialized unless its own ``warm_start`` is set).
@@ -203,7 +207,8 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         with torch_seed(draw_seed(self.random_state_)):
             if self.warm_start and isinstance(final, NeuralNet) and final.initialized_:
                 final.initialize_optimizer()
-                final.partial_fit(self._transform(self.X_labeled_), y_enc)
+                with _restarted_schedules(final):
+                    final.partial_fit(self._transform(self.X_labeled_), y_enc)
             else:
                 self.estimator_.fit(self.X_labeled_, y_enc)
         on_teach = getattr(self.strategy_, "on_teach", None)
@@ -386,6 +391,41 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             transform=self._transform,
             learner=self,
         )
+
+
+@contextmanager
+def _restarted_schedules(net):
+    """Learning-rate schedules of a warm-started round start from epoch 0.
+
+    skorch's ``LRScheduler`` builds its schedule at each ``on_train_begin``
+    with ``last_epoch = len(history) - 1``, i.e. continuing the previous
+    rounds; torch then requires ``initial_lr`` in the param groups, which the
+    optimizer :meth:`ActiveLearner.teach` has just created does not have.
+    Each round restarts its schedule instead (``last_epoch=-1``), as the
+    papers' protocols do (TiDAL: the step decay at epoch 160 of every
+    200-epoch cycle). A ``last_epoch`` the user set is left alone.
+    """
+    restarted = [
+        cb
+        for _, cb in getattr(net, "callbacks_", [])
+        if isinstance(cb, LRScheduler)
+        and "last_epoch" not in vars(cb)
+        # skorch builds ReduceLROnPlateau without last_epoch: always fresh
+        and not _is_plateau(getattr(cb, "policy_", cb.policy))
+    ]
+    for cb in restarted:
+        cb.last_epoch = -1
+    try:
+        yield
+    finally:
+        for cb in restarted:
+            del cb.last_epoch
+
+
+def _is_plateau(policy):
+    return policy in ("ReduceLROnPlateau", ReduceLROnPlateau) or (
+        isinstance(policy, type) and issubclass(policy, ReduceLROnPlateau)
+    )
 
 
 def _prepare_estimator(estimator, n_classes):

@@ -196,3 +196,60 @@ def test_cuda_round_trip(blobs):
     idx = learner.query(X[100:], 5)
     learner.teach(X[100:][idx], y[100:][idx])
     assert learner.score(X, y) > 0.8
+
+
+@pytest.mark.parametrize("width", [2, 5])
+@pytest.mark.parametrize("declared", [False, True])
+def test_logits_width_must_match_the_classes(blobs, width, declared):
+    """Too few outputs would fail inside cross_entropy, too many would train a
+    net whose predict_proba has extra columns."""
+    X, y = blobs  # 3 classes
+    params = dict(module=skal.nets.MLP, module__num_classes=width)
+    if declared:
+        params["classes"] = [0, 1, 2]
+    with pytest.raises(
+        ValueError,
+        match=rf"MLP returned logits of shape \(\d+, {width}\), but there are 3 "
+        r"classes.*module__num_classes=3",
+    ):
+        make_net(**params).fit(X, y)
+
+
+def test_logits_width_message_for_a_module_without_class_count(blobs):
+    class Fixed(nn.Module):
+        def __init__(self, width=4):
+            super().__init__()
+            self.fc = nn.Linear(4, width)
+
+        def forward(self, x):
+            return self.fc(x)
+
+    X, y = blobs
+    with pytest.raises(ValueError, match=r"module__<name>=3.*num_classes"):
+        make_net(module=Fixed).fit(X, y)
+    with pytest.raises(ValueError, match=r"shape \(\d+, 4\), but there are 3"):
+        skal.ActiveLearner(make_net(module=Fixed)).fit(X, y)
+
+
+@pytest.mark.parametrize("method", ["predict", "predict_proba", "score", "embed"])
+def test_inference_leaves_torch_global_generator_alone(fitted, blobs, method):
+    X, y = blobs
+    call = {
+        "predict": lambda: fitted.predict(X),
+        "predict_proba": lambda: fitted.predict_proba(X),
+        "score": lambda: fitted.score(X, y),
+        "embed": lambda: fitted.embed(X),
+    }[method]
+    before = torch.get_rng_state()
+    call()
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_learner_inference_leaves_torch_global_generator_alone(blobs):
+    X, y = blobs
+    learner = skal.ActiveLearner(make_net(), random_state=0).fit(X[:50], y[:50])
+    before = torch.get_rng_state()
+    learner.predict(X)
+    learner.predict_proba(X)
+    learner.score(X, y)
+    assert torch.equal(torch.get_rng_state(), before)

@@ -4,6 +4,7 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
@@ -11,7 +12,7 @@ from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
-from skorch.callbacks import Callback
+from skorch.callbacks import Callback, LRScheduler
 
 import skal
 from skal.strategies import QueryStrategy, get_strategy_names
@@ -499,3 +500,55 @@ def test_registry_names_cover_uncertainty_baselines():
     assert a is not b
     obj = skal.strategies.MarginSampling()
     assert skal.strategies.get_strategy(obj) is obj
+
+
+# ------------------------------------------------- learning-rate schedules
+class _LrRecorder(Callback):
+    """The optimizer's learning rate at the start of every epoch."""
+
+    def initialize(self):
+        self.lrs_ = []
+        return self
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.lrs_.append(net.optimizer_.param_groups[0]["lr"])
+
+
+@pytest.mark.parametrize(
+    "scheduler, per_round",
+    [
+        (
+            LRScheduler("MultiStepLR", milestones=[2], gamma=0.1),
+            [0.1, 0.1, 0.1 * 0.1],
+        ),
+        (
+            LRScheduler("CosineAnnealingLR", T_max=3),
+            # eta_min + (lr - eta_min) (1 + cos(pi t / T_max)) / 2, t = 0, 1, 2
+            [0.1 * (1 + np.cos(np.pi * t / 3)) / 2 for t in range(3)],
+        ),
+        (
+            # a constant monitored value never improves: halve after each epoch
+            LRScheduler(
+                "ReduceLROnPlateau", monitor=lambda net: 1.0, patience=0, factor=0.5
+            ),
+            [0.1, 0.1, 0.05],
+        ),
+    ],
+    ids=["MultiStepLR", "CosineAnnealingLR", "ReduceLROnPlateau"],
+)
+def test_lr_schedule_restarts_in_every_warm_started_round(blobs, scheduler, per_round):
+    X, y = blobs
+    net = make_net(
+        optimizer=torch.optim.SGD,
+        lr=0.1,
+        max_epochs=3,
+        callbacks=[scheduler, _LrRecorder()],
+    )
+    learner = skal.ActiveLearner(net, "margin", random_state=0).fit(X[:30], y[:30])
+    for _ in range(2):
+        idx = 30 + learner.query(X[30:], 10)
+        learner.teach(X[idx], y[idx])
+    lrs = dict(learner.estimator_.callbacks_)["_LrRecorder"].lrs_
+    # fit, then two teach rounds: the schedule starts over in each
+    np.testing.assert_allclose(lrs, per_round * 3, rtol=1e-12)
+    assert len(learner.estimator_.history) == 9

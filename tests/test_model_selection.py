@@ -505,15 +505,17 @@ net = skal.NeuralNetClassifier(
     batch_size=32,
 )
 active_learning_curve(
-    skal.ActiveLearner(net, "margin"), X[:300], y[:300],
+    skal.ActiveLearner(net, sys.argv[2]), X[:300], y[:300],
     cv=[(np.arange(200), np.arange(200, 300))], n_initial=20, query_size=10,
     n_rounds=8, random_state=0, checkpoint_dir=sys.argv[1],
 )
 """
 
 
-def test_resume_after_sigkill(tmp_path):
-    """Kill a run with SIGKILL mid-way; resuming gives the uninterrupted result."""
+@pytest.mark.parametrize("strategy", ["margin", "albl"])
+def test_resume_after_sigkill(tmp_path, strategy):
+    """Kill a run with SIGKILL mid-way; resuming gives the uninterrupted result
+    (ALBL: with the bandit's arms, histories and weights restored)."""
     X, y = load_digits_images()
     X, y = X[:300], y[:300]
     net = skal.NeuralNetClassifier(
@@ -526,7 +528,7 @@ def test_resume_after_sigkill(tmp_path):
     )  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-c", _KILL_SCRIPT, str(tmp_path)],
+        [sys.executable, "-c", _KILL_SCRIPT, str(tmp_path), strategy],
         env=env,
         start_new_session=True,
     )
@@ -549,7 +551,7 @@ def test_resume_after_sigkill(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     state = json.loads(next(tmp_path.glob("*/state.json")).read_text())
     assert 2 <= state["round"] < 8, "the run was not interrupted mid-way"
-    learner = skal.ActiveLearner(net, "margin")
+    learner = skal.ActiveLearner(net, strategy)
     _, scores, queried = active_learning_curve(
         learner, X, y, checkpoint_dir=tmp_path, **kw
     )

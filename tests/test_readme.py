@@ -1,9 +1,13 @@
 """The README's Python examples run as written."""
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 
 
 def _blocks():
@@ -21,3 +25,31 @@ def test_readme_strategy_search_runs(capsys):
     exec(compile(_blocks()[1], str(README), "exec"), {})
     out = capsys.readouterr().out
     assert re.fullmatch(r"\{'learner__strategy': '(random|margin)'\}\n", out)
+
+
+def test_demo_prints_the_same_table_twice_on_one_machine():
+    """Two runs of a small demo, each in a fresh process, print byte-identical
+    tables (the README's table is one machine's output of the full demo),
+    in the README's layout."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+        "MPLBACKEND": "Agg",
+    }
+    args = ["--seeds", "1", "--rounds", "1", "--max-epochs", "1", "--n-jobs", "1"]
+    outputs = [
+        subprocess.run(
+            [sys.executable, str(ROOT / "examples/plot_uncertainty_digits.py"), *args],
+            env=env,
+            check=True,
+            capture_output=True,
+        ).stdout
+        for _ in range(2)
+    ]
+    assert outputs[0] == outputs[1]
+    lines = outputs[0].decode().splitlines()
+    assert lines[0] == "Test accuracy on digits (SmallCNN), mean ± std over 1 seeds"
+    readme_table = README.read_text().split("Test accuracy on digits (SmallCNN)")[1]
+    assert lines[1] in readme_table.splitlines()  # the same header
+    assert len(lines) == 3 + 2 + 2  # title, header, rule; 2 rows; rule, mean

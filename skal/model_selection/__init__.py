@@ -15,9 +15,13 @@ Runs are independent joblib tasks: ``n_jobs`` runs them in parallel, and the
 same call runs on a ``dask.distributed`` cluster inside
 ``joblib.parallel_backend("dask")`` (install ``skal[dask]``). With
 ``checkpoint_dir`` every run commits a checkpoint after each round and
-resumes from it.
+resumes from it; a damaged or foreign checkpoint raises
+:class:`CheckpointError`. :func:`strategy_state` and
+:func:`restore_strategy_state` save and restore a strategy's fitted state
+without pickling, for other resumable loops.
 """
 
+from ._checkpoint import CheckpointError, restore_strategy_state, strategy_state
 from ._compare import StrategyComparison, compare_strategies, plot_learning_curves
 from ._curve import active_learning_curve
 from ._estimator import ActiveLearningSimulation
@@ -25,6 +29,7 @@ from ._scoring import aulc, aulc_scorer, make_aulc_scorer
 
 __all__ = [
     "ActiveLearningSimulation",
+    "CheckpointError",
     "StrategyComparison",
     "active_learning_curve",
     "aulc",
@@ -32,4 +37,6 @@ __all__ = [
     "compare_strategies",
     "make_aulc_scorer",
     "plot_learning_curves",
+    "restore_strategy_state",
+    "strategy_state",
 ]

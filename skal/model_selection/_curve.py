@@ -17,6 +17,7 @@ from ._simulation import (
     check_learner,
     check_loop_params,
     check_pool_size,
+    code_digests,
     data_digest,
     learner_digest,
     run_key,
@@ -92,10 +93,14 @@ def active_learning_curve(
     checkpoint_dir : path-like or None, default=None
         If set, every run commits a checkpoint after each round under
         ``checkpoint_dir/f<split>-s<seed>-<hash>``, the hash covering the data,
-        the split, the learner and the settings; calling again with the same
-        arguments resumes each run where it stopped and gives the same result.
-        Weights are saved with ``torch.save(state_dict)`` and loaded with
-        ``weights_only=True``; nothing is unpickled.
+        the split, the learner's parameters, ``scoring`` and the settings;
+        calling again with the same arguments resumes each run where it
+        stopped and gives the same result. Weights are saved with
+        ``torch.save(state_dict)`` and loaded with ``weights_only=True``;
+        nothing is unpickled. Every file's checksum and the source of the
+        learner's classes and functions are checked before resuming; a
+        damaged checkpoint, or one written by other code, raises
+        :class:`CheckpointError` naming the run's directory.
     verbose : int, default=0
         0 is silent; 1 shows a tqdm bar over runs; 2 also one bar per run over
         its rounds (with the current phase: scoring the pool, training).
@@ -151,18 +156,20 @@ query_size)
     )
     settings = dict(
         n_initial=n_initial, query_size=query_size, n_rounds=n_rounds,
-        initial=initial, scoring=repr(scoring),
+        initial=initial,
     )  # fmt: skip
 
     if checkpoint_dir is not None:
-        data_key, learner_key = data_digest(X, y), learner_digest(learner)
+        data_key = data_digest(X, y)
+        learner_key = learner_digest(learner, scoring)
+        code = code_digests(learner, scoring)
 
     def checkpoint(split, s, train, test):
         if checkpoint_dir is None:
             return None
         run_settings = {**settings, "seed": int(seeds[split, s])}
         key = run_key(data_key, learner_key, train, test, run_settings)
-        return RunCheckpoint(Path(checkpoint_dir) / f"f{split}-s{s}-{key}")
+        return RunCheckpoint(Path(checkpoint_dir) / f"f{split}-s{s}-{key}", code=code)
 
     jobs = (
         delayed(_run)(

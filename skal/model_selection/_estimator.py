@@ -18,6 +18,7 @@ from ._simulation import (
     check_learner,
     check_loop_params,
     check_pool_size,
+    code_digests,
     data_digest,
     learner_digest,
     load_snapshot,
@@ -60,6 +61,8 @@ class ActiveLearningSimulation(MetaEstimatorMixin, ClassifierMixin, BaseEstimato
         ``checkpoint_dir/<hash of data, learner and settings>`` and resume
         from it when fitted again with the same arguments. Every round's
         network weights are kept there (the per-round models need them).
+        A damaged checkpoint, or one written by other code, raises
+        :class:`CheckpointError`.
     verbose : int, default=0
         2 or more shows a tqdm bar over the rounds.
     random_state : int, RandomState instance or None, default=None
@@ -153,7 +156,9 @@ class ActiveLearningSimulation(MetaEstimatorMixin, ClassifierMixin, BaseEstimato
                 data_digest(X, y), learner_digest(self.learner), train, None, settings
             )
             checkpoint = RunCheckpoint(
-                Path(self.checkpoint_dir) / key, keep_weights=True
+                Path(self.checkpoint_dir) / key,
+                keep_weights=True,
+                code=code_digests(self.learner),
             )
         result = simulate(
             self.learner,

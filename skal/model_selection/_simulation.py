@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import numbers
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import joblib
 import numpy as np
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
@@ -16,7 +16,15 @@ from skorch import NeuralNet
 from tqdm.auto import tqdm
 
 from .._utils import final_step
-from ._checkpoint import RunCheckpoint, load_state_dicts, state_dicts
+from ..strategies import get_strategy
+from ._checkpoint import (
+    RunCheckpoint,
+    _unusable,
+    code_fingerprints,
+    load_state_dicts,
+    stable_token,
+    state_dicts,
+)
 
 INITIAL_MODES = ("random", "stratified")
 
@@ -123,15 +131,23 @@ class RunResult:
 def configure(learner, y, seed):
     """A fresh clone seeded for this run, with every class of ``y`` declared."""
     check_learner(learner)
+    # A clone per run: runs may execute in parallel or on other machines and
+    # must not share fitted state; the seed makes each run repeatable alone.
     learner = clone(learner)
     params = {"random_state": seed}
     if learner.classes is None:
+        # The initial set rarely holds every class; declaring them all keeps
+        # the network's output width and predict_proba's columns fixed across
+        # rounds. The set of class names says nothing about which pool row
+        # has which label.
         params["classes"] = np.unique(y)
     return learner.set_params(**params)
 
 
 def data_digest(X, y) -> str:
     """A hash of the data, computed once per call."""
+    # dtype and shape are hashed too: the same bytes as float32 and as uint8
+    # are different data
     h = hashlib.sha256()
     for arr in (X, y):
         arr = np.ascontiguousarray(arr)
@@ -140,12 +156,40 @@ def data_digest(X, y) -> str:
     return h.hexdigest()
 
 
-def learner_digest(learner) -> str:
-    """A hash of the learner's parameters (its repr if it cannot be pickled)."""
-    try:
-        return joblib.hash(learner)
-    except Exception:  # unpicklable parameters
-        return hashlib.sha256(repr(learner).encode()).hexdigest()
+def learner_digest(learner, scoring=None) -> str:
+    """A hash of the learner's parameters and the scoring, equal in every
+    process for equal parameters.
+
+    Why not ``joblib.hash``: it pickles functions by reference, so a lambda
+    or a closure (a ``scoring=`` function, a callback's argument) hashed
+    differently in each process, and every rerun started over in a new
+    directory instead of resuming.
+    """
+    token = stable_token({"learner": learner, "scoring": scoring}, "learner")
+    return hashlib.sha256(json.dumps(token, sort_keys=True).encode()).hexdigest()
+
+
+def code_digests(learner, scoring=None) -> dict:
+    """Fingerprints of the code a run depends on, recorded in its checkpoint.
+
+    Why separate from the run key: the key names classes and functions (so
+    that it is stable); an edited class keeps its name, and resuming with it
+    would mix two models in one curve. The checkpoint records these hashes
+    of the classes' and functions' source and refuses to resume when they
+    differ, with an error that says so, rather than starting a second run
+    silently.
+    """
+    from .. import __version__ as skal_version  # skal is imported by now
+
+    strategy = learner.strategy
+    if isinstance(strategy, str):  # the registered strategy's class
+        strategy = get_strategy(strategy)
+    return {
+        "skal": skal_version,
+        **code_fingerprints(
+            {"learner": learner, "strategy": strategy, "scoring": scoring}
+        ),
+    }
 
 
 def run_key(data_key, learner_key, train, test, settings) -> str:
@@ -198,10 +242,11 @@ def _restore(learner, X, y, state, checkpoint, n_initial, query_size, keep_snaps
     for networks (their weights are loaded) and refitting other estimators."""
     order = state["_arrays"]["order"]
     if len(order) != n_initial + state["round"] * query_size:
-        raise ValueError(
-            f"checkpoint {checkpoint.directory} holds {len(order)} labels after "
-            f"round {state['round']}, not n_initial + round * query_size = "
-            f"{n_initial + state['round'] * query_size}; it belongs to another run"
+        raise _unusable(
+            checkpoint.directory,
+            f"it holds {len(order)} labels after round {state['round']}, not "
+            "n_initial + round * query_size = "
+            f"{n_initial + state['round'] * query_size}; it belongs to another run",
         )
     is_net = isinstance(final_step(learner.estimator), NeuralNet)
     snapshots = []
@@ -210,6 +255,11 @@ def _restore(learner, X, y, state, checkpoint, n_initial, query_size, keep_snaps
         if isinstance(learner.estimator, Pipeline):
             param = f"estimator__{learner.estimator.steps[-1][0]}__max_epochs"
         epochs = learner.get_params()[param]
+        # A fit of zero epochs builds what training would (module, optimizer,
+        # callbacks, classes_, a pipeline's earlier steps) without training;
+        # the weights come from the checkpoint. Under warm start the earlier
+        # steps of a pipeline were fitted on the initial set only, so they
+        # are fitted on exactly those rows again.
         fit_rows = order[:n_initial] if learner.warm_start else order
         learner.set_params(**{param: 0}).fit(X[fit_rows], y[fit_rows])
         learner.set_params(**{param: epochs})
@@ -217,7 +267,16 @@ def _restore(learner, X, y, state, checkpoint, n_initial, query_size, keep_snaps
         net.set_params(max_epochs=epochs)
         learner.X_labeled_, learner.y_labeled_ = X[order], y[order]
         learner.n_labeled_ = len(order)
-        load_state_dicts(net, checkpoint.weights(state["weights"]))
+        try:
+            load_state_dicts(net, checkpoint.weights(state["weights"]))
+        except (RuntimeError, ValueError) as exc:
+            # code outside the fingerprinted classes changed the network
+            raise _unusable(
+                checkpoint.directory,
+                "its weights do not fit the network built from the learner's "
+                f"parameters ({' '.join(str(exc).split())[:300]}); the network's "
+                "code changed since the run was checkpointed",
+            ) from None
         if keep_snapshots:
             for r in range(state["round"] + 1):
                 prefix = None
@@ -236,11 +295,15 @@ def _restore(learner, X, y, state, checkpoint, n_initial, query_size, keep_snaps
                     }
                 )
     else:
+        # Estimators that are not networks are refitted on the labelled rows,
+        # which is what teach does for them (a full refit each round).
         learner.fit(X[order], y[order])
         if keep_snapshots:
             for r in range(state["round"] + 1):
                 rows = order[: n_initial + r * query_size]
                 snapshots.append(clone(learner).fit(X[rows], y[rows]).estimator_)
+    # Last: fit above drew from the learner's random state and rebuilt the
+    # strategy; both are now put back as they were after the saved round.
     RunCheckpoint.restore_random_state(learner, state)
     return order, snapshots
 
@@ -287,6 +350,8 @@ def simulate(
     -------
     RunResult
     """
+    # One generator for the initial set, drawn after the learner's seed, so a
+    # run is determined by ``seed`` alone, whichever process runs it.
     rng = np.random.RandomState(seed)
     learner = configure(learner, y, int(rng.randint(np.iinfo(np.int32).max)))
     state = checkpoint.load() if checkpoint is not None else None
@@ -299,6 +364,8 @@ def simulate(
             snapshots.append(_snapshot(learner))
 
     def commit(round_):
+        # After scoring: a committed round is complete, its score included,
+        # so a resumed run never re-scores (or re-queries) a round.
         if checkpoint is not None:
             checkpoint.save(round_, order, scores, learner, net=_net_of(learner))
 
@@ -319,6 +386,8 @@ def simulate(
         scores = list(state["scores"])
         start = state["round"] + 1
         bar.update(state["round"])
+    # The pool is the training rows not labelled yet, in their original
+    # order: strategies see their X only, and y is read for the picked rows.
     unlabeled = np.ones(len(X), dtype=bool)
     unlabeled[order] = False
     for round_ in range(start, n_rounds + 1):
@@ -340,6 +409,9 @@ def simulate(
 def load_snapshot(learner, snapshot, scratch=None):
     """A shallow copy of the fitted ``learner`` predicting with a past round's
     model. ``scratch`` is a reusable deep copy of the learner's network."""
+    # A shallow copy: the per-round view shares the learner's classes and
+    # settings but gets its own estimator, so scoring past rounds never
+    # changes the final learner.
     view = copy.copy(learner)
     if not isinstance(snapshot, dict):
         view.estimator_ = snapshot

@@ -154,7 +154,27 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
 
     def get_loss(self, y_pred, y_true, *args, **kwargs):
         """The criterion on the logits (the first element of a tuple output)."""
-        return super().get_loss(logits_of(y_pred), y_true, *args, **kwargs)
+        logits = logits_of(y_pred)
+        _check_logits_width(self, logits)
+        return super().get_loss(logits, y_true, *args, **kwargs)
+
+    def get_iterator(self, dataset, training=False):
+        """skorch's iterator; evaluation loaders draw from their own generator.
+
+        A ``DataLoader`` draws a base seed for its workers from torch's global
+        generator each time it is iterated, even with no worker and no
+        shuffling. Evaluation loaders get a private generator instead, so that
+        ``predict``, ``predict_proba``, ``score`` and :meth:`embed` leave the
+        global random state untouched.
+        """
+        iterator = super().get_iterator(dataset, training=training)
+        if (
+            not training
+            and isinstance(iterator, torch.utils.data.DataLoader)
+            and iterator.generator is None
+        ):
+            iterator.generator = torch.Generator()
+        return iterator
 
     def get_dataset(self, X, y=None):
         """Cast X to float32 and encode y as indices into ``classes_``.
@@ -288,6 +308,39 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
 def _encoded_accuracy(net, X, y):
     """Validation accuracy on encoded targets (the dataset holds indices)."""
     return accuracy_score(to_numpy(y), net.predict_proba(X).argmax(axis=1))
+
+
+def _check_logits_width(net, logits):
+    """Raise if the module's logits do not have one column per class.
+
+    Checked before the criterion, which would otherwise fail deep inside
+    ``cross_entropy`` (too few outputs) or train a model whose extra columns
+    break every later ``predict_proba`` (too many).
+    """
+    try:
+        n_classes = len(net.classes_)
+    except AttributeError:  # trained on a Dataset whose labels skorch cannot read
+        return
+    if logits.ndim == 2 and logits.shape[1] == n_classes:
+        return
+    module = net.module if isinstance(net.module, type) else type(net.module)
+    name = _class_count_param(module)
+    if name is not None:
+        how = (
+            f"pass module__{name}={n_classes}, or leave module__{name} unset and "
+            f"declare classes=... so that skal sets it"
+        )
+    else:
+        how = (
+            f"pass its output width with module__<name>={n_classes}, or give "
+            "the module class a num_classes (or n_classes) argument, which skal "
+            "sets from classes=..."
+        )
+    raise ValueError(
+        f"the module {module.__name__} returned logits of shape "
+        f"{tuple(logits.shape)}, but there are {n_classes} classes; it must "
+        f"return (batch_size, {n_classes}) logits, one per class: {how}"
+    )
 
 
 def _class_count_param(module_cls):
