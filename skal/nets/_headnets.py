@@ -79,6 +79,7 @@ class _AuxiliaryHeadNet(NeuralNetClassifier):
     ``_head_hidden``, ``_head_out_features`` and ``_aux_loss``.
     """
 
+    _sample_key = _X_KEY
     _head_name = ""
     _aux_history_key = ""
 

@@ -6,10 +6,8 @@ import numbers
 
 import numpy as np
 import torch
-from skorch.dataset import unpack_data
 from torch import nn
 
-from .._utils import eval_mode, logits_of
 from .base import QueryStrategy
 
 _DROPOUT_TYPES = (
@@ -86,17 +84,9 @@ class BALD(QueryStrategy):
                 "(e.g. module__dropout=0.2 for skal.nets.MLP)"
             )
         scores = []
-        with eval_mode(module), torch.no_grad():
-            for m in dropouts:
-                m.train()
-            iterator = net.get_iterator(net.get_dataset(X), training=False)
-            for batch in iterator:
-                Xi, _ = unpack_data(batch)
-                logits = torch.stack(
-                    [logits_of(net.infer(Xi)) for _ in range(self.n_passes)]
-                )
-                probs = torch.softmax(logits.float(), dim=-1)
-                scores.append(mutual_information(probs).cpu())
+        for logits in net.iter_logits(X, self.n_passes, train_modules=dropouts):
+            probs = torch.softmax(logits.float(), dim=-1)
+            scores.append(mutual_information(probs).cpu())
         if not scores:
             return np.empty(0)
         return torch.cat(scores).numpy()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 
 import numpy as np
 import torch
-from skorch.utils import to_numpy, to_tensor
+from skorch.utils import to_numpy
 
 from .._utils import eval_mode
 from ..gradients import PerSampleGradients, sum_gradient
@@ -55,8 +56,8 @@ class DynamicAL(QueryStrategy):
         state).
     batch_size : int or None, default=None
         Samples per forward/backward pass, for the candidates and for
-        ``G_S``; bounds the memory. None uses the network's evaluation batch
-        size (``iterator_valid__batch_size`` or ``batch_size``).
+        ``G_S``; bounds the memory. None uses the network's
+        ``inference_batch_size`` (or its ``iterator_valid__batch_size``).
     fallback : {"vmap", "loop"}, default="vmap"
         How parameters of layers without a closed form are handled (see
         :class:`skal.gradients.PerSampleGradients`).
@@ -107,18 +108,19 @@ class DynamicAL(QueryStrategy):
         net = context.net("dynamic_al")
         module = net.module_
         gamma = float(self.gamma)
-        batch_size = self.batch_size or _eval_batch_size(net)
+        if self.batch_size is not None:
+            # a shallow copy of the fitted net that iterates in these batches
+            net = copy.copy(net)
+            net.iterator_valid__batch_size = self.batch_size
         with eval_mode(module):
             engine = PerSampleGradients(module, fallback=self.fallback)
             g_s = None
             if gamma != 0.0:
-                labelled = _batches(
-                    net, context.X_labeled, batch_size, context.y_labeled
-                )
+                labelled = net.iter_batches(context.X_labeled, context.y_labeled)
                 g_s = sum_gradient(module, labelled)
             targets = self._targets(context.random_state)
             sq, dots = [], []
-            for xb, _ in _batches(net, X, batch_size):
+            for xb, _ in net.iter_batches(X):
                 stats = engine.stats(
                     xb, targets, vector=g_s, norms=not math.isinf(gamma)
                 )
@@ -176,23 +178,3 @@ def _sample(logits, random_state):
     u = random_state.random_sample(len(proba))[:, None] * cdf[:, -1:]
     labels = np.minimum((cdf <= u).sum(1), proba.shape[1] - 1)
     return torch.as_tensor(labels, device=logits.device)
-
-
-def _eval_batch_size(net):
-    size = getattr(net, "iterator_valid__batch_size", net.batch_size)
-    return size if size and size > 0 else 128
-
-
-def _batches(net, X, batch_size, y=None):
-    """Yield (x on the net's device, y tensor or None) in order."""
-    dataset = net.get_dataset(X)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
-    start = 0
-    for xb, _ in loader:
-        xb = to_tensor(xb, device=net.device)
-        n = len(next(iter(xb.values()))) if isinstance(xb, dict) else len(xb)
-        yb = None
-        if y is not None:
-            yb = torch.as_tensor(np.asarray(y[start : start + n]), device=net.device)
-        start += n
-        yield xb, yb
