@@ -104,7 +104,9 @@ def n_samples(X) -> int:
     """Number of rows of an array, tensor, DataFrame, list or Dataset."""
     if hasattr(X, "shape") and len(X.shape) > 0:
         return int(X.shape[0])
-    return len(X)
+    if hasattr(X, "__len__"):
+        return len(X)
+    return len(np.asarray(X))
 
 
 def take(X, indices):
@@ -207,3 +209,28 @@ class TrainTransformed(Dataset):
         if isinstance(x, dict) and self.key in x:
             return {**x, self.key: self.transform(x[self.key])}, y
         return self.transform(x), y
+
+
+def as_dataset(X):
+    """``X`` as a map-style Dataset whose items are its rows."""
+    if is_torch_dataset(X):
+        return X
+    return TensorDataset(torch.as_tensor(to_array(X)))
+
+
+def concat_rows(a, b):
+    """The rows of ``a`` followed by those of ``b``, of the kind of the inputs.
+
+    Arrays give an array (dtype kept when both share it), lists a list,
+    DataFrames a DataFrame; when either is a torch Dataset, a
+    ``ConcatDataset`` (nothing loaded).
+    """
+    if is_torch_dataset(a) or is_torch_dataset(b):
+        return ConcatDataset([as_dataset(a), as_dataset(b)])
+    if isinstance(a, list):
+        return a + list(b)
+    if hasattr(a, "iloc"):
+        import pandas as pd
+
+        return pd.concat([a, b])
+    return np.concatenate([to_array(a), to_array(b)])
