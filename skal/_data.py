@@ -234,3 +234,21 @@ def concat_rows(a, b):
 
         return pd.concat([a, b])
     return np.concatenate([to_array(a), to_array(b)])
+
+
+class DatasetOracle:
+    """The labels of a Dataset's items, read only for the indices asked.
+
+    ``oracle[indices]`` reads the labels of those items (see
+    :func:`labels_at`); nothing is read up front. It stands for ``y`` in the
+    simulations of :mod:`skal.model_selection`.
+    """
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, indices):
+        return labels_at(self.dataset, np.atleast_1d(indices))
