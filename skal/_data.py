@@ -121,6 +121,14 @@ def take(X, indices):
     return X[indices]
 
 
+def _numpy_to_tensor(x):
+    if isinstance(x, np.ndarray | np.generic):
+        x = np.asarray(x)
+        # one sample: copying a read-only (memory-mapped) row is cheap
+        return torch.from_numpy(x if x.flags.writeable else x.copy())
+    return x
+
+
 def to_module_dtype(x):
     """A sample as a tensor the module can take.
 
@@ -128,17 +136,13 @@ def to_module_dtype(x):
     unchanged (0..255: scaling is a transform's job); other integer dtypes
     (token ids) are kept. PIL images become uint8 tensors of shape (C, H, W).
     """
+    x = _numpy_to_tensor(x)
     if not isinstance(x, torch.Tensor):
-        if isinstance(x, np.ndarray | np.generic):
-            x = np.asarray(x)
-            # one sample: copying a read-only (memory-mapped) row is cheap
-            x = torch.from_numpy(x if x.flags.writeable else x.copy())
-        elif hasattr(x, "getbands"):  # a PIL image
-            from torchvision.transforms.v2.functional import pil_to_tensor
-
-            x = pil_to_tensor(x)
-        else:
+        if not hasattr(x, "getbands"):  # not a PIL image
             return x
+        from torchvision.transforms.v2.functional import pil_to_tensor
+
+        x = pil_to_tensor(x)
     if x.is_floating_point():
         return x if x.dtype == torch.float32 else x.float()
     if x.dtype == torch.uint8:
@@ -147,6 +151,11 @@ def to_module_dtype(x):
 
 
 def _convert(x, transform):
+    """Array rows become tensors (dtype kept) before ``transform`` sees them."""
+    if isinstance(x, dict):
+        x = {k: _numpy_to_tensor(v) for k, v in x.items()}
+    else:
+        x = _numpy_to_tensor(x)
     if transform is not None:
         x = transform(x)
     if isinstance(x, dict):

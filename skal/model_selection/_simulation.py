@@ -252,9 +252,7 @@ def _restore(learner, X, y, state, checkpoint, n_initial, query_size, keep_snaps
                     prefix = (
                         learner.estimator_[:-1]
                         if learner.warm_start
-                        else clone(learner.estimator[:-1]).fit(
-                            take(X, rows), y[rows]
-                        )
+                        else clone(learner.estimator[:-1]).fit(take(X, rows), y[rows])
                     )
                     prefix = copy.deepcopy(prefix)
                 snapshots.append(
@@ -268,9 +266,7 @@ def _restore(learner, X, y, state, checkpoint, n_initial, query_size, keep_snaps
         if keep_snapshots:
             for r in range(state["round"] + 1):
                 rows = order[: n_initial + r * query_size]
-                snapshots.append(
-                    clone(learner).fit(take(X, rows), y[rows]).estimator_
-                )
+                snapshots.append(clone(learner).fit(take(X, rows), y[rows]).estimator_)
     RunCheckpoint.restore_random_state(learner, state)
     return order, snapshots
 

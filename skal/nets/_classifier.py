@@ -159,6 +159,14 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
     # the key of the input in a dict sample (the head nets add an index)
     _sample_key = None
 
+    def __setattr__(self, name, value):
+        # transforms may be torch modules (torchvision v2); they are
+        # parameters, not components that skorch would move and train
+        if name in ("transform", "train_transform"):
+            object.__setattr__(self, name, value)
+            return
+        super().__setattr__(name, value)
+
     def get_params(self, deep=True, **kwargs):
         params = super().get_params(deep=deep, **kwargs)
         # skorch lists its internal bookkeeping set among the parameters;
