@@ -6,7 +6,8 @@ prints the peak growth of the process's resident memory (sampled every 2 ms
 by a thread) during one forward pass of a single batch (the model's own
 working memory: activations, convolution buffers) and during
 ``ActiveLearner.query`` over the whole pool, the query's growth beyond the
-single batch, and that excess over the pool's bytes. The model is a small
+single batch. Each row runs in a fresh process, and the allocator's free
+pages are given back to the OS before each measurement. The model is a small
 CNN trained for one epoch on 1,000 images.
 
 Run from the repository root::
@@ -18,8 +19,11 @@ Needs the Fashion-MNIST IDX files (``apt-get install dataset-fashion-mnist``).
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -30,6 +34,13 @@ import skal
 from skal.datasets import load_fashion_mnist
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def release_free_memory():
+    """Collect garbage and give the allocator's free pages back to the OS, so
+    that a growth measured next is the block's own."""
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def rss() -> int:
@@ -59,48 +70,57 @@ class PeakRSS:
         self.peak = max(self.peak, rss())
 
 
-def main():
+def measure(batch_size):
+    """One row of the table, in a fresh process."""
     torch.set_num_threads(1)
     X, y = load_fashion_mnist()
     pool = (X * 255).round().astype(np.uint8)
     del X
-    gc.collect()
-    mb = 1024**2
-    print(f"skal: {skal.__file__}")
-    print(f"pool: {pool.shape} {pool.dtype}, {pool.nbytes / mb:.1f} MB")
-    header = (
-        f"{'batch':>5} {'one batch MB':>12} {'query MB':>9} "
-        f"{'beyond batch MB':>15} {'beyond / pool':>13} {'query s':>8}"
+    net = skal.NeuralNetClassifier(
+        skal.nets.SmallCNN,
+        module__channels=8,
+        module__hidden=64,
+        max_epochs=1,
+        batch_size=128,
+        iterator_valid__batch_size=batch_size,
     )
-    print(header)
+    learner = skal.ActiveLearner(net, strategy="entropy", random_state=0)
+    learner.fit(pool[:1000], y[:1000])
+    module = learner.estimator_.module_.eval()
+    release_free_memory()
+    with PeakRSS() as one, torch.no_grad():
+        module(torch.zeros(batch_size, 1, 28, 28))
+    release_free_memory()
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        learner.query(pool, n=100)
+        seconds = time.perf_counter() - t0
+    mb = 1024**2
+    batch = one.peak - one.start
+    growth = mem.peak - mem.start
+    beyond = growth - batch
+    print(
+        f"{batch_size:>5} {pool.nbytes / mb:>7.1f} {batch / mb:>12.1f} "
+        f"{growth / mb:>9.1f} {beyond / mb:>15.1f} {seconds:>8.1f}"
+    )
+
+
+def main():
+    print(f"skal: {skal.__file__}")
+    print("pool: 60,000 Fashion-MNIST training images, (1, 28, 28), uint8")
+    print(
+        f"{'batch':>5} {'pool MB':>7} {'one batch MB':>12} {'query MB':>9} "
+        f"{'beyond batch MB':>15} {'query s':>8}",
+        flush=True,
+    )
     for batch_size in (128, 512):
-        net = skal.NeuralNetClassifier(
-            skal.nets.SmallCNN,
-            module__channels=8,
-            module__hidden=64,
-            max_epochs=1,
-            batch_size=128,
-            iterator_valid__batch_size=batch_size,
-        )
-        learner = skal.ActiveLearner(net, strategy="entropy", random_state=0)
-        learner.fit(pool[:1000], y[:1000])
-        module = learner.estimator_.module_
-        gc.collect()
-        with PeakRSS() as one, torch.no_grad():
-            module(torch.zeros(batch_size, 1, 28, 28))
-        gc.collect()
-        with PeakRSS() as mem:
-            t0 = time.perf_counter()
-            learner.query(pool, n=100)
-            seconds = time.perf_counter() - t0
-        batch = one.peak - one.start
-        growth = mem.peak - mem.start
-        beyond = growth - batch
-        print(
-            f"{batch_size:>5} {batch / mb:>12.1f} {growth / mb:>9.1f} "
-            f"{beyond / mb:>15.1f} {beyond / pool.nbytes:>13.2f} {seconds:>8.1f}"
+        subprocess.run(
+            [sys.executable, __file__, str(batch_size)], check=True, env=os.environ
         )
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 1:
+        measure(int(sys.argv[1]))
+    else:
+        main()
