@@ -7,7 +7,11 @@ by a thread) during one forward pass of a single batch (the model's own
 working memory: activations, convolution buffers) and during
 ``ActiveLearner.query`` over the whole pool, the query's growth beyond the
 single batch. Each row runs in a fresh process, and the allocator's free
-pages are given back to the OS before each measurement. The model is a small
+pages are given back to the OS before each measurement. Rows are measured
+with glibc's default (dynamic) mmap threshold and with
+``MALLOC_MMAP_THRESHOLD_=1048576``: with the dynamic threshold, freed
+batch-sized buffers move the threshold up and later ones are carved from the
+heap, which fragments and keeps growing across batches. The model is a small
 CNN trained for one epoch on 1,000 images.
 
 Run from the repository root::
@@ -99,8 +103,9 @@ def measure(batch_size):
     batch = one.peak - one.start
     growth = mem.peak - mem.start
     beyond = growth - batch
+    threshold = os.environ.get("MALLOC_MMAP_THRESHOLD_", "dynamic")
     print(
-        f"{batch_size:>5} {pool.nbytes / mb:>7.1f} {batch / mb:>12.1f} "
+        f"{batch_size:>5} {threshold:>14} {pool.nbytes / mb:>7.1f} {batch / mb:>12.1f} "
         f"{growth / mb:>9.1f} {beyond / mb:>15.1f} {seconds:>8.1f}"
     )
 
@@ -109,14 +114,19 @@ def main():
     print(f"skal: {skal.__file__}")
     print("pool: 60,000 Fashion-MNIST training images, (1, 28, 28), uint8")
     print(
-        f"{'batch':>5} {'pool MB':>7} {'one batch MB':>12} {'query MB':>9} "
+        f"{'batch':>5} {'mmap threshold':>14} {'pool MB':>7} {'one batch MB':>12} "
+        f"{'query MB':>9} "
         f"{'beyond batch MB':>15} {'query s':>8}",
         flush=True,
     )
-    for batch_size in (128, 512):
-        subprocess.run(
-            [sys.executable, __file__, str(batch_size)], check=True, env=os.environ
-        )
+    for threshold in (None, "1048576"):
+        env = dict(os.environ)
+        if threshold is not None:
+            env["MALLOC_MMAP_THRESHOLD_"] = threshold
+        for batch_size in (128, 512):
+            subprocess.run(
+                [sys.executable, __file__, str(batch_size)], check=True, env=env
+            )
 
 
 if __name__ == "__main__":
