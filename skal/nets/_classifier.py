@@ -329,7 +329,7 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
                     feats["embedding"] = in_tap.features[emb[0]].flatten(1).to(device)
                 yield logits.to(device), feats
 
-    def iter_batches(self, X, y=None):
+    def iter_batches(self, X, y=None, batch_size=None):
         """Yield the inputs batch by batch, as the module takes them.
 
         The loop of every inference pass that is not a plain forward (the
@@ -342,6 +342,8 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         X : array-like, tensor or torch Dataset
         y : array-like of int or None, default=None
             Encoded labels yielded beside the inputs.
+        batch_size : int or None, default=None
+            Overrides the inference batch size for this loop.
 
         Yields
         ------
@@ -349,8 +351,12 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         y : torch.Tensor of int64 on the net's device, or None
         """
         dataset = NeuralNetClassifier.get_dataset(self, X)
+        loader = self.get_iterator(dataset, training=False)
+        if batch_size is not None:
+            kwargs = {**self.get_params_for("iterator_valid"), "batch_size": batch_size}
+            loader = self.iterator_valid(dataset, **kwargs)
         start = 0
-        for xb, _ in self.get_iterator(dataset, training=False):
+        for xb, _ in loader:
             xb = to_tensor(xb, device=self.device)
             n = len(next(iter(xb.values()))) if isinstance(xb, dict) else len(xb)
             yb = None

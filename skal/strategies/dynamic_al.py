@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import numbers
 
 import numpy as np
 import torch
-from skorch.utils import to_numpy
 
+from .._data import to_array as to_numpy
 from .._utils import eval_mode
 from ..gradients import PerSampleGradients, sum_gradient
 from .base import QueryStrategy
@@ -108,19 +107,17 @@ class DynamicAL(QueryStrategy):
         net = context.net("dynamic_al")
         module = net.module_
         gamma = float(self.gamma)
-        if self.batch_size is not None:
-            # a shallow copy of the fitted net that iterates in these batches
-            net = copy.copy(net)
-            net.iterator_valid__batch_size = self.batch_size
         with eval_mode(module):
             engine = PerSampleGradients(module, fallback=self.fallback)
             g_s = None
             if gamma != 0.0:
-                labelled = net.iter_batches(context.X_labeled, context.y_labeled)
+                labelled = net.iter_batches(
+                    context.X_labeled, context.y_labeled, self.batch_size
+                )
                 g_s = sum_gradient(module, labelled)
             targets = self._targets(context.random_state)
             sq, dots = [], []
-            for xb, _ in net.iter_batches(X):
+            for xb, _ in net.iter_batches(X, batch_size=self.batch_size):
                 stats = engine.stats(
                     xb, targets, vector=g_s, norms=not math.isinf(gamma)
                 )

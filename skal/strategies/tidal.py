@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from skorch.utils import to_numpy
 
+from .._data import to_array as to_numpy
 from .base import QueryStrategy
 
 _SCORES = ("entropy", "margin")
