@@ -12,7 +12,8 @@ One home for what every part of skal needs to know about its inputs:
   Dataset: nothing is loaded);
 - :func:`n_samples` — the number of rows of any of them;
 - :class:`SampleDataset` — what the networks iterate: one sample at a time,
-  transformed and converted to the module's dtype on its way to the batch.
+  as a tensor of its own dtype, transformed;
+- :func:`to_module_dtype` — a batch converted to the dtype the module takes.
 """
 
 from __future__ import annotations
@@ -129,20 +130,27 @@ def _numpy_to_tensor(x):
     return x
 
 
-def to_module_dtype(x):
-    """A sample as a tensor the module can take.
-
-    Floating inputs become float32 and uint8 inputs float32 with their values
-    unchanged (0..255: scaling is a transform's job); other integer dtypes
-    (token ids) are kept. PIL images become uint8 tensors of shape (C, H, W).
-    """
+def as_tensor_sample(x):
+    """A sample as a tensor of its own dtype (PIL images: uint8, (C, H, W))."""
     x = _numpy_to_tensor(x)
-    if not isinstance(x, torch.Tensor):
-        if not hasattr(x, "getbands"):  # not a PIL image
-            return x
+    if not isinstance(x, torch.Tensor) and hasattr(x, "getbands"):  # PIL
         from torchvision.transforms.v2.functional import pil_to_tensor
 
         x = pil_to_tensor(x)
+    return x
+
+
+def to_module_dtype(x):
+    """A batch (tensor or dict of tensors) in the dtype the module takes.
+
+    Floating tensors become float32 and uint8 tensors float32 with their
+    values unchanged (0..255: scaling is a transform's job); other integer
+    dtypes (token ids) are kept.
+    """
+    if isinstance(x, dict):
+        return {k: to_module_dtype(v) for k, v in x.items()}
+    if not isinstance(x, torch.Tensor):
+        return x
     if x.is_floating_point():
         return x if x.dtype == torch.float32 else x.float()
     if x.dtype == torch.uint8:
@@ -159,19 +167,21 @@ def _convert(x, transform):
     if transform is not None:
         x = transform(x)
     if isinstance(x, dict):
-        return {k: to_module_dtype(v) for k, v in x.items()}
-    return to_module_dtype(x)
+        return {k: as_tensor_sample(v) for k, v in x.items()}
+    return as_tensor_sample(x)
 
 
 class SampleDataset(Dataset):
     """Samples of an array, tensor or Dataset, converted one at a time.
 
     ``dataset[i]`` is ``(x, y)``: ``x`` is row ``i`` of ``X`` (or the input
-    of item ``i`` of a Dataset), passed through ``transform`` and converted
-    by :func:`to_module_dtype`; ``y`` is ``y[i]`` when ``y`` is given, else
-    else 0 (a placeholder skorch ignores at inference): an item's own label is
-    never read here, so labels are read only where they are asked for.
-    A ``DataLoader`` over it holds one batch in memory, never the converted
+    of item ``i`` of a Dataset) as a tensor of its own dtype, passed through
+    ``transform`` (the network converts whole batches with
+    :func:`to_module_dtype` on their way to the module); ``y`` is ``y[i]``
+    when ``y`` is given, else 0 (a placeholder skorch ignores at
+    inference): an item's own label is never read here, so labels are read
+    only where they are asked for.
+    A ``DataLoader`` over it holds one batch in memory, never a converted
     pool.
 
     Parameters

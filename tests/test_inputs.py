@@ -219,15 +219,18 @@ def test_arrays_keep_their_dtype(dtype, folder):
     assert learner.X_labeled_.dtype == dtype
     learner.query(X[35:], n=3)
     assert learner.strategy_.seen_ == dtype
-    xb, _ = learner.estimator_.get_dataset(X[:2])[0]
-    assert xb.dtype == torch.float32
-    np.testing.assert_array_equal(xb.numpy(), X[0].astype(np.float32))
+    net = learner.estimator_
+    sample, _ = net.get_dataset(X[:2])[0]
+    assert sample.dtype == torch.from_numpy(X[:1]).dtype  # kept per sample
+    xb, _ = next(net.iter_batches(X[:2]))
+    assert xb.dtype == torch.float32  # converted per batch
+    np.testing.assert_array_equal(xb.numpy(), X[:2].astype(np.float32))
 
 
 def test_token_ids_keep_their_integer_dtype():
-    net = cnn(classes=[0, 1])
-    sample, _ = net.get_dataset(np.arange(12, dtype=np.int64).reshape(3, 4))[1]
-    assert sample.dtype == torch.int64
+    net = cnn(classes=[0, 1]).initialize()
+    xb, _ = next(net.iter_batches(np.arange(12, dtype=np.int64).reshape(3, 4)))
+    assert xb.dtype == torch.int64
 
 
 def test_transform_scales_pixels(folder):

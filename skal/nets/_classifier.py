@@ -17,6 +17,7 @@ from .._data import (
     TrainTransformed,
     dataset_labels,
     is_torch_dataset,
+    to_module_dtype,
 )
 from .._utils import eval_mode, logits_of
 from .taps import LayerTap, last_linear_name
@@ -39,11 +40,11 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
       DataFrame, or a map-style ``torch.utils.data.Dataset`` whose items are
       ``x`` or ``(x, y)`` (``TensorDataset``, ``Subset``, torchvision
       datasets, ``ImageFolder``); ``fit(dataset)`` reads the labels from the
-      items. Nothing is converted whole: each sample is passed through
-      ``transform`` and converted on its way to the batch (floating and
-      uint8 inputs to float32, values unchanged; other integer dtypes, such
-      as token ids, kept; PIL images to uint8 tensors first). Pixel values
-      are scaled only by a transform, e.g.
+      items. Nothing is converted whole: each sample is read as a tensor of
+      its own dtype (PIL images as uint8) and passed through ``transform``;
+      each batch is converted on its way to the module (floating and uint8
+      to float32, values unchanged; other integer dtypes, such as token ids,
+      kept). Pixel values are scaled only by a transform, e.g.
       ``transform=v2.ToDtype(torch.float32, scale=True)``;
     - ``train_transform`` augments training samples only, each sample with
       its own random parameters; prediction, embeddings and every query
@@ -247,6 +248,11 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
             return X
         return super().get_dataset(_as_float32(X), y)
 
+    def infer(self, x, **fit_params):
+        """Move the batch to the device, convert its dtype, run the module."""
+        x = to_module_dtype(to_tensor(x, device=self.device))
+        return super().infer(x, **fit_params)
+
     def get_iterator(self, dataset, training=False):
         """skorch's DataLoader, with ``train_transform`` on training samples and
         ``inference_batch_size`` for every other pass."""
@@ -357,7 +363,7 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
             loader = self.iterator_valid(dataset, **kwargs)
         start = 0
         for xb, _ in loader:
-            xb = to_tensor(xb, device=self.device)
+            xb = to_module_dtype(to_tensor(xb, device=self.device))
             n = len(next(iter(xb.values()))) if isinstance(xb, dict) else len(xb)
             yb = None
             if y is not None:
