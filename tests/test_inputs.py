@@ -146,7 +146,9 @@ def test_net_methods(kind, folder, reference):
     )
 
 
-@pytest.mark.parametrize("kind", ["uint8_array", "tensor", "dataset", "image_folder"])
+@pytest.mark.parametrize(
+    "kind", ["uint8_array", "tensor", "dataset", "subset", "image_folder"]
+)
 def test_head_nets_predict_on_each_kind(kind, folder):
     """predict_dynamics (TiDAL) and predict_loss (learning loss) read each kind
     as they read the float array."""
@@ -490,3 +492,40 @@ def test_simulation_dataset_needs_classes(folder):
     )
     with pytest.raises(ValueError, match="initial='stratified' reads every label"):
         sim.fit(ds)
+
+
+@pytest.mark.parametrize("kind", [*KINDS, "text", "dataframe"])
+def test_model_selection_input_kinds(kind, folder):
+    """active_learning_curve, ActiveLearningSimulation and compare_strategies on
+    each input kind (Datasets with y=None; text and tables through pipelines)."""
+    _, _, targets = folder
+    rows = np.arange(60)
+    if kind == "text":
+        X, y = TEXTS * 2, np.array([1, 0, 1, 0, 1, 0] * 10)
+        learner = skal.ActiveLearner(
+            make_pipeline(TfidfVectorizer(), LogisticRegression()), classes=[0, 1]
+        )
+    elif kind == "dataframe":
+        rng = np.random.RandomState(0)
+        X = pd.DataFrame({"colour": rng.choice(["red", "blue"], 60)})
+        y = np.array(X["colour"] == "red", dtype=int)
+        learner = skal.ActiveLearner(
+            make_pipeline(
+                make_column_transformer((OneHotEncoder(), ["colour"])),
+                LogisticRegression(),
+            ),
+            classes=[0, 1],
+        )
+    else:
+        X = as_kind(kind, folder, rows)
+        y = None if kind in DATASET_KINDS else targets[rows]
+        learner = skal.ActiveLearner(cnn(max_epochs=1), classes=[0, 1, 2])
+    loop = dict(n_initial=10, query_size=5, n_rounds=1)
+    _, scores = active_learning_curve(learner, X, y, cv=2, random_state=0, **loop)
+    assert scores.shape == (2, 2) and np.all((scores >= 0) & (scores <= 1))
+    sim = ActiveLearningSimulation(learner, random_state=0, **loop).fit(X, y)
+    assert len(np.unique(sim.labeled_indices_)) == 15
+    comparison = compare_strategies(
+        learner, X, y, ["random"], cv=2, random_state=0, **loop
+    )
+    assert comparison.table()["strategy"].tolist() == ["random"]

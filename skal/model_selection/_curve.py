@@ -137,7 +137,7 @@ query_size)
     check_loop_params(n_initial, query_size, n_rounds, initial)
     if not isinstance(n_seeds, int | np.integer) or n_seeds < 1:
         raise ValueError(f"n_seeds must be a positive integer, got {n_seeds!r}")
-    if not is_torch_dataset(X):
+    if not is_torch_dataset(X) and not isinstance(X, list):
         X, y = indexable(X, y)
     X, y = check_data(X, y, learner, ensure_all_finite=False)
     # a Dataset's labels are read only when queried: no stratification

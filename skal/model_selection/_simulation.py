@@ -108,8 +108,8 @@ def initial_indices(y_train, n_initial, initial, rng):
 
 
 def check_data(X, y, learner, **check_params):
-    """X and the oracle ``y``: validated arrays, or a torch Dataset whose labels
-    are read only for the rows asked (y=None)."""
+    """X and the oracle ``y``: validated arrays, X as given to a pipeline, or a
+    torch Dataset whose labels are read only for the rows asked (y=None)."""
     if is_torch_dataset(X):
         if y is None:
             if learner.classes is None:
@@ -119,6 +119,8 @@ def check_data(X, y, learner, **check_params):
                     "front with ActiveLearner(classes=...)"
                 )
             return X, DatasetOracle(X)
+    elif isinstance(learner.estimator, Pipeline) and len(learner.estimator) > 1:
+        pass  # lists of strings, DataFrames: the pipeline validates them
     else:
         X = check_array(X, allow_nd=True, dtype=None, **check_params)
     y = column_or_1d(y, warn=True)
@@ -160,7 +162,7 @@ def data_digest(X, y) -> str:
         h.update(f"{type(X).__module__}.{type(X).__qualname__}:{len(X)}".encode())
         return h.hexdigest()
     for arr in (X, y):
-        arr = np.ascontiguousarray(arr)
+        arr = np.ascontiguousarray(arr.to_numpy() if hasattr(arr, "iloc") else arr)
         h.update(str((arr.dtype.str, arr.shape)).encode())
         h.update(arr.data if arr.dtype != object else repr(arr.tolist()).encode())
     return h.hexdigest()
