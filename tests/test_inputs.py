@@ -529,3 +529,16 @@ def test_model_selection_input_kinds(kind, folder):
         learner, X, y, ["random"], cv=2, random_state=0, **loop
     )
     assert comparison.table()["strategy"].tolist() == ["random"]
+
+
+def test_predict_proba_written_batch_by_batch(folder):
+    """predict_proba fills one array batch by batch: the softmax of the logits,
+    partial last batch included; an empty input gives (0, n_classes)."""
+    _, images, targets = folder
+    net = cnn(classes=[0, 1, 2], inference_batch_size=7).fit(images, targets)
+    with torch.no_grad():
+        logits = net.module_.eval()(torch.from_numpy(images[:20]).float())
+    np.testing.assert_allclose(
+        net.predict_proba(images[:20]), torch.softmax(logits, 1).numpy(), atol=1e-6
+    )
+    assert net.predict_proba(images[:0]).shape == (0, 3)
