@@ -326,6 +326,9 @@ def test_inference_batch_size(folder):
     assert [len(x) for x, _ in net.iter_batches(images[:120])] == [50, 50, 20]
     sizes = [len(x) for x, _ in net.iter_batches(images[:20], batch_size=7)]
     assert sizes == [7, 7, 6]
+    net.set_params(inference_batch_size=40)  # a fitted net keeps its weights
+    assert [len(x) for x, _ in net.iter_batches(images[:50])] == [40, 10]
+    assert net.initialized_
     loader = net.get_iterator(net.get_dataset(images), training=True)
     assert loader.batch_size == 16
     net2 = cnn(classes=[0, 1, 2], iterator_valid__batch_size=7).fit(images, targets)
