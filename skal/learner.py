@@ -96,12 +96,13 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         The class labels.
     n_labeled_ : int
         Number of labelled samples the learner was fitted or taught with.
-    X_labeled_ : ndarray of shape (n_labeled, ...)
-        The labelled inputs (validated).
+    X_labeled_ : ndarray of shape (n_labeled, ...), list, DataFrame or Dataset
+        The labelled inputs as given (validated arrays; several torch
+        Datasets, or a Dataset and arrays, are joined in a ``ConcatDataset``).
     y_labeled_ : ndarray of shape (n_labeled,)
         Their labels.
     n_features_in_ : int
-        Number of features (second dimension) of X.
+        Number of features (second dimension) of X; not set for a Dataset.
     random_state_ : numpy.random.RandomState
         The random state drawn from ``random_state`` at ``fit``.
 

@@ -545,3 +545,45 @@ def test_predict_proba_written_batch_by_batch(folder):
         net.predict_proba(images[:20]), torch.softmax(logits, 1).numpy(), atol=1e-6
     )
     assert net.predict_proba(images[:0]).shape == (0, 3)
+
+
+def _strategy_net(strategy):
+    layers = ["features.1", "features.3"]
+    common = dict(
+        module__channels=4, module__hidden=16, module__dropout=0.2, max_epochs=2
+    )
+    if strategy == "tidal":
+        return skal.nets.TiDALClassifier(
+            skal.nets.SmallCNN, tidal_layers=layers, **common
+        )
+    if strategy == "lloss":
+        return skal.nets.LLossClassifier(
+            skal.nets.SmallCNN, lloss_layers=layers, **common
+        )
+    return skal.NeuralNetClassifier(skal.nets.SmallCNN, **common)
+
+
+@pytest.mark.parametrize("strategy", skal.strategies.get_strategy_names())
+def test_every_strategy_queries_a_dataset_as_the_array(strategy, folder):
+    """Each registered strategy picks the same rows from a uint8 Subset of an
+    ImageFolder as from the float array of the same images (teach included,
+    for stateful strategies)."""
+    _, _, targets = folder
+    picks = []
+    for kind in ("float_array", "image_folder"):
+        learner = skal.ActiveLearner(
+            _strategy_net(strategy), strategy=strategy, random_state=0
+        )
+        rows = np.random.RandomState(0).permutation(len(targets))
+        y = None if kind == "image_folder" else targets[rows[:40]]
+        learner.fit(as_kind(kind, folder, rows[:40]), y)
+        pool_rows = rows[40:]
+        pool = as_kind(kind, folder, pool_rows)
+        first = learner.query(pool, n=5)
+        learner.teach(
+            as_kind(kind, folder, pool_rows[first]),
+            None if kind == "image_folder" else targets[pool_rows[first]],
+        )
+        picks.append((first, learner.query(pool, n=5)))
+    for a, b in zip(*picks, strict=True):
+        np.testing.assert_array_equal(a, b)
