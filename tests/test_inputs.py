@@ -587,3 +587,20 @@ def test_every_strategy_queries_a_dataset_as_the_array(strategy, folder):
         picks.append((first, learner.query(pool, n=5)))
     for a, b in zip(*picks, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_arrays_and_datasets_mix(folder):
+    """A labelled set grown from an array and then a Dataset is a ConcatDataset
+    of both; subset_size draws candidates from a Dataset pool."""
+    _, images, targets = folder
+    rows = np.random.RandomState(0).permutation(len(targets))
+    learner = skal.ActiveLearner(cnn(), subset_size=30, random_state=0)
+    learner.fit(images[rows[:30]], targets[rows[:30]])
+    pool = TensorDataset(torch.from_numpy(images[rows[30:]]))
+    picked = learner.query(pool, n=5)
+    assert len(np.unique(picked)) == 5 and picked.max() < len(pool)
+    learner.teach(Subset(pool, picked.tolist()), targets[rows[30:]][picked])
+    assert isinstance(learner.X_labeled_, torch.utils.data.ConcatDataset)
+    assert learner.n_labeled_ == len(learner.X_labeled_) == 35
+    np.testing.assert_array_equal(learner.y_labeled_[30:], targets[rows[30:]][picked])
+    assert learner.predict(pool).shape == (len(pool),)
