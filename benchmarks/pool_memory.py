@@ -11,8 +11,14 @@ pages are given back to the OS before each measurement. Rows are measured
 with glibc's default (dynamic) mmap threshold and with
 ``MALLOC_MMAP_THRESHOLD_=1048576``: with the dynamic threshold, freed
 batch-sized buffers move the threshold up and later ones are carved from the
-heap, which fragments and keeps growing across batches. The model is a small
-CNN trained for one epoch on 1,000 images.
+heap, where long-lived small allocations between them (a list of per-batch
+outputs, as skorch's ``predict_proba`` keeps) fragment it. The model is a
+small CNN trained for one epoch on 1,000 images.
+
+The same script runs on older skal versions (it sets only parameters they
+have), which is how the "before" column of the data guide was measured:
+``git worktree add /tmp/before <commit>`` and
+``PYTHONPATH=/tmp/before python benchmarks/pool_memory.py``.
 
 Run from the repository root::
 
