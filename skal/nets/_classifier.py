@@ -231,12 +231,13 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         return super().partial_fit(X, y, classes=classes, **fit_params)
 
     def get_dataset(self, X, y=None):
-        """The samples, converted one by one; y encoded as indices into ``classes_``.
+        """The samples, read one by one; y encoded as indices into ``classes_``.
 
         Arrays, tensors and torch Datasets become a
-        :class:`~torch.utils.data.Dataset` that converts each sample (see the
-        class description); other inputs (DataFrames, dicts) go through
-        skorch's ``Dataset`` as float32.
+        :class:`~torch.utils.data.Dataset` that reads each sample as a tensor
+        of its own dtype and applies ``transform`` (batches are converted in
+        :meth:`infer`); other inputs (DataFrames, dicts) go through skorch's
+        ``Dataset`` as float32.
         """
         if isinstance(X, SampleDataset | TrainTransformed):
             return X
