@@ -86,9 +86,9 @@ html_static_path: list[str] = []
 sphinx_gallery_conf = {
     "examples_dirs": str(DOCS.parent / "examples"),
     "gallery_dirs": "auto_examples",
-    # Every plot_*.py script runs during the build; its printed output and
-    # its matplotlib figures go into the page.
-    "filename_pattern": r"/plot_",
+    # Every plot_*.py (figures) and run_*.py (printed output only) script runs
+    # during the build; its printed output and its figures go into the page.
+    "filename_pattern": r"/(plot|run)_",
     "only_warn_on_example_error": False,
     "abort_on_example_error": False,
     "capture_repr": (),

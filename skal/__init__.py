@@ -10,6 +10,9 @@ skal has four parts:
 - ``skal.model_selection``, simulations, learning curves and comparisons of
   strategies on labelled data.
 
+:class:`LabelingSession` (``skal.session``) runs the loop with a person as
+the oracle, saved to a directory and resumable at any moment.
+
 ``skal.gradients`` and ``skal.ntk`` hold the per-sample gradient machinery
 of dynamicAL and the neural-tangent-kernel diagnostics; ``skal.datasets``
 loads the data sets the examples and benchmarks use.
@@ -18,12 +21,14 @@ loads the data sets the examples and benchmarks use.
 from . import datasets, gradients, model_selection, nets, ntk, strategies
 from .learner import ActiveLearner
 from .nets import LLossClassifier, NeuralNetClassifier, TiDALClassifier
+from .session import LabelingSession
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "ActiveLearner",
     "LLossClassifier",
+    "LabelingSession",
     "NeuralNetClassifier",
     "TiDALClassifier",
     "datasets",

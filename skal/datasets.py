@@ -85,8 +85,8 @@ def _find(directory: Path, name: str):
     return None
 
 
-def load_fashion_mnist(path=None, *, subset="train"):
-    """Load Fashion-MNIST from local IDX files as 1×28×28 float32 images.
+def load_fashion_mnist(path=None, *, subset="train", dtype="float32"):
+    """Load Fashion-MNIST from local IDX files as 1×28×28 images.
 
     Parameters
     ----------
@@ -99,11 +99,15 @@ def load_fashion_mnist(path=None, *, subset="train"):
     subset : {"train", "test", "all"}, default="train"
         The 60,000 training images, the 10,000 test images, or both (training
         first).
+    dtype : {"float32", "uint8"}, default="float32"
+        ``"float32"``: intensities scaled to [0, 1]; ``"uint8"``: the pixels
+        as stored (0..255), a quarter of the memory, for a network that
+        scales them with a transform (see the data guide).
 
     Returns
     -------
-    X : ndarray of shape (n_samples, 1, 28, 28) and dtype float32
-        Pixel intensities scaled to [0, 1].
+    X : ndarray of shape (n_samples, 1, 28, 28) and dtype float32 or uint8
+        Pixel intensities.
     y : ndarray of shape (n_samples,) and dtype int64
         Class indices; their names are ``FASHION_MNIST_CLASSES``.
 
@@ -116,6 +120,8 @@ def load_fashion_mnist(path=None, *, subset="train"):
     """
     if subset not in ("train", "test", "all"):
         raise ValueError(f"subset must be 'train', 'test' or 'all', got {subset!r}")
+    if dtype not in ("float32", "uint8"):
+        raise ValueError(f"dtype must be 'float32' or 'uint8', got {dtype!r}")
     parts = ["train", "test"] if subset == "all" else [subset]
     names = [name for part in parts for name in _FASHION_FILES[part]]
     searched = _candidate_dirs(path)
@@ -140,7 +146,9 @@ def load_fashion_mnist(path=None, *, subset="train"):
             )
         Xs.append(X)
         ys.append(y)
-    X = np.concatenate(Xs)[:, None].astype(np.float32) / 255.0
+    X = np.concatenate(Xs)[:, None]
+    if dtype == "float32":
+        X = X.astype(np.float32) / 255.0
     return X, np.concatenate(ys).astype(np.int64)
 
 

@@ -6,12 +6,14 @@ import numbers
 from contextlib import contextmanager
 
 import numpy as np
+import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
 from sklearn.pipeline import Pipeline
-from sklearn.utils import check_random_state
+from sklearn.utils import assert_all_finite, check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
     check_array,
+    check_consistent_length,
     check_is_fitted,
     column_or_1d,
     validate_data,
@@ -20,11 +22,21 @@ from skorch import NeuralNet
 from skorch.callbacks import LRScheduler
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from ._data import (
+    concat_rows,
+    dataset_labels,
+    is_torch_dataset,
+    n_samples,
+    take,
+    to_array,
+)
 from ._utils import draw_seed, encode_labels, final_step, torch_seed
 from .strategies import get_strategy
 from .strategies.context import QueryContext, expand_proba
 
 _FLOAT_DTYPES = (np.float64, np.float32)
+# image-like dtypes kept as stored; the network converts each batch
+_KEPT_DTYPES = (np.uint8, np.float16)
 
 
 class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
@@ -35,6 +47,14 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     :meth:`teach` adds their labels and trains on, and :meth:`predict`,
     :meth:`predict_proba` and :meth:`score` behave as in any sklearn
     classifier.
+
+    Every method that takes X accepts an array (float, or uint8 / float16
+    images kept in their dtype: the network converts each batch), a torch
+    tensor, or, with a :class:`skal.NeuralNetClassifier`, a map-style
+    ``torch.utils.data.Dataset`` whose items are ``x`` or ``(x, y)``; the
+    indices :meth:`query` returns index the rows or items given. With a
+    :class:`~sklearn.pipeline.Pipeline`, X reaches the pipeline as given
+    (lists of strings, DataFrames): its first step validates it.
 
     Parameters
     ----------
@@ -80,12 +100,13 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         The class labels.
     n_labeled_ : int
         Number of labelled samples the learner was fitted or taught with.
-    X_labeled_ : ndarray of shape (n_labeled, ...)
-        The labelled inputs (validated).
+    X_labeled_ : ndarray of shape (n_labeled, ...), list, DataFrame or Dataset
+        The labelled inputs as given (validated arrays; several torch
+        Datasets, or a Dataset and arrays, are joined in a ``ConcatDataset``).
     y_labeled_ : ndarray of shape (n_labeled,)
         Their labels.
     n_features_in_ : int
-        Number of features (second dimension) of X.
+        Number of features (second dimension) of X; not set for a Dataset.
     random_state_ : numpy.random.RandomState
         The random state drawn from ``random_state`` at ``fit``.
 
@@ -123,15 +144,16 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         self.random_state = random_state
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X, y):
+    def fit(self, X, y=None):
         """Fit the estimator on an initial labelled set.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features) or (n_samples, ...)
-            Labelled inputs; images may keep their shape (N, C, H, W).
-        y : array-like of shape (n_samples,)
-            Their labels.
+        X : array-like of shape (n_samples, ...), tensor or torch Dataset
+            Labelled inputs; images may keep their shape (N, C, H, W) and
+            their dtype (uint8).
+        y : array-like of shape (n_samples,) or None, default=None
+            Their labels; None reads them from the items of a Dataset.
 
         Returns
         -------
@@ -145,14 +167,17 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             estimator (see :meth:`skal.strategies.QueryStrategy.validate`).
         """
         strategy = self._check_params()
-        X, y = validate_data(self, X, y, allow_nd=True, dtype=_FLOAT_DTYPES)
+        X = self._check_X(X, "X", reset=True)
+        y = self._check_y(X, y, "fit")
         check_classification_targets(y)
         if self.classes is None:
             self.classes_ = np.unique(y)
         else:
             self.classes_ = _check_classes(self.classes)
         y_enc = self._encode(y, "y")
-        self._input_shape = X.shape[1:]
+        self._input_shape = (
+            None if self._passthrough(self.estimator) else _sample_shape(X)
+        )
         self.random_state_ = check_random_state(self.random_state)
         self.strategy_ = (
             clone(strategy) if isinstance(strategy, BaseEstimator) else strategy
@@ -169,7 +194,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             self.estimator_.fit(X, y_enc)
         return self
 
-    def teach(self, X, y):
+    def teach(self, X, y=None):
         """Add labelled samples and train on (warm start for networks).
 
         The labels are kept in ``X_labeled_``/``y_labeled_`` before training
@@ -181,10 +206,12 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_new, ...)
-            Newly labelled inputs, e.g. ``X_pool[learner.query(X_pool, n)]``.
-        y : array-like of shape (n_new,)
-            Their labels; each must be one of ``classes_``.
+        X : array-like of shape (n_new, ...), tensor or torch Dataset
+            Newly labelled inputs, e.g. ``X_pool[learner.query(X_pool, n)]``
+            or ``torch.utils.data.Subset(pool, learner.query(pool, n))``.
+        y : array-like of shape (n_new,) or None, default=None
+            Their labels, each one of ``classes_``; None reads them from the
+            items of a Dataset.
 
         Returns
         -------
@@ -192,14 +219,16 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = self._validate_X(X, "X")
+        if y is None and is_torch_dataset(X):
+            y = dataset_labels(X)
         y = column_or_1d(y, warn=True)
-        if len(y) != X.shape[0]:
+        if len(y) != n_samples(X):
             raise ValueError(
-                f"teach: X has {X.shape[0]} rows but y has {len(y)} labels; they "
+                f"teach: X has {n_samples(X)} rows but y has {len(y)} labels; they "
                 "must have the same length"
             )
         self._encode(y, "y")
-        self.X_labeled_ = np.concatenate([self.X_labeled_, X])
+        self.X_labeled_ = concat_rows(self.X_labeled_, X)
         self.y_labeled_ = np.concatenate([self.y_labeled_, y])
         self.n_labeled_ = len(self.y_labeled_)
         y_enc = self._encode(self.y_labeled_, "y")
@@ -223,8 +252,9 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X_pool : array-like of shape (n_pool, ...)
-            Unlabelled candidates, shaped like the training inputs.
+        X_pool : array-like of shape (n_pool, ...), tensor or torch Dataset
+            Unlabelled candidates, shaped like the training inputs. A
+            Dataset is read in batches (its items' labels are never read).
         n : int, default=1
             How many to select; ``1 <= n <= n_pool`` (and ``<= subset_size``
             when that is set).
@@ -232,11 +262,11 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         Returns
         -------
         indices : ndarray of shape (n,) and dtype int
-            Distinct row indices into ``X_pool``.
+            Distinct row (or item) indices into ``X_pool``.
         """
         check_is_fitted(self)
         X_pool = self._validate_X(X_pool, "X_pool")
-        n_pool = X_pool.shape[0]
+        n_pool = n_samples(X_pool)
         n = _check_n(n, n_pool)
         candidates = np.arange(n_pool)
         subset_size = self.subset_size
@@ -254,7 +284,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             candidates = np.sort(
                 self.random_state_.choice(n_pool, subset_size, replace=False)
             )
-            X_pool = X_pool[candidates]
+            X_pool = take(X_pool, candidates)
         context = self._context()
         with torch_seed(draw_seed(self.random_state_)):
             picked = self.strategy_.select(context, self._transform(X_pool), n)
@@ -281,7 +311,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X_pool : array-like of shape (n_pool, ...)
+        X_pool : array-like of shape (n_pool, ...), tensor or torch Dataset
 
         Returns
         -------
@@ -293,10 +323,10 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         with torch_seed(draw_seed(self.random_state_)):
             scores = self.strategy_.utility(context, self._transform(X_pool))
         scores = np.asarray(scores, dtype=np.float64)
-        if scores.shape != (X_pool.shape[0],):
+        if scores.shape != (n_samples(X_pool),):
             raise RuntimeError(
                 f"strategy {self.strategy_!r} returned utilities of shape "
-                f"{scores.shape}, expected ({X_pool.shape[0]},)"
+                f"{scores.shape}, expected ({n_samples(X_pool)},)"
             )
         return scores
 
@@ -306,7 +336,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, ...)
+        X : array-like of shape (n_samples, ...), tensor or torch Dataset
 
         Returns
         -------
@@ -325,7 +355,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, ...)
+        X : array-like of shape (n_samples, ...), tensor or torch Dataset
 
         Returns
         -------
@@ -333,6 +363,23 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         """
         proba = self.predict_proba(X)
         return self.classes_[proba.argmax(axis=1)]
+
+    def score(self, X, y=None, sample_weight=None):
+        """Mean accuracy on ``(X, y)``; None reads y from a Dataset's items.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...), tensor or torch Dataset
+        y : array-like of shape (n_samples,) or None, default=None
+        sample_weight : array-like of shape (n_samples,) or None, default=None
+
+        Returns
+        -------
+        score : float
+        """
+        if y is None and is_torch_dataset(X):
+            y = dataset_labels(X)
+        return super().score(X, y, sample_weight=sample_weight)
 
     # -------------------------------------------------------------- helpers
     def _check_params(self):
@@ -354,16 +401,69 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             )
         return get_strategy(self.strategy)
 
-    def _validate_X(self, X, name):
-        X_checked = check_array(X, allow_nd=True, dtype=_FLOAT_DTYPES, input_name=name)
+    def _passthrough(self, estimator):
+        """Whether X goes to the estimator as given (a pipeline validates it)."""
+        return isinstance(estimator, Pipeline) and len(estimator) > 1
+
+    def _check_X(self, X, name, reset):
+        """X as the estimator takes it: Datasets and pipeline inputs as given,
+        arrays validated (uint8 and float16 kept, others as float)."""
+        estimator = self.estimator if reset else self.estimator_
+        if is_torch_dataset(X):
+            if not isinstance(final_step(estimator), NeuralNet) or self._passthrough(
+                estimator
+            ):
+                raise TypeError(
+                    f"{name} is a torch Dataset, which needs a skal."
+                    "NeuralNetClassifier as the estimator (not a pipeline); got "
+                    f"{type(estimator).__name__}"
+                )
+            if len(X) == 0:
+                raise ValueError(f"{name} is an empty Dataset")
+            if reset:
+                for attr in ("n_features_in_", "feature_names_in_"):
+                    self.__dict__.pop(attr, None)
+            return X
+        if self._passthrough(estimator):
+            # feature names and count of tables; the pipeline checks the rest
+            if reset or getattr(X, "ndim", None) == 2 or hasattr(X, "columns"):
+                validate_data(self, X, reset=reset, skip_check_array=True)
+            return X
+        if isinstance(X, torch.Tensor):
+            X = to_array(X)
+        dtype = _FLOAT_DTYPES
+        if getattr(X, "dtype", None) in _KEPT_DTYPES:
+            dtype = None
+        X_checked = check_array(X, allow_nd=True, dtype=dtype, input_name=name)
         # feature names and count, checked on the input as given
-        validate_data(self, X, reset=False, skip_check_array=True)
-        X = X_checked
-        if X.shape[1:] != self._input_shape:
-            raise ValueError(
-                f"{name} has samples of shape {X.shape[1:]}, but {type(self).__name__}"
-                f" was fitted with samples of shape {self._input_shape}"
-            )
+        validate_data(self, X, reset=reset, skip_check_array=True)
+        return X_checked
+
+    def _check_y(self, X, y, method):
+        if y is None:
+            if not is_torch_dataset(X):
+                raise ValueError(
+                    f"{type(self).__name__} requires y to be passed, but the "
+                    "target y is None (y may be omitted only when X is a torch "
+                    "Dataset of (x, y) items)"
+                )
+            y = dataset_labels(X)
+        y = column_or_1d(y, warn=True)
+        if y.dtype.kind == "f":
+            assert_all_finite(y, input_name="y")
+        check_consistent_length(np.empty(n_samples(X)), y)
+        return y
+
+    def _validate_X(self, X, name):
+        X = self._check_X(X, name, reset=False)
+        shape = _sample_shape(X)
+        if shape is not None and self._input_shape is not None:
+            if shape != self._input_shape:
+                raise ValueError(
+                    f"{name} has samples of shape {shape}, but "
+                    f"{type(self).__name__} was fitted with samples of shape "
+                    f"{self._input_shape}"
+                )
         return X
 
     def _encode(self, y, name):
@@ -426,6 +526,13 @@ def _is_plateau(policy):
     return policy in ("ReduceLROnPlateau", ReduceLROnPlateau) or (
         isinstance(policy, type) and issubclass(policy, ReduceLROnPlateau)
     )
+
+
+def _sample_shape(X):
+    """The shape of one row of an array, or None (Datasets, lists, frames)."""
+    if isinstance(X, np.ndarray):
+        return X.shape[1:]
+    return None
 
 
 def _prepare_estimator(estimator, n_classes):

@@ -9,11 +9,12 @@ from joblib import Parallel, delayed
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import check_cv
 from sklearn.utils import check_random_state, indexable
-from sklearn.utils.validation import check_array, column_or_1d
 from tqdm.auto import tqdm
 
+from .._data import DatasetOracle, is_torch_dataset, n_samples
 from ._checkpoint import RunCheckpoint
 from ._simulation import (
+    check_data,
     check_learner,
     check_loop_params,
     check_pool_size,
@@ -141,13 +142,16 @@ query_size)
     check_loop_params(n_initial, query_size, n_rounds, initial)
     if not isinstance(n_seeds, int | np.integer) or n_seeds < 1:
         raise ValueError(f"n_seeds must be a positive integer, got {n_seeds!r}")
-    X, y = indexable(X, y)
-    X = check_array(X, allow_nd=True, dtype=None, ensure_all_finite=False)
-    y = column_or_1d(y, warn=True)
-    if len(y) != len(X):
-        raise ValueError(f"X has {len(X)} rows but y has {len(y)} labels")
-    cv = check_cv(cv, y, classifier=True)
-    splits = [(np.asarray(train), np.asarray(test)) for train, test in cv.split(X, y)]
+    if not is_torch_dataset(X) and not isinstance(X, list):
+        X, y = indexable(X, y)
+    X, y = check_data(X, y, learner, ensure_all_finite=False)
+    # a Dataset's labels are read only when queried: no stratification
+    y_cv = None if isinstance(y, DatasetOracle) else y
+    cv = check_cv(cv, y_cv, classifier=True)
+    rows = np.empty((n_samples(X), 0))
+    splits = [
+        (np.asarray(train), np.asarray(test)) for train, test in cv.split(rows, y_cv)
+    ]
     for i, (train, _) in enumerate(splits):
         check_pool_size(len(train), n_initial, query_size, n_rounds, f"split {i}")
     scorer = check_scoring(learner, scoring=scoring)

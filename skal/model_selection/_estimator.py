@@ -9,12 +9,14 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin
 from sklearn.metrics import check_scoring
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
+from sklearn.utils.validation import check_is_fitted
 
+from .._data import n_samples
 from ._checkpoint import RunCheckpoint
 from ._scoring import aulc
 from ._simulation import (
     _net_of,
+    check_data,
     check_learner,
     check_loop_params,
     check_pool_size,
@@ -123,13 +125,16 @@ class ActiveLearningSimulation(MetaEstimatorMixin, ClassifierMixin, BaseEstimato
         self.verbose = verbose
         self.random_state = random_state
 
-    def fit(self, X, y):
+    def fit(self, X, y=None):
         """Run the simulation with ``y`` as the oracle.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, ...)
-        y : array-like of shape (n_samples,)
+        X : array-like of shape (n_samples, ...) or torch Dataset
+        y : array-like of shape (n_samples,) or None, default=None
+            None when X is a Dataset of ``(x, y)`` items: the label of an item
+            is then read only when the item is queried (or drawn into the
+            initial set), and the learner must declare ``classes``.
 
         Returns
         -------
@@ -137,15 +142,12 @@ class ActiveLearningSimulation(MetaEstimatorMixin, ClassifierMixin, BaseEstimato
         """
         check_learner(self.learner)
         check_loop_params(self.n_initial, self.query_size, self.n_rounds, self.initial)
-        X = check_array(X, allow_nd=True, dtype=None)
-        y = column_or_1d(y, warn=True)
-        if len(y) != len(X):
-            raise ValueError(f"X has {len(X)} rows but y has {len(y)} labels")
-        check_pool_size(len(X), self.n_initial, self.query_size, self.n_rounds)
+        X, y = check_data(X, y, self.learner)
+        check_pool_size(n_samples(X), self.n_initial, self.query_size, self.n_rounds)
         seed = int(
             check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         )
-        train = np.arange(len(X))
+        train = np.arange(n_samples(X))
         checkpoint = None
         if self.checkpoint_dir is not None:
             settings = dict(
@@ -182,7 +184,8 @@ class ActiveLearningSimulation(MetaEstimatorMixin, ClassifierMixin, BaseEstimato
             self.n_rounds + 1
         )
         self.classes_ = self.learner_.classes_
-        self.n_features_in_ = self.learner_.n_features_in_
+        if hasattr(self.learner_, "n_features_in_"):
+            self.n_features_in_ = self.learner_.n_features_in_
         return self
 
     def learning_curve(self, X, y, scoring=None):

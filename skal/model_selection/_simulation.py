@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_array, column_or_1d
 from skorch import NeuralNet
 from tqdm.auto import tqdm
 
+from .._data import DatasetOracle, is_torch_dataset, n_samples, take
 from .._utils import final_step
 from ..strategies import get_strategy
 from ._checkpoint import (
@@ -113,6 +115,28 @@ def initial_indices(y_train, n_initial, initial, rng):
     return rng.permutation(chosen)
 
 
+def check_data(X, y, learner, **check_params):
+    """X and the oracle ``y``: validated arrays, X as given to a pipeline, or a
+    torch Dataset whose labels are read only for the rows asked (y=None)."""
+    if is_torch_dataset(X):
+        if y is None:
+            if learner.classes is None:
+                raise ValueError(
+                    "X is a torch Dataset and y is None: the labels are read from "
+                    "the items of queried rows only, so declare every class up "
+                    "front with ActiveLearner(classes=...)"
+                )
+            return X, DatasetOracle(X)
+    elif isinstance(learner.estimator, Pipeline) and len(learner.estimator) > 1:
+        pass  # lists of strings, DataFrames: the pipeline validates them
+    else:
+        X = check_array(X, allow_nd=True, dtype=None, **check_params)
+    y = column_or_1d(y, warn=True)
+    if len(y) != n_samples(X):
+        raise ValueError(f"X has {n_samples(X)} rows but y has {len(y)} labels")
+    return X, y
+
+
 def _net_of(learner):
     final = final_step(learner.estimator_)
     return final if isinstance(final, NeuralNet) else None
@@ -145,12 +169,16 @@ def configure(learner, y, seed):
 
 
 def data_digest(X, y) -> str:
-    """A hash of the data, computed once per call."""
+    """A hash of the data, computed once per call (a Dataset's kind and size
+    only: its items are not read)."""
     # dtype and shape are hashed too: the same bytes as float32 and as uint8
     # are different data
     h = hashlib.sha256()
+    if isinstance(y, DatasetOracle):
+        h.update(f"{type(X).__module__}.{type(X).__qualname__}:{len(X)}".encode())
+        return h.hexdigest()
     for arr in (X, y):
-        arr = np.ascontiguousarray(arr)
+        arr = np.ascontiguousarray(arr.to_numpy() if hasattr(arr, "iloc") else arr)
         h.update(str((arr.dtype.str, arr.shape)).encode())
         h.update(arr.data if arr.dtype != object else repr(arr.tolist()).encode())
     return h.hexdigest()
@@ -261,11 +289,11 @@ def _restore(learner, X, y, state, checkpoint, n_initial, query_size, keep_snaps
         # steps of a pipeline were fitted on the initial set only, so they
         # are fitted on exactly those rows again.
         fit_rows = order[:n_initial] if learner.warm_start else order
-        learner.set_params(**{param: 0}).fit(X[fit_rows], y[fit_rows])
+        learner.set_params(**{param: 0}).fit(take(X, fit_rows), y[fit_rows])
         learner.set_params(**{param: epochs})
         net = _net_of(learner)
         net.set_params(max_epochs=epochs)
-        learner.X_labeled_, learner.y_labeled_ = X[order], y[order]
+        learner.X_labeled_, learner.y_labeled_ = take(X, order), y[order]
         learner.n_labeled_ = len(order)
         try:
             load_state_dicts(net, checkpoint.weights(state["weights"]))
@@ -285,7 +313,7 @@ def _restore(learner, X, y, state, checkpoint, n_initial, query_size, keep_snaps
                     prefix = (
                         learner.estimator_[:-1]
                         if learner.warm_start
-                        else clone(learner.estimator[:-1]).fit(X[rows], y[rows])
+                        else clone(learner.estimator[:-1]).fit(take(X, rows), y[rows])
                     )
                     prefix = copy.deepcopy(prefix)
                 snapshots.append(
@@ -297,11 +325,11 @@ def _restore(learner, X, y, state, checkpoint, n_initial, query_size, keep_snaps
     else:
         # Estimators that are not networks are refitted on the labelled rows,
         # which is what teach does for them (a full refit each round).
-        learner.fit(X[order], y[order])
+        learner.fit(take(X, order), y[order])
         if keep_snapshots:
             for r in range(state["round"] + 1):
                 rows = order[: n_initial + r * query_size]
-                snapshots.append(clone(learner).fit(X[rows], y[rows]).estimator_)
+                snapshots.append(clone(learner).fit(take(X, rows), y[rows]).estimator_)
     # Last: fit above drew from the learner's random state and rebuilt the
     # strategy; both are now put back as they were after the saved round.
     RunCheckpoint.restore_random_state(learner, state)
@@ -359,7 +387,7 @@ def simulate(
 
     def evaluate():
         if test is not None:
-            scores.append(float(scorer(learner, X[test], y[test])))
+            scores.append(float(scorer(learner, take(X, test), y[test])))
         if keep_snapshots:
             snapshots.append(_snapshot(learner))
 
@@ -373,9 +401,18 @@ def simulate(
         total=n_rounds, desc=desc, disable=verbose < 2, leave=False, unit="round"
     )
     if state is None:
-        order = train[initial_indices(y[train], n_initial, initial, rng)]
+        if isinstance(y, DatasetOracle):
+            if initial != "random":
+                raise ValueError(
+                    f"initial={initial!r} reads every label of the training part; "
+                    "with a Dataset whose labels are read only when queried, use "
+                    "initial='random' (a uniform draw)"
+                )
+            order = train[rng.choice(len(train), n_initial, replace=False)]
+        else:
+            order = train[initial_indices(y[train], n_initial, initial, rng)]
         bar.set_postfix_str(f"training on {len(order)}")
-        learner.fit(X[order], y[order])
+        learner.fit(take(X, order), y[order])
         evaluate()
         commit(0)
         start = 1
@@ -388,15 +425,15 @@ def simulate(
         bar.update(state["round"])
     # The pool is the training rows not labelled yet, in their original
     # order: strategies see their X only, and y is read for the picked rows.
-    unlabeled = np.ones(len(X), dtype=bool)
+    unlabeled = np.ones(n_samples(X), dtype=bool)
     unlabeled[order] = False
     for round_ in range(start, n_rounds + 1):
         pool = train[unlabeled[train]]
         bar.set_postfix_str(f"scoring pool of {len(pool)}")
         with pool_progress(learner, verbose >= 2, f"{desc} round {round_}: pool"):
-            picked = pool[learner.query(X[pool], query_size)]
+            picked = pool[learner.query(take(X, pool), query_size)]
         bar.set_postfix_str(f"training on {len(order) + len(picked)}")
-        learner.teach(X[picked], y[picked])
+        learner.teach(take(X, picked), y[picked])
         unlabeled[picked] = False
         order = np.concatenate([order, picked])
         evaluate()

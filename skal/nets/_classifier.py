@@ -9,10 +9,17 @@ import skorch
 import torch
 from sklearn.metrics import accuracy_score
 from skorch.callbacks import EpochScoring
-from skorch.utils import is_dataset, to_numpy
+from skorch.utils import is_dataset, to_numpy, to_tensor
 from torch import nn
 
-from .._utils import encode_labels, logits_of
+from .._data import (
+    SampleDataset,
+    TrainTransformed,
+    dataset_labels,
+    is_torch_dataset,
+    to_module_dtype,
+)
+from .._utils import encode_labels, eval_mode, logits_of
 from .taps import LayerTap, last_linear_name
 
 _CLASS_COUNT_PARAMS = ("num_classes", "n_classes")
@@ -29,10 +36,25 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
     - the default optimizer is Adam with ``lr=1e-3``, training batches are
       shuffled, no internal validation split is taken (``train_split=None``:
       labelled data is scarce) and training is silent (``verbose=0``);
-    - X may be a float64 or float32 array, a torch tensor or a pandas
-      DataFrame (cast to float32); y may hold any labels (integers, strings),
-      which are encoded as indices into ``classes_`` for the loss, and
-      ``predict`` returns the original labels;
+    - X may be an array or a torch tensor of any numeric dtype, a pandas
+      DataFrame, or a map-style ``torch.utils.data.Dataset`` whose items are
+      ``x`` or ``(x, y)`` (``TensorDataset``, ``Subset``, torchvision
+      datasets, ``ImageFolder``); ``fit(dataset)`` reads the labels from the
+      items. Nothing is converted whole: each sample is read as a tensor of
+      its own dtype (PIL images as uint8) and passed through ``transform``;
+      each batch is converted on its way to the module (floating and uint8
+      to float32, values unchanged; other integer dtypes, such as token ids,
+      kept). Pixel values are scaled only by a transform, e.g.
+      ``transform=v2.ToDtype(torch.float32, scale=True)``;
+    - ``train_transform`` augments training samples only, each sample with
+      its own random parameters; prediction, embeddings and every query
+      strategy see inputs through ``transform`` alone;
+    - inference (``predict_proba``, ``embed``, ``features`` and every query
+      strategy's scoring) runs in batches of ``inference_batch_size``, apart
+      from the training ``batch_size``;
+    - y may hold any labels (integers, strings), which are encoded as
+      indices into ``classes_`` for the loss, and ``predict`` returns the
+      original labels;
     - when ``classes`` is given and the module class takes a ``num_classes``
       or ``n_classes`` argument that was not set with ``module__...``, the
       module is built with ``len(classes)`` outputs;
@@ -59,10 +81,26 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
     embedding_layer : str or None, default=None
         Dotted name of the layer whose *input* is the penultimate embedding;
         by default the last ``nn.Linear`` of the module.
+    transform : callable or None, default=None
+        Applied to every sample, in training and at inference, before the
+        dtype conversion: a torchvision ``transforms.v2`` transform (e.g.
+        ``v2.Compose([v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean, std)])``) or any function of one sample.
+    train_transform : callable or None, default=None
+        Applied to training samples only, after ``transform`` (e.g.
+        ``v2.Compose([v2.RandomCrop(28, padding=4),
+        v2.RandomHorizontalFlip()])``). Each sample is transformed on its
+        own, in the ``DataLoader``'s workers when it has some.
+    inference_batch_size : int, default=512
+        Samples per batch when the net predicts, embeds or scores a pool.
+        An explicit ``iterator_valid__batch_size`` takes precedence.
     verbose : int, default=0
     **kwargs
         Any other skorch ``NeuralNetClassifier`` argument (``max_epochs``,
-        ``batch_size``, ``device``, ``callbacks``, ``module__*``, ...).
+        ``batch_size``, ``device``, ``callbacks``, ``module__*``,
+        ``iterator_train__num_workers``, ``iterator_valid__pin_memory``,
+        ...). The ``iterator_train__*`` and ``iterator_valid__*`` arguments
+        reach the ``DataLoader`` of training and of inference.
 
     Attributes
     ----------
@@ -98,6 +136,9 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         train_split=None,
         classes=None,
         embedding_layer=None,
+        transform=None,
+        train_transform=None,
+        inference_batch_size=512,
         verbose=0,
         **kwargs,
     ):
@@ -114,6 +155,20 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
             **kwargs,
         )
         self.embedding_layer = embedding_layer
+        self.transform = transform
+        self.train_transform = train_transform
+        self.inference_batch_size = inference_batch_size
+
+    # the key of the input in a dict sample (the head nets add an index)
+    _sample_key = None
+
+    def __setattr__(self, name, value):
+        # transforms may be torch modules (torchvision v2); they are
+        # parameters, not components that skorch would move and train
+        if name in ("transform", "train_transform"):
+            object.__setattr__(self, name, value)
+            return
+        super().__setattr__(name, value)
 
     def get_params(self, deep=True, **kwargs):
         params = super().get_params(deep=deep, **kwargs)
@@ -158,26 +213,35 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         _check_logits_width(self, logits)
         return super().get_loss(logits, y_true, *args, **kwargs)
 
-    def get_iterator(self, dataset, training=False):
-        """skorch's iterator; evaluation loaders draw from their own generator.
+    def fit(self, X, y=None, **fit_params):
+        """Initialize and train; ``y=None`` reads the labels of a Dataset's items.
 
-        A ``DataLoader`` draws a base seed for its workers from torch's global
-        generator each time it is iterated, even with no worker and no
-        shuffling. Evaluation loaders get a private generator instead, so that
-        ``predict``, ``predict_proba``, ``score`` and :meth:`embed` leave the
-        global random state untouched.
+        Parameters
+        ----------
+        X : array-like, tensor or torch Dataset
+        y : array-like or None, default=None
+            Required unless X is a Dataset of ``(x, y)`` items.
+
+        Returns
+        -------
+        self : NeuralNetClassifier
         """
-        iterator = super().get_iterator(dataset, training=training)
-        if (
-            not training
-            and isinstance(iterator, torch.utils.data.DataLoader)
-            and iterator.generator is None
-        ):
-            iterator.generator = torch.Generator()
-        return iterator
+        return super().fit(X, y, **fit_params)
+
+    def partial_fit(self, X, y=None, classes=None, **fit_params):
+        """Train on, keeping the weights; ``y=None`` as in :meth:`fit`."""
+        if y is None and is_torch_dataset(X):
+            y = dataset_labels(X)
+        return super().partial_fit(X, y, classes=classes, **fit_params)
 
     def get_dataset(self, X, y=None):
-        """Cast X to float32 and encode y as indices into ``classes_``.
+        """The samples, read one by one; y encoded as indices into ``classes_``.
+
+        Arrays, tensors and torch Datasets become a
+        :class:`~torch.utils.data.Dataset` that reads each sample as a tensor
+        of its own dtype and applies ``transform`` (batches are converted in
+        :meth:`infer`); other inputs (DataFrames, dicts) go through skorch's
+        ``Dataset`` as float32.
 
         Parameters
         ----------
@@ -188,12 +252,48 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         -------
         dataset : torch.utils.data.Dataset
         """
-        if is_dataset(X):
-            return super().get_dataset(X, y)
-        X = _as_float32(X)
+        if isinstance(X, SampleDataset | TrainTransformed):
+            return X
         if y is not None:
             y = self.encode_labels(y)
-        return super().get_dataset(X, y)
+        if is_torch_dataset(X) or isinstance(X, np.ndarray | torch.Tensor):
+            return SampleDataset(X, y, transform=self.transform)
+        if is_dataset(X):
+            return X
+        return super().get_dataset(_as_float32(X), y)
+
+    def infer(self, x, **fit_params):
+        """Move the batch to the device, convert its dtype, run the module."""
+        x = to_module_dtype(to_tensor(x, device=self.device))
+        return super().infer(x, **fit_params)
+
+    def get_iterator(self, dataset, training=False):
+        """skorch's DataLoader, with ``train_transform`` on training samples and
+        ``inference_batch_size`` for every other pass.
+
+        A ``DataLoader`` draws a base seed for its workers from torch's global
+        generator each time it is iterated, even with no worker and no
+        shuffling. Evaluation loaders get a private generator instead, so that
+        ``predict``, ``predict_proba``, ``score`` and :meth:`embed` leave the
+        global random state untouched.
+        """
+        if training:
+            if self.train_transform is not None:
+                dataset = TrainTransformed(
+                    dataset, self.train_transform, key=self._sample_key
+                )
+            return super().get_iterator(dataset, training=True)
+        kwargs = self.get_params_for("iterator_valid")
+        kwargs.setdefault("batch_size", self.inference_batch_size or self.batch_size)
+        if kwargs["batch_size"] == -1:
+            kwargs["batch_size"] = len(dataset)
+        iterator = self.iterator_valid(dataset, **kwargs)
+        if (
+            isinstance(iterator, torch.utils.data.DataLoader)
+            and iterator.generator is None
+        ):
+            iterator.generator = torch.Generator()
+        return iterator
 
     def encode_labels(self, y) -> np.ndarray:
         """Indices of the labels ``y`` in ``classes_`` (int64).
@@ -217,6 +317,36 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
             else "add them to classes=..."
         )
         return encode_labels(y, self.classes_, owner="the net's", hint=hint)
+
+    def predict_proba(self, X):
+        """Class probabilities: the softmax of the logits, batch by batch.
+
+        Each batch's probabilities are written into one preallocated array:
+        memory is the ``(n_samples, n_classes)`` result plus one batch, and
+        no list of per-batch arrays is kept (which, with glibc's allocator,
+        fragments the heap into hundreds of megabytes over a large pool).
+
+        Parameters
+        ----------
+        X : array-like, tensor or torch Dataset
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+        """
+        nonlin = self._get_predict_nonlinearity()
+        dataset = self.get_dataset(X)
+        out = None
+        start = 0
+        for yp in self.forward_iter(dataset, training=False):
+            p = to_numpy(nonlin(logits_of(yp)))
+            if out is None:
+                out = np.empty((len(dataset), *p.shape[1:]), dtype=p.dtype)
+            out[start : start + len(p)] = p
+            start += len(p)
+        if out is None:
+            return np.empty((0, len(self.classes_)), dtype=np.float32)
+        return out
 
     def predict(self, X):
         """Predicted class labels (elements of ``classes_``).
@@ -270,6 +400,69 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
                 if embedding:
                     feats["embedding"] = in_tap.features[emb[0]].flatten(1).to(device)
                 yield logits.to(device), feats
+
+    def iter_batches(self, X, y=None, batch_size=None):
+        """Yield the inputs batch by batch, as the module takes them.
+
+        The loop of every inference pass that is not a plain forward (the
+        gradient computations of dynamicAL): the samples go through
+        ``transform`` (never ``train_transform``) in batches of
+        ``inference_batch_size``, in order.
+
+        Parameters
+        ----------
+        X : array-like, tensor or torch Dataset
+        y : array-like of int or None, default=None
+            Encoded labels yielded beside the inputs.
+        batch_size : int or None, default=None
+            Overrides the inference batch size for this loop.
+
+        Yields
+        ------
+        x : torch.Tensor (or dict of tensors) on the net's device
+        y : torch.Tensor of int64 on the net's device, or None
+        """
+        dataset = NeuralNetClassifier.get_dataset(self, X)
+        loader = self.get_iterator(dataset, training=False)
+        if batch_size is not None:
+            kwargs = {**self.get_params_for("iterator_valid"), "batch_size": batch_size}
+            loader = self.iterator_valid(dataset, **kwargs)
+        start = 0
+        for xb, _ in loader:
+            xb = to_module_dtype(to_tensor(xb, device=self.device))
+            n = len(next(iter(xb.values()))) if isinstance(xb, dict) else len(xb)
+            yb = None
+            if y is not None:
+                yb = torch.as_tensor(
+                    np.asarray(y[start : start + n]), device=self.device
+                )
+            start += n
+            yield xb, yb
+
+    def iter_logits(self, X, n_passes=1, train_modules=()):
+        """Yield the logits of each inference batch, ``n_passes`` times over.
+
+        The module runs in eval mode without gradients, except the modules in
+        ``train_modules``, which are in training mode (dropout modules for
+        Monte Carlo dropout); every module's mode is restored afterwards.
+
+        Parameters
+        ----------
+        X : array-like, tensor or torch Dataset
+        n_passes : int, default=1
+        train_modules : iterable of torch.nn.Module, default=()
+
+        Yields
+        ------
+        logits : torch.Tensor of shape (n_passes, batch_size, n_classes)
+        """
+        self.check_is_fitted()
+        with eval_mode(self.module_), torch.no_grad():
+            for m in train_modules:
+                m.train()
+            for batch in self.get_iterator(self.get_dataset(X), training=False):
+                xb = batch[0]
+                yield torch.stack([logits_of(self.infer(xb)) for _ in range(n_passes)])
 
     def embed(self, X) -> np.ndarray:
         """The penultimate embedding: the input of ``embedding_layer``.

@@ -210,6 +210,7 @@ class _AuxiliaryHeadNet(NeuralNetClassifier):
     entries the training step adds to skorch's step dict.
     """
 
+    _sample_key = _X_KEY
     _head_name = ""
     _aux_history_key = ""
 

@@ -9,6 +9,7 @@ from scipy.special import softmax
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils._param_validation import Interval
 
+from .._data import take
 from ._registry import get_strategy
 from .base import QueryStrategy
 
@@ -177,7 +178,7 @@ class ALBL(QueryStrategy):
                 np.full(len(rows), 1.0 / self.probabilities_[arm]),
             ]
         )
-        predicted = context.predict_proba(context.X_labeled[self.queried_rows_])
+        predicted = context.predict_proba(take(context.X_labeled, self.queried_rows_))
         correct = predicted.argmax(axis=1) == context.y_labeled[self.queried_rows_]
         weights = self.importance_weights_
         reward = float(weights @ correct / weights.sum()) if len(weights) else 0.0

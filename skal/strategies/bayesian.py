@@ -7,10 +7,8 @@ from numbers import Integral
 import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval
-from skorch.dataset import unpack_data
 from torch import nn
 
-from .._utils import eval_mode, logits_of
 from .base import QueryStrategy
 from .context import built_module, check_net
 
@@ -92,17 +90,9 @@ class BALD(QueryStrategy):
         module = net.module_
         dropouts = _dropout_modules(module)
         scores = []
-        with eval_mode(module), torch.no_grad():
-            for m in dropouts:
-                m.train()
-            iterator = net.get_iterator(net.get_dataset(X), training=False)
-            for batch in iterator:
-                Xi, _ = unpack_data(batch)
-                logits = torch.stack(
-                    [logits_of(net.infer(Xi)) for _ in range(self.n_passes)]
-                )
-                probs = torch.softmax(logits.float(), dim=-1)
-                scores.append(mutual_information(probs).cpu())
+        for logits in net.iter_logits(X, self.n_passes, train_modules=dropouts):
+            probs = torch.softmax(logits.float(), dim=-1)
+            scores.append(mutual_information(probs).cpu())
         if not scores:
             return np.empty(0)
         return torch.cat(scores).numpy()

@@ -8,8 +8,8 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
-from skorch.utils import to_numpy, to_tensor
 
+from .._data import to_array as to_numpy
 from .._utils import argmax_labels, eval_mode
 from ..gradients import PerSampleGradients, sum_gradient
 from .base import QueryStrategy
@@ -55,8 +55,8 @@ class DynamicAL(QueryStrategy):
         state).
     batch_size : int or None, default=None
         Samples per forward/backward pass, for the candidates and for
-        ``G_S``; bounds the memory. None uses the network's evaluation batch
-        size (``iterator_valid__batch_size`` or ``batch_size``).
+        ``G_S``; bounds the memory. None uses the network's
+        ``inference_batch_size`` (or its ``iterator_valid__batch_size``).
     fallback : {"vmap", "loop"}, default="vmap"
         How parameters of layers without a closed form are handled (see
         :class:`skal.gradients.PerSampleGradients`).
@@ -120,18 +120,17 @@ class DynamicAL(QueryStrategy):
         net = context.net("dynamic_al")
         module = net.module_
         gamma = float(self.gamma)
-        batch_size = self.batch_size or _eval_batch_size(net)
         with eval_mode(module):
             engine = PerSampleGradients(module, fallback=self.fallback)
             g_s = None
             if gamma != 0.0:
-                labelled = _batches(
-                    net, context.X_labeled, batch_size, context.y_labeled
+                labelled = net.iter_batches(
+                    context.X_labeled, context.y_labeled, self.batch_size
                 )
                 g_s = sum_gradient(module, labelled)
             targets = self._targets(context.random_state)
             sq, dots = [], []
-            for xb, _ in _batches(net, X, batch_size):
+            for xb, _ in net.iter_batches(X, batch_size=self.batch_size):
                 stats = engine.stats(
                     xb, targets, vector=g_s, norms=not math.isinf(gamma)
                 )
@@ -163,23 +162,3 @@ def _sample(logits, random_state):
     u = random_state.random_sample(len(proba))[:, None] * cdf[:, -1:]
     labels = np.minimum((cdf <= u).sum(1), proba.shape[1] - 1)
     return torch.as_tensor(labels, device=logits.device)
-
-
-def _eval_batch_size(net):
-    size = getattr(net, "iterator_valid__batch_size", net.batch_size)
-    return size if size and size > 0 else 128
-
-
-def _batches(net, X, batch_size, y=None):
-    """Yield (x on the net's device, y tensor or None) in order."""
-    dataset = net.get_dataset(X)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
-    start = 0
-    for xb, _ in loader:
-        xb = to_tensor(xb, device=net.device)
-        n = len(next(iter(xb.values()))) if isinstance(xb, dict) else len(xb)
-        yb = None
-        if y is not None:
-            yb = torch.as_tensor(np.asarray(y[start : start + n]), device=net.device)
-        start += n
-        yield xb, yb

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from sklearn.utils._param_validation import StrOptions
-from skorch.utils import to_numpy
 
+from .._data import to_array as to_numpy
 from .._utils import argmax_labels
 from .base import QueryStrategy
 from .context import check_net

@@ -1,0 +1,30 @@
+"""The data guide's Python snippets run as written, in order."""
+
+import re
+from pathlib import Path
+
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "guide" / "data.rst"
+
+
+def _blocks():
+    text = PAGE.read_text()
+    blocks = re.findall(
+        r"\.\. code-block:: python\n\n((?:(?:   .*)?\n)+)", text, flags=re.M
+    )
+    return ["\n".join(line[3:] for line in block.splitlines()) for block in blocks]
+
+
+def test_data_guide_snippets_run(capsys, tmp_path, monkeypatch):
+    blocks = _blocks()
+    assert len(blocks) == 7
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    for block in blocks:
+        exec(compile(block, str(PAGE), "exec"), namespace)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "uint8 110"
+    assert lines[1] == "60 (250,)"
+    assert lines[2] == "[1 0]"
+    assert len(lines[3].strip("[]").split()) == 3
+    assert len(lines[4].strip("[]").split()) == 5
+    assert lines[5] == "True 35"
