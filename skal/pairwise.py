@@ -22,23 +22,31 @@ Biases (``M``), BatchNorm affine parameters (``2 C``) and parameters without
 a closed form (handled as in :class:`skal.gradients.PerSampleGradients`) are
 kept as materialized vectors.
 
-With ``sketch_size=k``, every ``Linear`` or ``groups=1`` convolution whose
-exact feature has more than ``k`` numbers is replaced by ``k`` numbers
+With ``sketch_size=k``, every weight whose exact feature has more than
+``k`` numbers per sample is replaced by ``k`` numbers, through whichever of
+two Gaussian projections costs fewer operations for the layer:
 
-    z_j = (a_jᵀ G b_j) / √k = Σ_l (a_j·dy_l)(b_j·u_l) / √k,   j = 1..k,
+- rank-one ("tensorized") projections, built from the factors without
+  forming ``G`` (``Linear`` and ``groups=1`` convolutions; for a
+  convolution, ``U B`` is one convolution with ``k`` filters)::
 
-with ``a_j ~ N(0, I_M)`` and ``b_j ~ N(0, I_K)`` drawn once per layer (a
-rank-one Gaussian, or "tensorized", random projection: Sun et al., 2018;
-Rakhshan & Rabusseau, 2020). ``z`` is built from the factors (``dY A`` and
-``U B``, for convolutions one convolution with ``k`` filters), never from
-``G``. Each term ``t = (aᵀ G_u b)(aᵀ G_q b)`` is unbiased for
-``⟨G_u, G_q⟩`` and, by Isserlis' theorem,
+      z_j = (a_jᵀ G b_j) / √k = Σ_l (a_j·dy_l)(b_j·u_l) / √k,   j = 1..k,
 
-    Var t = ‖G_u‖²‖G_q‖² + ⟨G_u, G_q⟩² + 2‖G_q G_uᵀ‖² + 2‖G_uᵀ G_q‖²
-            + 2 tr((G_uᵀ G_q)²)  ≤  8 ‖G_u‖² ‖G_q‖²,
+  with ``a_j ~ N(0, I_M)`` and ``b_j ~ N(0, I_K)`` (Sun et al., 2018;
+  Rakhshan & Rabusseau, 2020). Each term ``t = (aᵀ G_u b)(aᵀ G_q b)`` is
+  unbiased for ``⟨G_u, G_q⟩`` and, by Isserlis' theorem,
 
-so the estimate ``ĝ_uq`` of ``g_uᵀ g_q`` (exact parts plus the sketched
-layers, drawn independently) is unbiased with
+      Var t = ‖G_u‖²‖G_q‖² + ⟨G_u, G_q⟩² + 2‖G_q G_uᵀ‖² + 2‖G_uᵀ G_q‖²
+              + 2 tr((G_uᵀ G_q)²)  ≤  8 ‖G_u‖² ‖G_q‖²;
+
+- a dense Gaussian projection ``z = Rᵀ vec(G) / √k`` of the materialized
+  gradient (``R`` of shape ``(K M, k)``, used only while ``K M k ≤ 2²⁵``),
+  for which ``Var t = ‖G_u‖²‖G_q‖² + ⟨G_u, G_q⟩² ≤ 2 ‖G_u‖²‖G_q‖²``
+  (Johnson & Lindenstrauss, 1984; Achlioptas, 2003).
+
+Projections are drawn independently per layer and once per
+:class:`PairwiseGradients` object, so the estimate ``ĝ_uq`` of ``g_uᵀ g_q``
+(exact parts plus sketched layers) is unbiased with
 ``Var ĝ_uq ≤ (8 / k) Σ_layers ‖G_u‖²‖G_q‖² ≤ (8 / k) ‖g_u‖²‖g_q‖²`` and, by
 Chebyshev's inequality, for every pair and every ``δ ∈ (0, 1)``::
 
@@ -53,6 +61,12 @@ dimension reduction", NeurIPS workshop on relational representation
 learning (2018).
 
 Rakhshan, Rabusseau, "Tensorized random projections", AISTATS (2020).
+
+Johnson, Lindenstrauss, "Extensions of Lipschitz mappings into a Hilbert
+space", Contemporary Mathematics 26 (1984).
+
+Achlioptas, "Database-friendly random projections: Johnson-Lindenstrauss
+with binary coins", Journal of Computer and System Sciences 66 (2003).
 
 Goodfellow, "Efficient per-example gradient computations", arXiv:1510.01799
 (2015), for the per-layer factors.
@@ -82,6 +96,9 @@ from .gradients import (
 )
 
 __all__ = ["GradientFeatures", "PairwiseGradients", "sketch_error_bound"]
+
+# largest dense projection matrix (numbers) a layer may use: K M k
+_DENSE_LIMIT = 2**25
 
 
 def sketch_error_bound(sketch_size: int, delta: float) -> float:
@@ -213,14 +230,16 @@ class PairwiseGradients:
       or ``Conv2d`` (``groups=1``) weight, ``K M`` per other convolution
       weight, ``M`` per bias, ``2 C`` per BatchNorm, the parameter count of
       layers without a closed form;
-    - sketched: ``k`` instead, for each ``Linear`` or ``groups=1``
-      convolution weight whose exact feature is larger than ``k``, plus
-      ``k (K + M)`` shared numbers per such layer for the projections.
+    - sketched: ``k`` instead, for each weight whose exact feature is larger
+      than ``k``, plus shared projections of ``k (K + M)`` (rank-one) or
+      ``k K M`` (dense) numbers per such layer.
 
     Cost of :meth:`features` per batch of ``n``: one forward and one backward
     pass to the layer outputs, the closed forms of ``PerSampleGradients``,
-    and per sketched layer ``n L k (K + M)`` multiply-adds (a convolution
-    with ``k`` filters and a ``1 × 1`` projection of ``dY``).
+    and per sketched layer ``n · min(L k (K + M), L K M + K M k)``
+    multiply-adds (rank-one: a convolution with ``k`` filters and a
+    ``1 × 1`` projection of ``dY``; dense: the materialized gradient times
+    ``R``).
     :meth:`GradientFeatures.inner` costs ``n`` times the per-sample size
     (``L² (K + M)`` for a factored layer with ``L > 1``).
 
@@ -379,30 +398,56 @@ class PairwiseGradients:
         if factorable:
             exact_size = min(exact_size, length * (k_in + m_out))
         sketchable = linear or m.groups == 1
-        if (
-            self.sketch_size is not None
-            and sketchable
-            and exact_size > self.sketch_size
-        ):
-            dense.append(self._sketch(m, calls, us, dys, k_in, m_out))
-        elif factorable and length * (k_in + m_out) < k_in * m_out:
+        k = self.sketch_size
+        if k is not None and exact_size > k:
+            # the cheaper of a dense Gaussian projection of the materialized
+            # gradient and the rank-one projection built from the factors
+            dense_cost = length * k_in * m_out + k_in * m_out * k
+            rank_one_cost = length * k * (k_in + m_out)
+            small = k_in * m_out * k <= _DENSE_LIMIT
+            if small and (dense_cost < rank_one_cost or not sketchable):
+                g = self._materialized(m, calls, us, dys, linear, n)
+                dense.append(g @ self._dense_projection(m, g) / math.sqrt(k))
+                return
+            if sketchable:
+                dense.append(self._sketch(m, calls, us, dys, k_in, m_out))
+                return
+        if factorable and length * (k_in + m_out) < k_in * m_out:
             if not linear:
                 us = [_unfold(m, inp).transpose(1, 2) for inp, _ in calls]
                 dys = [dy.flatten(2).transpose(1, 2) for _, dy in calls]
             factored.append((_cat(us), _cat(dys)))
-        elif linear:
-            dense.append(
-                sum(torch.bmm(dy.transpose(1, 2), u) for u, dy in zip(us, dys)).reshape(
-                    n, -1
-                )
-            )
         else:
-            per_sample = (
-                _per_sample_conv_grad_unfold
-                if isinstance(m, nn.Conv2d) and m.in_channels // m.groups < 32
-                else _per_sample_conv_grad
+            dense.append(self._materialized(m, calls, us, dys, linear, n))
+
+    @staticmethod
+    def _materialized(m, calls, us, dys, linear, n):
+        """Per-sample weight gradients of one layer, shape (n, K M)."""
+        if linear:
+            return sum(
+                torch.bmm(dy.transpose(1, 2), u) for u, dy in zip(us, dys)
+            ).reshape(n, -1)
+        per_sample = (
+            _per_sample_conv_grad_unfold
+            if isinstance(m, nn.Conv2d) and m.in_channels // m.groups < 32
+            else _per_sample_conv_grad
+        )
+        return sum(per_sample(m, inp, dy) for inp, dy in calls)
+
+    def _dense_projection(self, m, like):
+        key = (id(m), "dense")
+        if key not in self._projections:
+            gen = self._generator()
+            r = torch.randn(
+                like.shape[1], self.sketch_size, generator=gen, dtype=torch.float64
             )
-            dense.append(sum(per_sample(m, inp, dy) for inp, dy in calls))
+            self._projections[key] = r.to(device=like.device, dtype=like.dtype)
+        return self._projections[key]
+
+    def _generator(self):
+        return torch.Generator().manual_seed(
+            (self.seed * 1_000_003 + len(self._projections)) % (2**63)
+        )
 
     def _sketch(self, m, calls, us, dys, k_in, m_out):
         a, b = self._projection(m, k_in, m_out, calls[0][1])
@@ -420,11 +465,9 @@ class PairwiseGradients:
         return z / math.sqrt(k)
 
     def _projection(self, m, k_in, m_out, like):
-        key = id(m)
+        key = (id(m), "rank_one")
         if key not in self._projections:
-            gen = torch.Generator().manual_seed(
-                (self.seed * 1_000_003 + len(self._projections)) % (2**63)
-            )
+            gen = self._generator()
             k = self.sketch_size
             a = torch.randn(m_out, k, generator=gen, dtype=torch.float64)
             b = torch.randn(k_in, k, generator=gen, dtype=torch.float64)

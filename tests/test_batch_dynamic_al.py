@@ -231,6 +231,29 @@ def test_sketch_variance_matches_isserlis_formula():
     assert est.var() == pytest.approx(float(var_t) / k, rel=0.15)
 
 
+def test_dense_sketch_variance_matches_gaussian_formula():
+    """A small convolution is projected densely: Var = (‖x‖²‖y‖² + ⟨x,y⟩²)/k."""
+    torch.manual_seed(2)
+    module = nn.Sequential(nn.Conv2d(2, 3, 3, bias=False), nn.Flatten()).eval()
+    x, y = torch.randn(2, 2, 5, 5), torch.tensor([4, 20])
+    grads = []
+    for i in range(2):
+        loss = F.cross_entropy(module(x[i : i + 1]), y[i : i + 1])
+        grads.append(torch.autograd.grad(loss, module[0].weight)[0].flatten().double())
+    k = 8
+    estimates = []
+    for seed in range(3000):
+        engine = PairwiseGradients(module, sketch_size=k, seed=seed)
+        feats = engine.features(x, y)
+        assert any(key[1:] == ("dense",) for key in engine._projections)
+        estimates.append(float(feats.dense[0] @ feats.dense[1]))
+    xy = float(grads[0] @ grads[1])
+    var = (float(grads[0] @ grads[0]) * float(grads[1] @ grads[1]) + xy**2) / k
+    est = np.array(estimates)
+    assert abs(est.mean() - xy) <= 4 * math.sqrt(var / len(est))
+    assert est.var() == pytest.approx(var, rel=0.15)
+
+
 def test_sketched_strategy_selects_and_records_objective(cases):
     module, X, X_lab, y_lab, G, g_s, _ = cases("tutorial_cnn")
     strategy = BatchDynamicAL(sketch_size=16)
