@@ -87,10 +87,12 @@ from .gradients import (
     _batch_size,
     _candidates,
     _cat,
-    _layer_stats,
+    _conv_weight,
+    _linear_weight,
     _loop_grads,
     _per_sample_conv_grad,
     _per_sample_conv_grad_unfold,
+    _slice,
     _unfold,
     _vmap_grads,
 )
@@ -328,11 +330,10 @@ class PairwiseGradients:
                     calls.append(
                         (inp.detach(), torch.zeros_like(out) if g is None else g)
                     )
-                s, d = _layer_stats(m, ps, calls, vector, True)
+                s, d = self._layer_features(m, ps, calls, vector, dense, factored)
                 sq += s
                 if dots is not None:
                     dots += d
-                self._layer_features(m, ps, calls, dense, factored)
         del records, grads, outs, loss
         done = {id(p) for ps in covered.values() for _, p in ps.values()}
         rest = [(n_, p) for n_, p in named if id(p) not in done]
@@ -356,8 +357,19 @@ class PairwiseGradients:
         return GradientFeatures(sq, dots, t, dense, factored)
 
     # ----------------------------------------------------------- internals
-    def _layer_features(self, m, ps, calls, dense, factored):
+    def _layer_features(self, m, ps, calls, vector, dense, factored):
+        """Append one layer's features; return its exact ‖g‖² and gᵀv parts."""
         n = calls[0][1].shape[0]
+        sq = torch.zeros(n, dtype=calls[0][1].dtype, device=calls[0][1].device)
+        dot = torch.zeros_like(sq)
+
+        def exact(g, name):
+            nonlocal sq, dot
+            sq = sq + g.pow(2).sum(1)
+            v = _slice(vector, ps[name])
+            if v is not None:
+                dot = dot + g @ v.reshape(-1).to(g.dtype)
+
         if isinstance(m, _BATCHNORM):
             scale = torch.rsqrt(m.running_var + m.eps)
             g_w, g_b = 0, 0
@@ -367,38 +379,36 @@ class PairwiseGradients:
                 dy = dy.reshape(n, c, -1)
                 g_w = g_w + (dy * centred.reshape(n, c, -1)).sum(2) * scale
                 g_b = g_b + dy.sum(2)
-            if "weight" in ps:
-                dense.append(g_w)
-            if "bias" in ps:
-                dense.append(g_b)
-            return
+            for name, g in (("weight", g_w), ("bias", g_b)):
+                if name in ps:
+                    exact(g, name)
+                    dense.append(g)
+            return sq, dot
         linear = isinstance(m, nn.Linear)
         if "bias" in ps:
             if linear:
-                dense.append(
-                    sum(dy.reshape(n, -1, dy.shape[-1]).sum(1) for _, dy in calls)
-                )
+                gb = sum(dy.reshape(n, -1, dy.shape[-1]).sum(1) for _, dy in calls)
             else:
-                dense.append(sum(dy.flatten(2).sum(2) for _, dy in calls))
+                gb = sum(dy.flatten(2).sum(2) for _, dy in calls)
+            exact(gb, "bias")
+            dense.append(gb)
         if "weight" not in ps:
-            return
+            return sq, dot
         if linear:
             us = [inp.reshape(n, -1, inp.shape[-1]) for inp, _ in calls]
             dys = [dy.reshape(n, -1, dy.shape[-1]) for _, dy in calls]
             k_in, m_out = m.in_features, m.out_features
+            length = sum(dy.shape[1] for dy in dys)
         else:
             us = dys = None
             k_in, m_out = m.weight[0].numel(), m.out_channels
-        if linear:
-            length = sum(dy.shape[1] for dy in dys)
-        else:
             length = sum(dy[0, 0].numel() for _, dy in calls)
         factorable = linear or (isinstance(m, nn.Conv2d) and m.groups == 1)
-        exact_size = k_in * m_out
-        if factorable:
-            exact_size = min(exact_size, length * (k_in + m_out))
+        factors_smaller = factorable and length * (k_in + m_out) < k_in * m_out
+        exact_size = length * (k_in + m_out) if factors_smaller else k_in * m_out
         sketchable = linear or m.groups == 1
         k = self.sketch_size
+        route = "factored" if factors_smaller else "materialized"
         if k is not None and exact_size > k:
             # the cheaper of a dense Gaussian projection of the materialized
             # gradient and the rank-one projection built from the factors
@@ -406,19 +416,32 @@ class PairwiseGradients:
             rank_one_cost = length * k * (k_in + m_out)
             small = k_in * m_out * k <= _DENSE_LIMIT
             if small and (dense_cost < rank_one_cost or not sketchable):
-                g = self._materialized(m, calls, us, dys, linear, n)
-                dense.append(g @ self._dense_projection(m, g) / math.sqrt(k))
-                return
-            if sketchable:
-                dense.append(self._sketch(m, calls, us, dys, k_in, m_out))
-                return
-        if factorable and length * (k_in + m_out) < k_in * m_out:
+                route = "dense sketch"
+            elif sketchable:
+                route = "rank-one sketch"
+        if route in ("materialized", "dense sketch"):
+            g = self._materialized(m, calls, us, dys, linear, n)
+            exact(g, "weight")
+            if route == "dense sketch":
+                g = g @ self._dense_projection(m, g) / math.sqrt(k)
+            dense.append(g)
+            return sq, dot
+        vw = _slice(vector, ps["weight"])
+        if vw is not None:
+            vw = vw.to(calls[0][1].dtype)
+        stats = _linear_weight if linear else _conv_weight
+        s, d = stats(m, calls, vw, True)
+        sq = sq + s
+        if d is not None:
+            dot = dot + d
+        if route == "rank-one sketch":
+            dense.append(self._sketch(m, calls, us, dys, k_in, m_out))
+        else:
             if not linear:
                 us = [_unfold(m, inp).transpose(1, 2) for inp, _ in calls]
                 dys = [dy.flatten(2).transpose(1, 2) for _, dy in calls]
             factored.append((_cat(us), _cat(dys)))
-        else:
-            dense.append(self._materialized(m, calls, us, dys, linear, n))
+        return sq, dot
 
     @staticmethod
     def _materialized(m, calls, us, dys, linear, n):
