@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import fmt_bytes, measure, print_table  # noqa: E402
 
 import skal  # noqa: E402
+from skal.ntk import approximation_ratio  # noqa: E402
 from skal.pairwise import PairwiseGradients, sketch_error_bound  # noqa: E402
 from skal.strategies import BatchDynamicAL, DynamicAL, QueryContext  # noqa: E402
 from tests import test_batch_dynamic_al as bcases  # noqa: E402
@@ -198,6 +199,77 @@ def sketch_rows(sizes, n_sketches=20, delta=0.1):
     return rows
 
 
+def composition_rows(seeds=(0, 1, 2), n_initial=30, b=30):
+    """Training-side composition of one query on digits, per strategy."""
+    from sklearn.model_selection import train_test_split
+
+    from skal.datasets import load_digits_images
+
+    X, y = load_digits_images()
+    rows = []
+    for seed in seeds:
+        train, _ = train_test_split(
+            np.arange(len(y)), test_size=0.3, stratify=y, random_state=0
+        )
+        rng = np.random.RandomState(seed)
+        init = rng.choice(train, n_initial, replace=False)
+        pool = np.setdiff1d(train, init)
+        net = skal.NeuralNetClassifier(
+            skal.nets.SmallCNN, max_epochs=30, batch_size=32, lr=1e-3, verbose=0
+        )
+        learner = skal.ActiveLearner(net, random_state=seed).fit(X[init], y[init])
+        module = learner.estimator_.module_
+        context = QueryContext(
+            learner.estimator_,
+            np.arange(10),
+            X[init],
+            y[init],
+            np.random.RandomState(seed),
+        )
+        batch = BatchDynamicAL()
+        feats = batch.features(context, X[pool])
+        picks = {
+            "dynamic_al top-b": DynamicAL().select(context, X[pool], b),
+            "dynamic_al_batch": batch.select(context, X[pool], b),
+            "dynamic_al_batch λ=-1": BatchDynamicAL(pairwise_weight=-1.0).select(
+                context, X[pool], b
+            ),
+            "random": np.random.RandomState(seed).choice(len(pool), b, replace=False),
+        }
+        for name, idx in picks.items():
+            sub = _subset(feats, idx)
+            gram = sub.gram().double().numpy()
+            norms = np.sqrt(np.diag(gram))
+            cos = gram / np.outer(norms, norms)
+            off = ~np.eye(b, dtype=bool)
+            labels = sub.targets.numpy()
+            ratio = approximation_ratio(module, X[init], y[init], X[pool][idx])
+            rows.append(
+                {
+                    "seed": seed,
+                    "strategy": name,
+                    "mean cos(g_u, g_q)": f"{cos[off].mean():.3f}",
+                    "R(Q|S)": f"{ratio:.3f}",
+                    "pseudo-label classes": len(np.unique(labels)),
+                    "pseudo-label acc": f"{np.mean(labels == y[pool][idx]):.2f}",
+                }
+            )
+    return rows
+
+
+def _subset(feats, idx):
+    from skal.pairwise import GradientFeatures
+
+    idx = torch.as_tensor(np.asarray(idx))
+    return GradientFeatures(
+        feats.sq_norms[idx],
+        None,
+        feats.targets[idx],
+        feats.dense[idx],
+        [(u[idx], dy[idx]) for u, dy in feats.factored],
+    )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes only")
@@ -223,6 +295,12 @@ def main(argv=None):
     print_table(rows, list(rows[0]))
     print("\n## sketch error, tutorial CNN 16x16, 24 samples, 20 sketches")
     rows = sketch_rows([16, 64, 256, 1024])
+    print_table(rows, list(rows[0]))
+    print(
+        "\n## one query on digits (SmallCNN, 30 random initial labels, b=30):"
+        " batch composition, training-side only"
+    )
+    rows = composition_rows()
     print_table(rows, list(rows[0]))
 
 

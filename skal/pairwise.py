@@ -462,7 +462,7 @@ class PairwiseGradients:
         if key not in self._projections:
             gen = self._generator()
             r = torch.randn(
-                like.shape[1], self.sketch_size, generator=gen, dtype=torch.float64
+                like.shape[1], self.sketch_size, generator=gen, dtype=torch.float32
             )
             self._projections[key] = r.to(device=like.device, dtype=like.dtype)
         return self._projections[key]
@@ -492,8 +492,8 @@ class PairwiseGradients:
         if key not in self._projections:
             gen = self._generator()
             k = self.sketch_size
-            a = torch.randn(m_out, k, generator=gen, dtype=torch.float64)
-            b = torch.randn(k_in, k, generator=gen, dtype=torch.float64)
+            a = torch.randn(m_out, k, generator=gen, dtype=torch.float32)
+            b = torch.randn(k_in, k, generator=gen, dtype=torch.float32)
             self._projections[key] = (
                 a.to(device=like.device, dtype=like.dtype),
                 b.to(device=like.device, dtype=like.dtype),

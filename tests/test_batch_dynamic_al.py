@@ -61,21 +61,21 @@ def _full_gradients(module, X, X_lab, y_lab):
     return G.numpy(), g_s.numpy(), labels
 
 
-def _greedy_reference(G, g_s, gamma, n):
-    """Greedy maximiser of Δ(Q|S) = ‖G_Q‖² + γ G_Qᵀ G_S from full gradients."""
+def _objective(G, g_s, gamma, chosen, lam=1.0):
+    """Σ Δ({u}|S) + λ Σ_{u≠u'} g_uᵀg_u'; for λ = 1, ‖G_Q‖² + γ G_Qᵀ G_S."""
+    g_q = G[chosen].sum(0)
+    singles = sum(G[u] @ G[u] for u in chosen)
+    return float(singles + gamma * g_q @ g_s + lam * (g_q @ g_q - singles))
+
+
+def _greedy_reference(G, g_s, gamma, n, lam=1.0):
+    """Greedy maximiser of the objective from full float64 gradients."""
     chosen = []
     for _ in range(n):
-        best, best_value = None, -np.inf
-        for u in range(len(G)):
-            if u in chosen:
-                continue
-            g_q = G[chosen + [u]].sum(0)
-            value = g_q @ g_q + gamma * g_q @ g_s
-            if value > best_value:
-                best, best_value = u, value
-        chosen.append(best)
-    g_q = G[chosen].sum(0)
-    return chosen, float(g_q @ g_q + gamma * g_q @ g_s)
+        rest = [u for u in range(len(G)) if u not in chosen]
+        values = [_objective(G, g_s, gamma, chosen + [u], lam) for u in rest]
+        chosen.append(rest[int(np.argmax(values))])
+    return chosen, _objective(G, g_s, gamma, chosen, lam)
 
 
 @pytest.fixture(scope="module")
@@ -115,16 +115,17 @@ def test_pairwise_products_match_float64_loop(name, cases):
 def test_greedy_picks_and_objective_match_float64_brute_force(name, cases):
     module, X, X_lab, y_lab, G, g_s, _ = cases(name)
     n = len(X) // 2
-    for gamma in (0.0, 2.0):
-        ref_idx, ref_obj = _greedy_reference(G, g_s, gamma, n)
-        strategy = BatchDynamicAL(gamma=gamma, batch_size=5)
+    for gamma, lam in ((0.0, 1.0), (2.0, 1.0), (2.0, -1.0)):
+        ref_idx, ref_obj = _greedy_reference(G, g_s, gamma, n, lam)
+        strategy = BatchDynamicAL(gamma=gamma, pairwise_weight=lam, batch_size=5)
         idx = strategy.select(_context(module, X_lab, y_lab), X, n)
-        np.testing.assert_array_equal(idx, ref_idx, err_msg=f"{name} gamma={gamma}")
+        np.testing.assert_array_equal(idx, ref_idx, err_msg=f"{name} {gamma} {lam}")
         assert abs(strategy.objective_ - ref_obj) <= 1e-4 * abs(ref_obj)
-        g_q = G[idx].sum(0)
-        assert math.isclose(
-            strategy.objective_, g_q @ g_q + gamma * g_q @ g_s, rel_tol=1e-4
-        )
+        if lam == 1.0:
+            g_q = G[idx].sum(0)
+            assert math.isclose(
+                strategy.objective_, g_q @ g_q + gamma * g_q @ g_s, rel_tol=1e-4
+            )
 
 
 def test_singles_over_objective_is_the_approximation_ratio(cases):
@@ -266,6 +267,8 @@ def test_sketched_strategy_selects_and_records_objective(cases):
     "params, match",
     [
         ({"gamma": -1}, "gamma"),
+        ({"pairwise_weight": float("inf")}, "pairwise_weight"),
+        ({"pairwise_weight": "1"}, "pairwise_weight"),
         ({"pseudo_label": "max"}, "pseudo_label"),
         ({"sketch_size": 0}, "sketch_size"),
         ({"sketch_size": 2.5}, "sketch_size"),

@@ -42,9 +42,13 @@ class BatchDynamicAL(QueryStrategy):
     pseudo-labels, over all trainable parameters, in eval mode, exactly as
     in :class:`DynamicAL`; the first pick is DynamicAL's top candidate.
 
-    Note that the pairwise terms *reward* candidates whose gradients point
-    the same way as those already chosen: Δ(Q|S) is the training-dynamics
-    objective, not a diversity criterion.
+    The pairwise terms *reward* candidates whose gradients point the same
+    way as those already chosen: Δ(Q|S) is the training-dynamics objective,
+    not a diversity criterion, and its greedy maximiser tends to fill a
+    batch with one pseudo-label class. ``pairwise_weight=λ`` generalises the
+    objective to ``Σ_{u∈Q} Δ({u}|S) + λ Σ_{u≠u'∈Q} g_uᵀ g_u'``: ``λ = 1`` is
+    Δ(Q|S), ``λ = 0`` DynamicAL's top-``b``, and ``λ < 0`` penalises
+    aligned gradients (a diversity variant that is not in the paper).
 
     ``g_uᵀ g_q`` comes from compact per-layer features
     (:class:`skal.pairwise.PairwiseGradients`): exact by default, or
@@ -67,6 +71,8 @@ class BatchDynamicAL(QueryStrategy):
         Weight of the cross term ``G_Qᵀ G_S``. With ``float("inf")`` the
         objective is ``G_Qᵀ G_S`` alone, which has no pairwise terms, and
         the selection is DynamicAL's top-``b``.
+    pairwise_weight : float, default=1.0
+        ``λ``, the weight of the pairwise terms; 1 gives Δ(Q|S).
     pseudo_label : {"argmax", "sample"}, default="argmax"
         See :class:`DynamicAL`.
     sketch_size : int or None, default=None
@@ -82,8 +88,9 @@ class BatchDynamicAL(QueryStrategy):
     Attributes
     ----------
     objective_ : float
-        Δ(Q|S) of the last selected batch (the sum of its marginal gains),
-        with sketched pairwise terms if ``sketch_size`` is set.
+        The objective of the last selected batch, Δ(Q|S) for ``λ = 1`` (the
+        sum of its marginal gains), with sketched pairwise terms if
+        ``sketch_size`` is set.
     singles_ : float
         ``Σ_{u∈Q} Δ({u}|S)`` of the last selected batch; ``singles_ /
         objective_`` is its approximation ratio R(Q|S) when ``gamma = 2``.
@@ -113,12 +120,14 @@ class BatchDynamicAL(QueryStrategy):
     def __init__(
         self,
         gamma=2.0,
+        pairwise_weight=1.0,
         pseudo_label="argmax",
         sketch_size=None,
         batch_size=None,
         fallback="vmap",
     ):
         self.gamma = gamma
+        self.pairwise_weight = pairwise_weight
         self.pseudo_label = pseudo_label
         self.sketch_size = sketch_size
         self.batch_size = batch_size
@@ -142,6 +151,13 @@ class BatchDynamicAL(QueryStrategy):
         )
         single._check_params()
         _check_sketch_size(self.sketch_size, allow_none=True)
+        lam = self.pairwise_weight
+        if (
+            not isinstance(lam, numbers.Real)
+            or isinstance(lam, bool)
+            or not math.isfinite(lam)
+        ):
+            raise ValueError(f"pairwise_weight must be a finite number, got {lam!r}")
         feats = self.features(context, X)
         return self._greedy(feats, n, context.random_state)
 
@@ -183,6 +199,7 @@ class BatchDynamicAL(QueryStrategy):
 
     def _greedy(self, feats, n, random_state):
         gamma = float(self.gamma)
+        lam = float(self.pairwise_weight)
         sq = feats.sq_norms.double().cpu().numpy()
         dots = None if feats.dots is None else feats.dots.double().cpu().numpy()
         if math.isinf(gamma):
@@ -204,8 +221,8 @@ class BatchDynamicAL(QueryStrategy):
             chosen.append(j)
             available[j] = False
             objective += gain[j]
-            if step + 1 < n and not math.isinf(gamma):
-                gain = gain + 2.0 * feats_p.inner(j).double().cpu().numpy()
+            if step + 1 < n and not math.isinf(gamma) and lam != 0:
+                gain = gain + 2.0 * lam * feats_p.inner(j).double().cpu().numpy()
         self.objective_ = float(objective)
         self.singles_ = float(singles[chosen].sum())
         return perm[np.asarray(chosen, dtype=int)]
