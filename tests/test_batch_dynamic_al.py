@@ -204,12 +204,25 @@ def test_sketch_error_bound_holds_with_the_stated_probability():
     assert float(errors.var(0).max()) <= 8 / k
 
 
+def _assert_variance(samples, expected):
+    """The sample variance is within 4 of its standard errors of ``expected``.
+
+    The products are heavy-tailed (kurtosis of one term near 70), so the standard
+    error comes from the sample's fourth central moment.
+    """
+    centred = samples - samples.mean()
+    m2, m4 = np.mean(centred**2), np.mean(centred**4)
+    se = math.sqrt((m4 - m2**2) / len(samples))
+    assert abs(m2 - expected) <= 4 * se, (m2, expected, se)
+    assert 4 * se < 0.5 * expected  # the check has power
+
+
 def test_sketch_variance_matches_isserlis_formula():
     """One sketched Linear layer: Var = Var(t) / k with the exact formula."""
     torch.manual_seed(1)
     module = nn.Sequential(nn.Linear(20, 15, bias=False)).eval()
     x, y = torch.randn(2, 20), torch.tensor([3, 7])
-    k = 4
+    k = 16
     estimates = []
     for seed in range(3000):
         feats = PairwiseGradients(module, sketch_size=k, seed=seed).features(x, y)
@@ -229,7 +242,7 @@ def test_sketch_variance_matches_isserlis_formula():
     assert abs(est.mean() - float((Gu * Gq).sum())) <= 4 * math.sqrt(
         var_t / k / len(est)
     )
-    assert est.var() == pytest.approx(float(var_t) / k, rel=0.15)
+    _assert_variance(est, float(var_t) / k)
 
 
 def test_dense_sketch_variance_matches_gaussian_formula():
@@ -252,7 +265,7 @@ def test_dense_sketch_variance_matches_gaussian_formula():
     var = (float(grads[0] @ grads[0]) * float(grads[1] @ grads[1]) + xy**2) / k
     est = np.array(estimates)
     assert abs(est.mean() - xy) <= 4 * math.sqrt(var / len(est))
-    assert est.var() == pytest.approx(var, rel=0.15)
+    _assert_variance(est, var)
 
 
 def test_sketched_strategy_selects_and_records_objective(cases):
