@@ -8,8 +8,8 @@ Three tables:
    candidates (eval mode, batches of 128, the baseline), then, as ratios to
    it (process CPU time, robust to other load on a shared machine, with the
    wall time next to it): ``DynamicAL.select`` (top-b), and
-   ``BatchDynamicAL.select`` exact and with a sketch. Every strategy also computes ``G_S`` over a labelled set
-   of N // 4 samples. ``features/sample`` is the number of floats kept per
+   ``BatchDynamicAL.select`` exact and with a sketch. Every strategy also
+   computes ``G_S`` over a labelled set of N // 4 samples. ``features/sample`` is the number of floats kept per
    candidate; ``#params`` the size of one full per-sample gradient.
 2. **Exactness.** ``BatchDynamicAL`` (float32) against a brute-force
    float64 computation (full per-sample gradients by a plain autograd loop)
