@@ -1,16 +1,17 @@
 """Batch-aware dynamicAL: cost and exactness, measured side by side in one run.
 
-Three tables:
+Four tables:
 
 1. **Cost.** For the PyTorch tutorial CNN and skal's CIFAR ResNet-18 on
    random 3x32x32 inputs (random weights, BatchNorm statistics moved by a
-   few train-mode passes), the time of one forward+backward pass over the N
-   candidates (eval mode, batches of 128, the baseline), then, as ratios to
-   it (process CPU time, robust to other load on a shared machine, with the
-   wall time next to it): ``DynamicAL.select`` (top-b), and
-   ``BatchDynamicAL.select`` exact and with a sketch. Every strategy also
-   computes ``G_S`` over a labelled set of N // 4 samples. ``features/sample`` is the number of floats kept per
-   candidate; ``#params`` the size of one full per-sample gradient.
+   few train-mode passes), the time of one forward+backward pass over the
+   N candidates (eval mode, batches of 128), then, as ratios to it,
+   ``DynamicAL.select`` (top-b) and ``BatchDynamicAL.select``, exact and
+   with a sketch. Ratios use process CPU time (one thread; robust to other
+   load on a shared machine); wall time is shown next to it. Every strategy
+   also computes ``G_S`` over a labelled set of N // 4 samples.
+   ``features/sample`` is the number of floats kept per candidate,
+   ``#params`` the size of one full per-sample gradient.
 2. **Exactness.** ``BatchDynamicAL`` (float32) against a brute-force
    float64 computation (full per-sample gradients by a plain autograd loop)
    on the small models of ``tests/test_dynamic_al.py``: the max relative
@@ -20,6 +21,10 @@ Three tables:
    ``|ĝ_uq − g_uᵀ g_q| / (‖g_u‖‖g_q‖)`` over all pairs and 20 sketches,
    per sketch size k: its 90th percentile and maximum, next to the
    bound ``√(8 / (k δ))`` that holds with probability ``1 − δ = 0.9``.
+4. **Batch composition.** One query of 30 on digits after training a
+   SmallCNN on 30 random labels (3 seeds): the mean pairwise cosine of the
+   chosen gradients, R(Q|S), the number of pseudo-label classes in the batch
+   and the pseudo-labels' accuracy (pool labels, training side only).
 
 Usage::
 
