@@ -146,18 +146,6 @@ class BatchDynamicAL(QueryStrategy):
         -------
         indices : ndarray of shape (n,)
         """
-        single = DynamicAL(
-            self.gamma, self.pseudo_label, self.batch_size, self.fallback
-        )
-        single._check_params()
-        _check_sketch_size(self.sketch_size, allow_none=True)
-        lam = self.pairwise_weight
-        if (
-            not isinstance(lam, numbers.Real)
-            or isinstance(lam, bool)
-            or not math.isfinite(lam)
-        ):
-            raise ValueError(f"pairwise_weight must be a finite number, got {lam!r}")
         feats = self.features(context, X)
         return self._greedy(feats, n, context.random_state)
 
@@ -173,6 +161,7 @@ class BatchDynamicAL(QueryStrategy):
         -------
         features : skal.pairwise.GradientFeatures
         """
+        self._check_params()
         net = context.net("dynamic_al_batch")
         module = net.module_
         gamma = float(self.gamma)
@@ -196,6 +185,20 @@ class BatchDynamicAL(QueryStrategy):
                 for xb, _ in _batches(net, X, batch_size)
             ]
         return GradientFeatures.concat(parts)
+
+    def _check_params(self):
+        single = DynamicAL(
+            self.gamma, self.pseudo_label, self.batch_size, self.fallback
+        )
+        single._check_params()
+        _check_sketch_size(self.sketch_size, allow_none=True)
+        lam = self.pairwise_weight
+        if (
+            not isinstance(lam, numbers.Real)
+            or isinstance(lam, bool)
+            or not math.isfinite(lam)
+        ):
+            raise ValueError(f"pairwise_weight must be a finite number, got {lam!r}")
 
     def _greedy(self, feats, n, random_state):
         gamma = float(self.gamma)
