@@ -136,13 +136,19 @@ def test_singles_over_objective_is_the_approximation_ratio(cases):
     assert math.isclose(strategy.singles_ / strategy.objective_, ratio, rel_tol=1e-4)
 
 
-def test_infinite_gamma_and_first_pick_agree_with_dynamic_al(cases):
+def test_infinite_gamma_zero_weight_and_first_pick_agree_with_dynamic_al(cases):
     module, X, X_lab, y_lab, *_ = cases("tutorial_cnn")
     context = _context(module, X_lab, y_lab)
     top = DynamicAL(gamma=math.inf).select(context, X, 5)
     np.testing.assert_array_equal(
         BatchDynamicAL(gamma=math.inf).select(_context(module, X_lab, y_lab), X, 5),
         top,
+    )
+    np.testing.assert_array_equal(
+        BatchDynamicAL(pairwise_weight=0.0).select(
+            _context(module, X_lab, y_lab), X, 5
+        ),
+        DynamicAL(gamma=2.0).select(_context(module, X_lab, y_lab), X, 5),
     )
     u = DynamicAL(gamma=2.0).utility(context, X)
     first = BatchDynamicAL().select(_context(module, X_lab, y_lab), X, 3)[0]
