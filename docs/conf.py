@@ -122,6 +122,7 @@ API_MODULES = [
     ("skal.model_selection", "Comparing strategies"),
     ("skal.datasets", "Datasets"),
     ("skal.gradients", "Per-sample gradients"),
+    ("skal.pairwise", "Inner products of per-sample gradients"),
     ("skal.ntk", "Neural-tangent-kernel diagnostics"),
 ]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from ._registry import get_strategy, get_strategy_names, register_strategy
 from .albl import ALBL, exp4p_probabilities, exp4p_update
 from .base import QueryStrategy, top_n
+from .batch import BatchDynamicAL, StochasticBatch
 from .bayesian import BALD, mutual_information
 from .context import QueryContext
 from .diversity import (
@@ -41,6 +42,8 @@ for _name, _strategy in {
     "tidal": TiDAL(),
     "lloss": LLoss(),
     "dynamic_al": DynamicAL(),
+    "dynamic_al_batch": BatchDynamicAL(),
+    "power_entropy": StochasticBatch("entropy", mode="power", beta=1.0),
 }.items():
     register_strategy(_name, _strategy)
 del _name, _strategy
@@ -49,6 +52,7 @@ __all__ = [
     "ALBL",
     "BADGE",
     "BALD",
+    "BatchDynamicAL",
     "CoreSet",
     "DynamicAL",
     "EntropySampling",
@@ -58,6 +62,7 @@ __all__ = [
     "QueryContext",
     "QueryStrategy",
     "RandomSampling",
+    "StochasticBatch",
     "TiDAL",
     "exp4p_probabilities",
     "exp4p_update",

@@ -1,0 +1,513 @@
+"""Inner products between per-sample gradients, from per-layer factors.
+
+Batch-aware dynamicAL needs ``g_uᵀ g_q`` for every candidate ``u`` and every
+already chosen ``q``, where ``g`` is a per-sample loss gradient over all
+trainable parameters. :class:`PairwiseGradients` keeps, per candidate, a
+compact *feature* of its gradient whose inner products give ``g_uᵀ g_q``
+exactly, or estimate them through a random sketch with a stated error
+bound. Per-sample gradients are never formed at full size for layers where
+the factors are smaller.
+
+One layer's weight gradient of one sample is ``G = dYᵀ U`` (``M × K``),
+with ``U`` the layer input (``L × K``, unfolded patches for convolutions,
+``L`` positions) and ``dY`` the gradient of the loss with respect to the
+layer output (``L × M``). Per layer, the exact feature is the smaller of
+
+- the factors ``(U, dY)``, ``L (K + M)`` numbers, with
+  ``⟨G_u, G_q⟩ = ⟨dY_u dY_qᵀ, U_u U_qᵀ⟩`` (for ``L = 1``, e.g. a
+  ``Linear`` layer on flat inputs: ``(dy_u·dy_q)(u_u·u_q)``);
+- the materialized gradient ``G``, ``K M`` numbers.
+
+Biases (``M``), BatchNorm affine parameters (``2 C``) and parameters without
+a closed form (handled as in :class:`skal.gradients.PerSampleGradients`) are
+kept as materialized vectors.
+
+With ``sketch_size=k``, every weight whose exact feature has more than
+``k`` numbers per sample is replaced by ``k`` numbers, through whichever of
+two Gaussian projections costs fewer operations for the layer:
+
+- rank-one ("tensorized") projections, built from the factors without
+  forming ``G`` (``Linear`` and ``groups=1`` convolutions; for a
+  convolution, ``U B`` is one convolution with ``k`` filters)::
+
+      z_j = (a_jᵀ G b_j) / √k = Σ_l (a_j·dy_l)(b_j·u_l) / √k,   j = 1..k,
+
+  with ``a_j ~ N(0, I_M)`` and ``b_j ~ N(0, I_K)`` (Sun et al., 2018;
+  Rakhshan & Rabusseau, 2020). Each term ``t = (aᵀ G_u b)(aᵀ G_q b)`` is
+  unbiased for ``⟨G_u, G_q⟩`` and, by Isserlis' theorem,
+
+      Var t = ‖G_u‖²‖G_q‖² + ⟨G_u, G_q⟩² + 2‖G_q G_uᵀ‖² + 2‖G_uᵀ G_q‖²
+              + 2 tr((G_uᵀ G_q)²)  ≤  8 ‖G_u‖² ‖G_q‖²;
+
+- a dense Gaussian projection ``z = Rᵀ vec(G) / √k`` of the materialized
+  gradient (``R`` of shape ``(K M, k)``, used only while ``K M k ≤ 2²⁵``),
+  for which ``Var t = ‖G_u‖²‖G_q‖² + ⟨G_u, G_q⟩² ≤ 2 ‖G_u‖²‖G_q‖²``
+  (Johnson & Lindenstrauss, 1984; Achlioptas, 2003).
+
+Projections are drawn independently per layer and once per
+:class:`PairwiseGradients` object, so the estimate ``ĝ_uq`` of ``g_uᵀ g_q``
+(exact parts plus sketched layers) is unbiased with
+``Var ĝ_uq ≤ (8 / k) Σ_layers ‖G_u‖²‖G_q‖² ≤ (8 / k) ‖g_u‖²‖g_q‖²`` and, by
+Chebyshev's inequality, for every pair and every ``δ ∈ (0, 1)``::
+
+    P( |ĝ_uq − g_uᵀ g_q| ≥ √(8 / (k δ)) · ‖g_u‖ ‖g_q‖ ) ≤ δ.
+
+:func:`sketch_error_bound` returns ``√(8 / (k δ))``.
+
+References
+----------
+Sun, Guo, Tropp, Udell, "Tensor random projection for low memory
+dimension reduction", NeurIPS workshop on relational representation
+learning (2018).
+
+Rakhshan, Rabusseau, "Tensorized random projections", AISTATS (2020).
+
+Johnson, Lindenstrauss, "Extensions of Lipschitz mappings into a Hilbert
+space", Contemporary Mathematics 26 (1984).
+
+Achlioptas, "Database-friendly random projections: Johnson-Lindenstrauss
+with binary coins", Journal of Computer and System Sciences 66 (2003).
+
+Goodfellow, "Efficient per-example gradient computations", arXiv:1510.01799
+(2015), for the per-layer factors.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .gradients import (
+    _BATCHNORM,
+    PerSampleGradients,
+    _batch_size,
+    _candidates,
+    _cat,
+    _conv_weight,
+    _linear_weight,
+    _loop_grads,
+    _per_sample_conv_grad,
+    _per_sample_conv_grad_unfold,
+    _slice,
+    _unfold,
+    _vmap_grads,
+)
+
+__all__ = ["GradientFeatures", "PairwiseGradients", "sketch_error_bound"]
+
+# largest dense projection matrix (numbers) a layer may use: K M k
+_DENSE_LIMIT = 2**25
+
+
+def sketch_error_bound(sketch_size: int, delta: float) -> float:
+    """Relative error of the sketched inner products at confidence ``1 − δ``.
+
+    For every pair of samples, ``|ĝ_uq − g_uᵀ g_q| < t · ‖g_u‖ ‖g_q‖`` with
+    probability at least ``1 − δ`` over the sketch, with
+    ``t = √(8 / (sketch_size · δ))`` (Chebyshev's inequality and the variance
+    bound of the module docstring).
+
+    Parameters
+    ----------
+    sketch_size : int
+        ``k``, numbers per sketched layer.
+    delta : float in (0, 1)
+        Failure probability per pair.
+
+    Returns
+    -------
+    t : float
+
+    Examples
+    --------
+    >>> from skal.pairwise import sketch_error_bound
+    >>> round(sketch_error_bound(800, 0.1), 3)
+    0.316
+    """
+    _check_sketch_size(sketch_size, allow_none=False)
+    if not isinstance(delta, numbers.Real) or not 0 < delta < 1:
+        raise ValueError(f"delta must be a number in (0, 1), got {delta!r}")
+    return math.sqrt(8.0 / (sketch_size * delta))
+
+
+@dataclass
+class GradientFeatures:
+    """Compact features of a set of per-sample gradients.
+
+    ``⟨g_i, g_j⟩ = dense[i]·dense[j] + Σ_f ⟨dY_i dY_jᵀ, U_i U_jᵀ⟩`` over the
+    factored layers ``f``: exact, or an unbiased estimate for sketched
+    layers.
+
+    Attributes
+    ----------
+    sq_norms : torch.Tensor of shape (n,)
+        Exact ``‖g_i‖²``.
+    dots : torch.Tensor of shape (n,) or None
+        Exact ``g_iᵀ v`` for the vector passed to
+        :meth:`PairwiseGradients.features`.
+    targets : torch.Tensor of shape (n,)
+        The labels the gradients are taken at.
+    dense : torch.Tensor of shape (n, d)
+        Materialized (or sketched) parts, concatenated.
+    factored : list of (torch.Tensor, torch.Tensor)
+        Per factored layer, ``U`` of shape (n, L, K) and ``dY`` of shape
+        (n, L, M).
+    """
+
+    sq_norms: torch.Tensor
+    dots: torch.Tensor | None
+    targets: torch.Tensor
+    dense: torch.Tensor
+    factored: list = field(default_factory=list)
+
+    def __len__(self):
+        return self.dense.shape[0]
+
+    @property
+    def size_per_sample(self) -> int:
+        """Numbers stored per sample."""
+        return self.dense.shape[1] + sum(
+            u[0].numel() + dy[0].numel() for u, dy in self.factored
+        )
+
+    @classmethod
+    def concat(cls, parts):
+        """Join the features of consecutive batches (same layout)."""
+        parts = list(parts)
+        dots = None if parts[0].dots is None else torch.cat([p.dots for p in parts])
+        factored = [
+            (
+                torch.cat([p.factored[i][0] for p in parts]),
+                torch.cat([p.factored[i][1] for p in parts]),
+            )
+            for i in range(len(parts[0].factored))
+        ]
+        return cls(
+            torch.cat([p.sq_norms for p in parts]),
+            dots,
+            torch.cat([p.targets for p in parts]),
+            torch.cat([p.dense for p in parts]),
+            factored,
+        )
+
+    def inner(self, j: int, *, chunk: int = 256) -> torch.Tensor:
+        """``⟨g_i, g_j⟩`` for every ``i``, for one sample ``j`` of the set.
+
+        Costs ``n (d + Σ_f L_f² (K_f + M_f))`` multiply-adds.
+        """
+        out = self.dense @ self.dense[j]
+        for u, dy in self.factored:
+            if u.shape[1] == 1:
+                out = out + (dy[:, 0] @ dy[j, 0]) * (u[:, 0] @ u[j, 0])
+                continue
+            parts = []
+            for s in range(0, len(u), chunk):
+                gram_dy = torch.matmul(dy[s : s + chunk], dy[j].T)
+                gram_u = torch.matmul(u[s : s + chunk], u[j].T)
+                parts.append((gram_dy * gram_u).sum((1, 2)))
+            out = out + torch.cat(parts)
+        return out
+
+    def gram(self) -> torch.Tensor:
+        """The full ``n × n`` matrix of inner products (for small sets)."""
+        return torch.stack([self.inner(j) for j in range(len(self))], 1)
+
+
+class PairwiseGradients:
+    """Per-sample gradient features whose inner products are gradient products.
+
+    The loss of sample ``i`` is the cross-entropy of the module's logits
+    against ``targets[i]``, ``g_i`` its gradient over all trainable
+    parameters (as in :class:`skal.gradients.PerSampleGradients`, which also
+    gives the exact ``‖g_i‖²`` and ``g_iᵀ v`` computed here from the same
+    forward and backward pass).
+
+    Memory per sample (numbers), summed over the layers:
+
+    - exact (``sketch_size=None``): ``min(K M, L (K + M))`` per ``Linear``
+      or ``Conv2d`` (``groups=1``) weight, ``K M`` per other convolution
+      weight, ``M`` per bias, ``2 C`` per BatchNorm, the parameter count of
+      layers without a closed form;
+    - sketched: ``k`` instead, for each weight whose exact feature is larger
+      than ``k``, plus shared projections of ``k (K + M)`` (rank-one) or
+      ``k K M`` (dense) numbers per such layer.
+
+    Cost of :meth:`features` per batch of ``n``: one forward and one backward
+    pass to the layer outputs, the closed forms of ``PerSampleGradients``,
+    and per sketched layer ``n · min(L k (K + M), L K M + K M k)``
+    multiply-adds (rank-one: a convolution with ``k`` filters and a
+    ``1 × 1`` projection of ``dY``; dense: the materialized gradient times
+    ``R``).
+    :meth:`GradientFeatures.inner` costs ``n`` times the per-sample size
+    (``L² (K + M)`` for a factored layer with ``L > 1``).
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        In eval mode (see :class:`skal.gradients.PerSampleGradients`).
+    sketch_size : int or None, default=None
+        None keeps exact features; an integer ``k`` sketches large layers
+        (see the module documentation for the error bound).
+    seed : int, default=0
+        Seed of the sketch's Gaussian projections.
+    fallback : {"vmap", "loop"}, default="vmap"
+        How parameters without a closed form are differentiated.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from skal.pairwise import PairwiseGradients
+    >>> _ = torch.manual_seed(0)
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).eval()
+    >>> x, y = torch.randn(5, 3), torch.tensor([0, 1, 1, 0, 1])
+    >>> feats = PairwiseGradients(net).features(x, y)
+    >>> def grad(i):
+    ...     loss = nn.functional.cross_entropy(net(x[i : i + 1]), y[i : i + 1])
+    ...     return torch.cat([g.flatten() for g in torch.autograd.grad(
+    ...         loss, list(net.parameters()))])
+    >>> bool(torch.isclose(feats.inner(1)[3], grad(1) @ grad(3)))
+    True
+    """
+
+    def __init__(self, module: nn.Module, *, sketch_size=None, seed=0, fallback="vmap"):
+        _check_sketch_size(sketch_size, allow_none=True)
+        self.module = module
+        self.sketch_size = sketch_size
+        self.seed = seed
+        self.fallback = fallback
+        self._engine = PerSampleGradients(module, fallback=fallback)
+        self._projections: dict = {}
+
+    def features(self, x, targets, *, vector=None) -> GradientFeatures:
+        """Features, exact squared norms and inner products with ``vector``.
+
+        Parameters
+        ----------
+        x : torch.Tensor or dict of str to torch.Tensor
+        targets : torch.Tensor of shape (n,) or callable
+            Class indices, or a function of the detached logits.
+        vector : dict of str to torch.Tensor or None, default=None
+            Parameter-space vector for ``dots`` (e.g. ``G_S``).
+
+        Returns
+        -------
+        features : GradientFeatures
+        """
+        engine = self._engine
+        named = [(n, p) for n, p in self.module.named_parameters() if p.requires_grad]
+        candidates = _candidates(self.module, named)
+        n = _batch_size(x)
+        with torch.enable_grad():
+            records = engine._forward(x, candidates)
+            logits = records.logits
+            with torch.no_grad():
+                t = targets(logits.detach()) if callable(targets) else targets
+            t = torch.as_tensor(t, device=logits.device).long()
+            loss = torch.nn.functional.cross_entropy(logits, t, reduction="sum")
+            covered = {
+                m: ps
+                for m, ps in candidates.items()
+                if records.calls.get(m)
+                and all(c[0].shape[0] == n for c in records.calls[m])
+            }
+            outs = [c[1] for m in covered for c in records.calls[m]]
+            grads = torch.autograd.grad(loss, outs, allow_unused=True) if outs else ()
+        sq = torch.zeros(n, dtype=logits.dtype, device=logits.device)
+        dots = None if vector is None else torch.zeros_like(sq)
+        dense, factored = [], []
+        k = 0
+        with torch.no_grad():
+            for m, ps in covered.items():
+                calls = []
+                for inp, out in records.calls[m]:
+                    g = grads[k]
+                    k += 1
+                    calls.append(
+                        (inp.detach(), torch.zeros_like(out) if g is None else g)
+                    )
+                s, d = self._layer_features(m, ps, calls, vector, dense, factored)
+                sq += s
+                if dots is not None:
+                    dots += d
+        del records, grads, outs, loss
+        done = {id(p) for ps in covered.values() for _, p in ps.values()}
+        rest = [(n_, p) for n_, p in named if id(p) not in done]
+        if rest:
+            names = [n_ for n_, _ in rest]
+            if self.fallback == "vmap":
+                gs = _vmap_grads(self.module, x, t, names)
+            else:
+                gs = _loop_grads(self.module, x, t, [p for _, p in rest])
+            for name, g in zip(names, gs):
+                flat = g.reshape(n, -1)
+                sq += flat.pow(2).sum(1)
+                if dots is not None and vector.get(name) is not None:
+                    dots += flat @ vector[name].reshape(-1).to(flat.dtype)
+                dense.append(flat)
+        dense = (
+            torch.cat(dense, 1)
+            if dense
+            else torch.zeros(n, 0, dtype=sq.dtype, device=sq.device)
+        )
+        return GradientFeatures(sq, dots, t, dense, factored)
+
+    # ----------------------------------------------------------- internals
+    def _layer_features(self, m, ps, calls, vector, dense, factored):
+        """Append one layer's features; return its exact ‖g‖² and gᵀv parts."""
+        n = calls[0][1].shape[0]
+        sq = torch.zeros(n, dtype=calls[0][1].dtype, device=calls[0][1].device)
+        dot = torch.zeros_like(sq)
+
+        def exact(g, name):
+            nonlocal sq, dot
+            sq = sq + g.pow(2).sum(1)
+            v = _slice(vector, ps[name])
+            if v is not None:
+                dot = dot + g @ v.reshape(-1).to(g.dtype)
+
+        if isinstance(m, _BATCHNORM):
+            scale = torch.rsqrt(m.running_var + m.eps)
+            g_w, g_b = 0, 0
+            for inp, dy in calls:
+                c = inp.shape[1]
+                centred = inp - m.running_mean.reshape(1, c, *([1] * (inp.dim() - 2)))
+                dy = dy.reshape(n, c, -1)
+                g_w = g_w + (dy * centred.reshape(n, c, -1)).sum(2) * scale
+                g_b = g_b + dy.sum(2)
+            for name, g in (("weight", g_w), ("bias", g_b)):
+                if name in ps:
+                    exact(g, name)
+                    dense.append(g)
+            return sq, dot
+        linear = isinstance(m, nn.Linear)
+        if "bias" in ps:
+            if linear:
+                gb = sum(dy.reshape(n, -1, dy.shape[-1]).sum(1) for _, dy in calls)
+            else:
+                gb = sum(dy.flatten(2).sum(2) for _, dy in calls)
+            exact(gb, "bias")
+            dense.append(gb)
+        if "weight" not in ps:
+            return sq, dot
+        if linear:
+            us = [inp.reshape(n, -1, inp.shape[-1]) for inp, _ in calls]
+            dys = [dy.reshape(n, -1, dy.shape[-1]) for _, dy in calls]
+            k_in, m_out = m.in_features, m.out_features
+            length = sum(dy.shape[1] for dy in dys)
+        else:
+            us = dys = None
+            k_in, m_out = m.weight[0].numel(), m.out_channels
+            length = sum(dy[0, 0].numel() for _, dy in calls)
+        factorable = linear or (isinstance(m, nn.Conv2d) and m.groups == 1)
+        factors_smaller = factorable and length * (k_in + m_out) < k_in * m_out
+        exact_size = length * (k_in + m_out) if factors_smaller else k_in * m_out
+        sketchable = linear or m.groups == 1
+        k = self.sketch_size
+        route = "factored" if factors_smaller else "materialized"
+        if k is not None and exact_size > k:
+            # the cheaper of a dense Gaussian projection of the materialized
+            # gradient and the rank-one projection built from the factors
+            dense_cost = length * k_in * m_out + k_in * m_out * k
+            rank_one_cost = length * k * (k_in + m_out)
+            small = k_in * m_out * k <= _DENSE_LIMIT
+            if small and (dense_cost < rank_one_cost or not sketchable):
+                route = "dense sketch"
+            elif sketchable:
+                route = "rank-one sketch"
+        if route in ("materialized", "dense sketch"):
+            g = self._materialized(m, calls, us, dys, linear, n)
+            exact(g, "weight")
+            if route == "dense sketch":
+                g = g @ self._dense_projection(m, g) / math.sqrt(k)
+            dense.append(g)
+            return sq, dot
+        vw = _slice(vector, ps["weight"])
+        if vw is not None:
+            vw = vw.to(calls[0][1].dtype)
+        stats = _linear_weight if linear else _conv_weight
+        s, d = stats(m, calls, vw, True)
+        sq = sq + s
+        if d is not None:
+            dot = dot + d
+        if route == "rank-one sketch":
+            dense.append(self._sketch(m, calls, us, dys, k_in, m_out))
+        else:
+            if not linear:
+                us = [_unfold(m, inp).transpose(1, 2) for inp, _ in calls]
+                dys = [dy.flatten(2).transpose(1, 2) for _, dy in calls]
+            factored.append((_cat(us), _cat(dys)))
+        return sq, dot
+
+    @staticmethod
+    def _materialized(m, calls, us, dys, linear, n):
+        """Per-sample weight gradients of one layer, shape (n, K M)."""
+        if linear:
+            return sum(
+                torch.bmm(dy.transpose(1, 2), u) for u, dy in zip(us, dys)
+            ).reshape(n, -1)
+        per_sample = (
+            _per_sample_conv_grad_unfold
+            if isinstance(m, nn.Conv2d) and m.in_channels // m.groups < 32
+            else _per_sample_conv_grad
+        )
+        return sum(per_sample(m, inp, dy) for inp, dy in calls)
+
+    def _dense_projection(self, m, like):
+        key = (id(m), "dense")
+        if key not in self._projections:
+            gen = self._generator()
+            r = torch.randn(
+                like.shape[1], self.sketch_size, generator=gen, dtype=torch.float32
+            )
+            self._projections[key] = r.to(device=like.device, dtype=like.dtype)
+        return self._projections[key]
+
+    def _generator(self):
+        return torch.Generator().manual_seed(
+            (self.seed * 1_000_003 + len(self._projections)) % (2**63)
+        )
+
+    def _sketch(self, m, calls, us, dys, k_in, m_out):
+        a, b = self._projection(m, k_in, m_out, calls[0][1])
+        k = a.shape[1]
+        z = 0
+        if us is not None:
+            for u, dy in zip(us, dys):
+                z = z + (torch.matmul(dy, a) * torch.matmul(u, b)).sum(1)
+        else:
+            filters = b.T.reshape(k, *m.weight.shape[1:])
+            for inp, dy in calls:
+                ub = m._conv_forward(inp, filters, None).flatten(2)
+                ya = torch.einsum("nml,mk->nkl", dy.flatten(2), a)
+                z = z + (ub * ya).sum(2)
+        return z / math.sqrt(k)
+
+    def _projection(self, m, k_in, m_out, like):
+        key = (id(m), "rank_one")
+        if key not in self._projections:
+            gen = self._generator()
+            k = self.sketch_size
+            a = torch.randn(m_out, k, generator=gen, dtype=torch.float32)
+            b = torch.randn(k_in, k, generator=gen, dtype=torch.float32)
+            self._projections[key] = (
+                a.to(device=like.device, dtype=like.dtype),
+                b.to(device=like.device, dtype=like.dtype),
+            )
+        return self._projections[key]
+
+
+def _check_sketch_size(sketch_size, *, allow_none):
+    if sketch_size is None and allow_none:
+        return
+    if (
+        not isinstance(sketch_size, numbers.Integral)
+        or isinstance(sketch_size, bool)
+        or sketch_size < 1
+    ):
+        expected = "None or a positive integer" if allow_none else "a positive integer"
+        raise ValueError(f"sketch_size must be {expected}, got {sketch_size!r}")
