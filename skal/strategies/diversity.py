@@ -10,10 +10,10 @@ multinomial logistic regression this makes BADGE's gradient embedding the
 exact gradient of the log-loss with respect to the weights.
 
 Neither ever builds an N x N distance matrix nor BADGE's N x (D*C) gradient
-matrix: core-set keeps one vector of N distances and computes distances in
-blocks of ``chunk_size`` rows; BADGE factors the squared distance between two
-gradient embeddings ``a (x) h`` and ``a' (x) h'`` as
-``|a|^2 |h|^2 + |a'|^2 |h'|^2 - 2 (a.a') (h.h')``.
+matrix: core-set keeps one vector of N distances and brings candidates up to
+date lazily, in matrix products, only when they may be the next pick; BADGE
+factors the squared distance between two gradient embeddings ``a (x) h`` and
+``a' (x) h'`` as ``|a|^2 |h|^2 + |a'|^2 |h'|^2 - 2 (a.a') (h.h')``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,12 @@ from skorch import NeuralNet
 
 from .base import QueryStrategy
 
+# k-center greedy: labelled centres every candidate is compared with up
+# front, and candidates brought up to date at a time
+_FIRST_CENTRES = 256
+_TOP_ROWS = 16
+_EMBEDDING_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
 
 class CoreSet(QueryStrategy):
     """Core-set selection by k-center greedy (Sener & Savarese, 2018).
@@ -35,12 +41,14 @@ class CoreSet(QueryStrategy):
     its nearest centre, and makes it a centre. The returned indices are in
     the order of selection.
 
-    Distances between candidates and labelled samples are computed in
-    ``chunk_size`` x ``chunk_size`` blocks and each greedy step updates a
-    vector of N nearest-centre distances with one matrix-vector product, so
-    memory is O(N * D + chunk_size^2), never N x N. Embeddings are centred on
-    the candidates' mean before distances are taken (a translation, which
-    leaves distances unchanged and reduces float32 cancellation).
+    The selection is exact (see :func:`k_center_greedy`): the same picks as
+    the textbook algorithm in float64, at a fraction of its cost, because a
+    candidate's distance to its nearest centre is only brought up to date
+    when it may be the next pick. Memory: the N x D embeddings (4 bytes per
+    number, 2 with ``embedding_dtype="float16"``), the labelled set and the
+    picks as centres ((L + n) x D numbers in float32 and float64, 12 bytes
+    each), five vectors of N numbers, and blocks of ``chunk_size`` x
+    ``chunk_size``; never N x N.
 
     If the labelled set is empty (possible only when calling ``select``
     directly), the first centre is drawn uniformly at random from the
@@ -54,6 +62,10 @@ class CoreSet(QueryStrategy):
     ----------
     chunk_size : int, default=2048
         Rows per block when distances to the labelled set are computed.
+    embedding_dtype : {"float32", "float16"}, default="float32"
+        How the N x D embeddings are stored. ``"float16"`` halves their
+        memory; distances are still computed in float32 (exactly, on the
+        float16-rounded embeddings, so picks can differ from float32's).
 
     See Also
     --------
@@ -74,12 +86,18 @@ class CoreSet(QueryStrategy):
 
     per_sample = False
 
-    def __init__(self, chunk_size=2048):
+    def __init__(self, chunk_size=2048, embedding_dtype="float32"):
         self.chunk_size = chunk_size
+        self.embedding_dtype = embedding_dtype
 
     def select(self, context, X, n):
         chunk_size = _check_chunk_size(self.chunk_size)
-        candidates = _embedding(context, X)
+        if self.embedding_dtype not in _EMBEDDING_DTYPES:
+            raise ValueError(
+                f"embedding_dtype must be one of {sorted(_EMBEDDING_DTYPES)}, got "
+                f"{self.embedding_dtype!r}"
+            )
+        candidates = _embedding(context, X, _EMBEDDING_DTYPES[self.embedding_dtype])
         centers = _embedding(context, context.X_labeled).to(candidates.device)
         return k_center_greedy(
             candidates,
@@ -134,17 +152,36 @@ class BADGE(QueryStrategy):
 def k_center_greedy(candidates, centers, n, *, random_state, chunk_size=2048):
     """Greedy k-center selection of ``n`` candidates.
 
+    Each step picks the candidate farthest from its nearest centre (the
+    labelled set and the picks so far). The result is that of the textbook
+    algorithm computed exactly: distances are computed in float32 (float64
+    for float64 input) on embeddings centred on their mean, and whenever
+    other candidates come within a rigorous bound of the rounding error of
+    the farthest one, those candidates are scored again in float64 from the
+    given embeddings.
+
+    The work is lazy. Each candidate keeps its distance to the nearest of
+    the centres it has been compared with, an upper bound of its distance to
+    the nearest of all centres, since that can only be smaller. All
+    candidates are first compared with (up to) 256 labelled centres spread
+    over the labelled set; after that, only the candidates with the largest
+    bounds are compared, in one matrix product, with the centres they have
+    not seen, until the largest bound belongs to an up-to-date candidate.
+    Candidates far from every new centre are thus never compared with it.
+
     Parameters
     ----------
     candidates : torch.Tensor of shape (n_candidates, n_features)
+        float64, float32 or float16 (computed in float32); the work runs on
+        their device.
     centers : torch.Tensor of shape (n_centers, n_features)
-        Initial centres (the labelled set), on the same device; may be empty.
+        Initial centres (the labelled set); may be empty.
     n : int
         How many candidates to select, ``1 <= n <= n_candidates``.
     random_state : numpy.random.RandomState
         Used only to draw the first centre when ``centers`` is empty.
     chunk_size : int, default=2048
-        Rows per block of the candidate-to-centre distances.
+        Rows (and centres) per block of the candidate-to-centre distances.
 
     Returns
     -------
@@ -166,25 +203,192 @@ def k_center_greedy(candidates, centers, n, *, random_state, chunk_size=2048):
     n_cand = candidates.shape[0]
     if not 1 <= n <= n_cand:
         raise ValueError(f"n must be between 1 and {n_cand}, got n={n}")
-    mean = candidates.mean(0, keepdim=True)
-    candidates = candidates - mean
-    centers = centers - mean
-    sq_norms = (candidates * candidates).sum(1)
-    if centers.shape[0] == 0:
-        min_dist = torch.full_like(sq_norms, float("inf"))
-        first = int(random_state.randint(n_cand))
-    else:
-        min_dist = _min_sq_dist(candidates, sq_norms, centers, chunk_size)
-        first = None
-    picked = np.empty(n, dtype=np.intp)
-    for step in range(n):
-        idx = first if step == 0 and first is not None else int(min_dist.argmax())
-        picked[step] = idx
-        dist = torch.addmv(sq_norms, candidates, candidates[idx], alpha=-2.0)
-        dist.add_(sq_norms[idx]).clamp_(min=0.0)
-        torch.minimum(min_dist, dist, out=min_dist)
-        min_dist[idx] = -1.0
-    return picked
+    return _LazyKCenter(candidates, centers, n, chunk_size).run(n, random_state)
+
+
+class _LazyKCenter:
+    """Exact k-center greedy with lazy distance updates (see k_center_greedy)."""
+
+    def __init__(self, candidates, centers, n, chunk_size):
+        self.x = candidates
+        self.device = candidates.device
+        self.dtype = (
+            torch.float64 if candidates.dtype == torch.float64 else torch.float32
+        )
+        n_cand, dim = candidates.shape
+        self.chunk_size = chunk_size
+        starts = range(0, n_cand, chunk_size)
+        total = sum(self._rows(slice(s, s + chunk_size)).sum(0) for s in starts)
+        # distances do not change under a translation; centring on the mean
+        # reduces float32 cancellation
+        self.mean = total / n_cand
+        self.mean64 = self.mean.to(torch.float64)
+        self.sq_norms = torch.cat(
+            [_sq(self._centred(slice(s, s + chunk_size))) for s in starts]
+        )
+        n_lab = centers.shape[0]
+        # the labelled centres first, spread out so that a prefix of them is
+        # a fair sample; the picks follow
+        order = np.argsort(np.arange(n_lab) % _stride(n_lab), kind="stable")
+        self.c64 = torch.empty(n_lab + n, dim, dtype=torch.float64, device=self.device)
+        self.c = torch.empty(n_lab + n, dim, dtype=self.dtype, device=self.device)
+        self.c_sq = torch.empty(n_lab + n, dtype=self.dtype, device=self.device)
+        self.c64_sq = torch.empty(n_lab + n, dtype=torch.float64, device=self.device)
+        for s in range(0, n_lab, chunk_size):
+            part = torch.as_tensor(order[s : s + chunk_size], device=centers.device)
+            rows = centers[part].to(self.device)
+            self._add_centres(slice(s, s + len(part)), rows)
+        self.n_lab = n_lab
+        self.n_centres = n_lab
+        self.values = torch.full(
+            (n_cand,), float("inf"), dtype=self.dtype, device=self.device
+        )
+        self.done = torch.zeros(n_cand, dtype=torch.long, device=self.device)
+        max_sq = float(self.sq_norms.max())
+        max_sq += float(self.c_sq[:n_lab].max()) if n_lab else max_sq
+        # twice a bound on the rounding error of a computed squared distance
+        # (dot products of length dim, the centring, three additions)
+        self.tol = 4.0 * (dim + 5) * _unit_roundoff(self.dtype, self.device) * max_sq
+        self.exact = np.full(n_cand, np.nan)
+        self.exact_done = np.full(n_cand, -1, dtype=np.intp)
+
+    def _rows(self, index):
+        return self.x[index].to(self.device, self.dtype)
+
+    def _centred(self, index):
+        return self._rows(index) - self.mean
+
+    def _add_centres(self, where, rows):
+        self.c64[where] = rows.to(torch.float64) - self.mean64
+        self.c[where] = rows.to(self.dtype) - self.mean
+        self.c_sq[where] = _sq(self.c[where])
+        self.c64_sq[where] = _sq(self.c64[where])
+
+    def _initial(self, n_centres):
+        """Distances of every candidate to the first ``n_centres`` centres."""
+        for s in range(0, self.values.shape[0], self.chunk_size):
+            rows = slice(s, s + self.chunk_size)
+            self.values[rows] = self._min_dist(rows, 0, n_centres)
+        self.done.fill_(n_centres)
+
+    def _min_dist(self, rows, first, last):
+        """Nearest of centres ``first:last`` to candidates ``rows``."""
+        x = self._centred(rows)
+        sq = self.sq_norms[rows]
+        best = None
+        for s in range(first, last, self.chunk_size):
+            e = min(s + self.chunk_size, last)
+            dist = torch.addmm(self.c_sq[None, s:e], x, self.c[s:e].T, alpha=-2.0)
+            dist = dist.add_(sq[:, None]).amin(1)
+            best = dist if best is None else torch.minimum(best, dist)
+        return best.clamp_(min=0.0)
+
+    def _refresh(self, rows):
+        """Bring candidates ``rows`` (a tensor of indices) up to date."""
+        done = self.done[rows]
+        # rows still missing labelled centres are updated apart from the
+        # others, which only miss recent picks
+        for part in (rows[done < self.n_lab], rows[done >= self.n_lab]):
+            if part.numel():
+                first = int(self.done[part].min())
+                new = self._min_dist(part, first, self.n_centres)
+                self.values[part] = torch.minimum(self.values[part], new)
+        self.done[rows] = self.n_centres
+
+    def run(self, n, random_state):
+        picked = np.empty(n, dtype=np.intp)
+        n_cand = self.values.shape[0]
+        if self.n_lab:
+            self._initial(min(self.n_lab, _FIRST_CENTRES))
+        for step in range(n):
+            if self.n_lab == 0 and step == 0:
+                idx = int(random_state.randint(n_cand))
+            else:
+                idx = self._farthest()
+            picked[step] = idx
+            new = slice(self.n_centres, self.n_centres + 1)
+            self._add_centres(new, self._rows([idx]))
+            self.n_centres += 1
+            self.values[idx] = -float("inf")
+            if self.n_lab == 0 and step == 0:
+                self._initial(1)
+        return picked
+
+    def _farthest(self):
+        n_cand = self.values.shape[0]
+        k = min(_TOP_ROWS, n_cand)
+        while True:
+            top, idx = torch.topk(self.values, k)
+            stale = idx[self.done[idx] < self.n_centres]
+            if stale.numel():
+                self._refresh(stale)
+                continue
+            # every candidate that could be the farthest is among the top k
+            # (the others' values, stale or not, bound their distances)
+            if k == n_cand or float(top[-1]) < float(top[0]) - self.tol:
+                break
+            k = min(2 * k, n_cand)
+        close = top >= top[0] - self.tol
+        near, approx = idx[close].cpu().numpy(), top[close].cpu().numpy()
+        if len(near) == 1:
+            return int(near[0])
+        # the exact distance of each is within tol / 2 of its computed one:
+        # score the first exactly, then only those that may still beat it
+        best = self._exact(near[:1])[0]
+        rest = near[1:][approx[1:] + self.tol / 2 >= best]
+        if len(rest) == 0:
+            return int(near[0])
+        near = np.sort(np.concatenate([near[:1], rest]))
+        return int(near[np.argmax(self._exact(near))])
+
+    def _exact(self, idx):
+        """Float64 nearest-centre squared distances of candidates ``idx``.
+
+        Kept per candidate with the number of centres they cover, so a
+        candidate that stays near the top is only compared with new picks.
+        """
+        done = self.exact_done[idx]
+        for first in np.unique(done):
+            group = idx[done == first]
+            index = torch.as_tensor(group, device=self.device)
+            rows = self.x[index].to(self.device, torch.float64) - self.mean64
+            part = slice(max(first, 0), self.n_centres)
+            best = _exact_min(rows, self.c64[part], self.c64_sq[part])
+            if first >= 0:
+                best = np.minimum(best, self.exact[group])
+            self.exact[group] = best
+            self.exact_done[group] = self.n_centres
+        return self.exact[idx]
+
+
+def _exact_min(rows, centers, center_sq):
+    """Float64 squared distance of each row to its nearest centre."""
+    row_sq = _sq(rows)
+    best = torch.full_like(row_sq, float("inf"))
+    for s in range(0, centers.shape[0], 4096):
+        c = centers[s : s + 4096]
+        dist = torch.addmm(center_sq[None, s : s + 4096], rows, c.T, alpha=-2.0)
+        best = torch.minimum(best, dist.add_(row_sq[:, None]).amin(1))
+    return best.clamp_(min=0.0).cpu().numpy()
+
+
+def _sq(x):
+    return (x * x).sum(1)
+
+
+def _stride(n_lab):
+    return max(1, -(-n_lab // _FIRST_CENTRES))
+
+
+def _unit_roundoff(dtype, device):
+    eps = torch.finfo(dtype).eps / 2
+    if (
+        dtype == torch.float32
+        and device.type == "cuda"
+        and torch.get_float32_matmul_precision() != "highest"
+    ):
+        eps = 2.0**-11
+    return eps
 
 
 def gradient_embedding_factors(context, X):
@@ -283,11 +487,14 @@ def _proba_minus_onehot(proba):
     return a
 
 
-def _embedding(context, X):
-    """Penultimate embedding on the net's device, or the flattened input."""
+def _embedding(context, X, dtype=None):
+    """Penultimate embedding on the net's device, or the flattened input.
+
+    With ``dtype``, a network's embedding is stored in it batch by batch.
+    """
     if isinstance(context.estimator, NeuralNet):
         parts = [
-            f["embedding"]
+            f["embedding"] if dtype is None else f["embedding"].to(dtype)
             for _, f in context.estimator.iter_features(X, embedding=True)
         ]
         if parts:
@@ -305,22 +512,3 @@ def _check_chunk_size(chunk_size):
     ):
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     return int(chunk_size)
-
-
-def _min_sq_dist(candidates, sq_norms, centers, chunk_size):
-    """Squared distance of each candidate to its nearest centre, blockwise."""
-    out = torch.empty_like(sq_norms)
-    center_sq = (centers * centers).sum(1)
-    for start in range(0, candidates.shape[0], chunk_size):
-        block = candidates[start : start + chunk_size]
-        best = None
-        for c_start in range(0, centers.shape[0], chunk_size):
-            c_block = centers[c_start : c_start + chunk_size]
-            dist = (
-                sq_norms[start : start + chunk_size, None]
-                + center_sq[None, c_start : c_start + chunk_size]
-                - 2.0 * (block @ c_block.T)
-            ).amin(1)
-            best = dist if best is None else torch.minimum(best, dist)
-        out[start : start + chunk_size] = best.clamp_(min=0.0)
-    return out
