@@ -17,6 +17,7 @@ from sklearn.utils.validation import (
 )
 from skorch import NeuralNet
 
+from . import _parallel
 from ._utils import draw_seed, final_step, torch_seed
 from .strategies import get_strategy
 from .strategies.context import QueryContext, expand_proba
@@ -241,7 +242,9 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             X_pool = X_pool[candidates]
         context = self._context()
         with torch_seed(draw_seed(self.random_state_)):
-            picked = self.strategy_.select(context, self._transform(X_pool), n)
+            picked = _parallel.select(
+                self.strategy_, context, self._transform(X_pool), n
+            )
         picked = np.asarray(picked)
         if (
             picked.shape != (n,)
@@ -275,7 +278,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         X_pool = self._validate_X(X_pool, "X_pool")
         context = self._context()
         with torch_seed(draw_seed(self.random_state_)):
-            scores = self.strategy_.utility(context, self._transform(X_pool))
+            scores = _parallel.utility(self.strategy_, context, self._transform(X_pool))
         scores = np.asarray(scores, dtype=np.float64)
         if scores.shape != (X_pool.shape[0],):
             raise RuntimeError(

@@ -36,6 +36,13 @@ class QueryContext:
     learner : ActiveLearner or None, default=None
         The learner itself, for strategies that keep state across rounds.
 
+    Attributes
+    ----------
+    client : distributed.Client or None
+        Set by the learner when it queries inside
+        ``joblib.parallel_backend("dask")``; :meth:`map_rows` then runs on
+        the cluster.
+
     Examples
     --------
     >>> import numpy as np
@@ -67,6 +74,7 @@ class QueryContext:
         self.random_state = random_state
         self._transform = transform
         self.learner = learner
+        self.client = None
 
     @cached_property
     def X_labeled(self):
@@ -89,6 +97,33 @@ class QueryContext:
         return expand_proba(
             self.estimator.predict_proba(X), self.estimator.classes_, self.n_classes
         )
+
+    def map_rows(self, fn: Callable, X) -> list:
+        """``fn(context, X)`` over row chunks of ``X``, results in row order.
+
+        In one process this is ``[fn(self, X)]``. With :attr:`client` set,
+        ``X`` is split into one contiguous chunk per Dask worker (boundaries
+        on multiples of the network's inference batch size, so the forward
+        passes see the same batches) and each worker runs ``fn`` on its
+        chunk with its own copy of the fitted model; tensors come back on
+        the CPU. ``fn`` must be picklable (a module-level function).
+
+        Parameters
+        ----------
+        fn : callable
+            ``fn(context, X_chunk)``, computed row by row.
+        X : array-like, tensor or Dataset
+
+        Returns
+        -------
+        results : list
+            One result per chunk.
+        """
+        if self.client is None:
+            return [fn(self, X)]
+        from .._parallel import map_rows
+
+        return map_rows(self.client, self, X, fn)
 
     def net(self, strategy_name: str) -> NeuralNet:
         """The classifier as a skorch network, or a clear error.

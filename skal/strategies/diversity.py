@@ -19,6 +19,7 @@ factors the squared distance between two gradient embeddings ``a (x) h`` and
 from __future__ import annotations
 
 import numbers
+from functools import partial
 
 import numpy as np
 import torch
@@ -411,14 +412,28 @@ def gradient_embedding_factors(context, X):
     h : torch.Tensor of shape (n_samples, n_features_embedding)
         Both on the net's device (CPU for other classifiers).
     """
+    parts = [p for p in context.map_rows(_factors, X) if p[0].shape[0]]
+    device = _device(context)
+    if not parts:
+        return _factors(context, X)
+    return (
+        torch.cat([a.to(device) for a, _ in parts]),
+        torch.cat([h.to(device) for _, h in parts]),
+    )
+
+
+def _factors(context, X):
     if isinstance(context.estimator, NeuralNet):
         a_parts, h_parts = [], []
         for logits, feats in context.estimator.iter_features(X, embedding=True):
             a_parts.append(_proba_minus_onehot(torch.softmax(logits.float(), dim=1)))
             h_parts.append(feats["embedding"])
+        if not a_parts:
+            device = context.estimator.device
+            return torch.empty(0, 0, device=device), torch.empty(0, 0, device=device)
         return torch.cat(a_parts), torch.cat(h_parts)
     proba = torch.as_tensor(context.predict_proba(X))
-    return _proba_minus_onehot(proba), _embedding(context, X).to(proba.dtype)
+    return _proba_minus_onehot(proba), _embedding_part(context, X).to(proba.dtype)
 
 
 def kmeans_pp_gradient(a, h, n, *, random_state):
@@ -491,7 +506,23 @@ def _embedding(context, X, dtype=None):
     """Penultimate embedding on the net's device, or the flattened input.
 
     With ``dtype``, a network's embedding is stored in it batch by batch.
+    Computed through ``context.map_rows`` (on Dask workers when active).
     """
+    parts = context.map_rows(partial(_embedding_part, dtype=dtype), X)
+    parts = [p for p in parts if p.shape[0]]
+    if len(parts) <= 1:
+        return parts[0].to(_device(context)) if parts else _embedding_part(context, X)
+    device = _device(context)
+    return torch.cat([p.to(device) for p in parts])
+
+
+def _device(context):
+    if isinstance(context.estimator, NeuralNet):
+        return torch.device(context.estimator.device)
+    return torch.device("cpu")
+
+
+def _embedding_part(context, X, dtype=None):
     if isinstance(context.estimator, NeuralNet):
         parts = [
             f["embedding"] if dtype is None else f["embedding"].to(dtype)

@@ -28,6 +28,8 @@ class LLoss(QueryStrategy):
     (30,)
     """
 
+    row_wise = True
+
     def utility(self, context, X):
         net = context.net("lloss")
         if not hasattr(net, "predict_loss"):

@@ -52,6 +52,7 @@ class TiDAL(QueryStrategy):
     """
 
     default_subset_size = 10_000
+    row_wise = True
 
     def __init__(self, score="entropy"):
         self.score = score

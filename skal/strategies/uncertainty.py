@@ -48,6 +48,8 @@ class LeastConfidence(QueryStrategy):
     True
     """
 
+    row_wise = True
+
     def utility(self, context, X):
         return 1.0 - context.predict_proba(X).max(axis=1)
 
@@ -68,6 +70,8 @@ class MarginSampling(QueryStrategy):
     >>> learner.fit(X[::10], y[::10]).query(X, n=2).shape
     (2,)
     """
+
+    row_wise = True
 
     def utility(self, context, X):
         proba = context.predict_proba(X)
@@ -92,6 +96,8 @@ class EntropySampling(QueryStrategy):
     >>> learner.fit(X[::10], y[::10]).utility(X[:2]).shape
     (2,)
     """
+
+    row_wise = True
 
     def utility(self, context, X):
         return entr(context.predict_proba(X)).sum(axis=1)
