@@ -7,7 +7,16 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
+import skorch
 from skorch import NeuralNet
+from skorch.utils import to_numpy
+
+# skorch's own predict_proba (softmax of forward_iter's batches); a subclass
+# that overrides it is asked for all probabilities at once instead
+_SKORCH_PREDICT_PROBA = (
+    skorch.NeuralNet.predict_proba,
+    skorch.NeuralNetClassifier.predict_proba,
+)
 
 
 class QueryContext:
@@ -97,6 +106,32 @@ class QueryContext:
         return expand_proba(
             self.estimator.predict_proba(X), self.estimator.classes_, self.n_classes
         )
+
+    def iter_proba(self, X):
+        """Yield :meth:`predict_proba`'s rows batch by batch.
+
+        For a skorch network this applies skorch's prediction nonlinearity
+        to each batch of ``forward_iter`` (what its ``predict_proba`` does
+        before concatenating), so a strategy that reduces each batch to
+        scores keeps one batch of probabilities in memory, not N x C. Other
+        classifiers yield all rows at once.
+
+        Yields
+        ------
+        proba : ndarray of shape (batch_size, n_classes)
+            Float64, one column per learner class.
+        """
+        est = self.estimator
+        if (
+            isinstance(est, NeuralNet)
+            and type(est).predict_proba in _SKORCH_PREDICT_PROBA
+        ):
+            nonlin = est._get_predict_nonlinearity()
+            for out in est.forward_iter(X, training=False):
+                out = out[0] if isinstance(out, tuple) else out
+                yield expand_proba(to_numpy(nonlin(out)), est.classes_, self.n_classes)
+        else:
+            yield self.predict_proba(X)
 
     def map_rows(self, fn: Callable, X) -> list:
         """``fn(context, X)`` over row chunks of ``X``, results in row order.
