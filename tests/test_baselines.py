@@ -337,6 +337,52 @@ def test_badge_factored_distances_match_full_gradient_matrix():
     np.testing.assert_array_equal(picked, expected)
 
 
+def previous_kmeans_pp_gradient(a, h, n, random_state):
+    """skal's BADGE seeding before distances were pruned (the reference)."""
+    n_samples = a.shape[0]
+    g2 = (a * a).sum(1) * (h * h).sum(1)
+    min_dist = torch.full_like(g2, float("inf"))
+    picked = np.empty(n, dtype=np.intp)
+    for step in range(n):
+        idx = None
+        if step == 0:
+            if bool(g2.max() > 0):
+                idx = int(g2.argmax())
+        else:
+            cumsum = min_dist.cumsum(0, dtype=torch.float64)
+            total = float(cumsum[-1])
+            if total > 0:
+                target = torch.tensor(
+                    random_state.random_sample() * total, dtype=torch.float64
+                )
+                idx = int(torch.searchsorted(cumsum, target, right=True))
+        if idx is None:
+            rest = np.setdiff1d(np.arange(n_samples), picked[:step])
+            idx = int(rest[random_state.randint(len(rest))])
+        picked[step] = idx
+        dist = torch.addcmul(g2, a @ a[idx], h @ h[idx], value=-2.0)
+        dist.add_(g2[idx]).clamp_(min=0.0)
+        torch.minimum(min_dist, dist, out=min_dist)
+        min_dist[idx] = 0.0
+    return picked
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("sharpness", [0.3, 3.0])
+def test_kmeans_pp_gradient_picks_as_the_previous_version(dtype, sharpness):
+    # flat and confident predictions over 30 classes: with confident ones
+    # most distances cannot shrink and are skipped
+    rng = np.random.RandomState(5)
+    logits = torch.tensor(rng.randn(4000, 30) * sharpness)
+    a = torch.softmax(logits, 1)
+    a[torch.arange(4000), a.argmax(1)] -= 1
+    h = torch.tensor(np.maximum(rng.randn(4000, 64), 0))
+    a, h = a.to(dtype), h.to(dtype)
+    picked = kmeans_pp_gradient(a, h, 200, random_state=np.random.RandomState(1))
+    expected = previous_kmeans_pp_gradient(a, h, 200, np.random.RandomState(1))
+    np.testing.assert_array_equal(picked, expected)
+
+
 def test_badge_all_zero_gradients_fall_back_to_uniform():
     a = torch.zeros(10, 3)
     h = torch.randn(10, 4)

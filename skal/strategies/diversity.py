@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from skorch import NeuralNet
 
+from .._parallel import n_rows
 from .base import QueryStrategy
 
 # k-center greedy: labelled centres every candidate is compared with up
@@ -416,6 +417,8 @@ def gradient_embedding_factors(context, X):
     device = _device(context)
     if not parts:
         return _factors(context, X)
+    if len(parts) == 1:
+        return parts[0][0].to(device), parts[0][1].to(device)
     return (
         torch.cat([a.to(device) for a, _ in parts]),
         torch.cat([h.to(device) for _, h in parts]),
@@ -424,14 +427,13 @@ def gradient_embedding_factors(context, X):
 
 def _factors(context, X):
     if isinstance(context.estimator, NeuralNet):
-        a_parts, h_parts = [], []
-        for logits, feats in context.estimator.iter_features(X, embedding=True):
-            a_parts.append(_proba_minus_onehot(torch.softmax(logits.float(), dim=1)))
-            h_parts.append(feats["embedding"])
-        if not a_parts:
-            device = context.estimator.device
-            return torch.empty(0, 0, device=device), torch.empty(0, 0, device=device)
-        return torch.cat(a_parts), torch.cat(h_parts)
+        batches = context.estimator.iter_features(X, embedding=True)
+        a, h = _Rows(n_rows(X)), _Rows(n_rows(X))
+        for logits, feats in batches:
+            a.add(_proba_minus_onehot(torch.softmax(logits.float(), dim=1)))
+            h.add(feats["embedding"])
+        device = context.estimator.device
+        return a.result(device), h.result(device)
     proba = torch.as_tensor(context.predict_proba(X))
     return _proba_minus_onehot(proba), _embedding_part(context, X).to(proba.dtype)
 
@@ -466,7 +468,15 @@ def kmeans_pp_gradient(a, h, n, *, random_state):
     n_samples = a.shape[0]
     if not 1 <= n <= n_samples:
         raise ValueError(f"n must be between 1 and {n_samples}, got n={n}")
-    g2 = (a * a).sum(1) * (h * h).sum(1)
+    a2, h2 = (a * a).sum(1), (h * h).sum(1)
+    g2 = a2 * h2
+    # |a| |h| of each sample and twice a bound on the rounding error of a
+    # computed distance, relative to g2 + g2' + 2 |a||a'||h||h'|
+    ah = (a2 * h2).sqrt_()
+    h_norm = h2.sqrt()
+    rel_err = 4.0 * (a.shape[1] + h.shape[1] + 8) * _unit_roundoff(a.dtype, a.device)
+    # embeddings after a ReLU have h.h' >= 0: then a.a' < 0 can only add
+    non_negative = bool((h >= 0).all())
     min_dist = torch.full_like(g2, float("inf"))
     picked = np.empty(n, dtype=np.intp)
     for step in range(n):
@@ -488,9 +498,24 @@ def kmeans_pp_gradient(a, h, n, *, random_state):
             rest = np.setdiff1d(np.arange(n_samples), picked[:step])
             idx = int(rest[random_state.randint(len(rest))])
         picked[step] = idx
-        dist = torch.addcmul(g2, a @ a[idx], h @ h[idx], value=-2.0)
-        dist.add_(g2[idx]).clamp_(min=0.0)
-        torch.minimum(min_dist, dist, out=min_dist)
+        aa = a @ a[idx]
+        # |h.h'| <= |h||h'| (and h.h' >= 0 for non-negative embeddings)
+        # bounds each distance from below; where the bound is above the
+        # current distance by more than the rounding error, the computed
+        # distance could not lower it, and h.h' is not needed
+        coupling = aa.clamp(min=0.0) if non_negative else aa.abs()
+        gap = torch.addcmul(g2 + g2[idx], coupling, h_norm, value=-2.0 * h_norm[idx])
+        gap.sub_(torch.addcmul(g2 + g2[idx], ah, ah[idx], value=2.0), alpha=rel_err)
+        rows = torch.nonzero(gap < min_dist).flatten()
+        if rows.numel() > n_samples // 4:
+            dist = torch.addcmul(g2, aa, h @ h[idx], value=-2.0)
+            dist.add_(g2[idx]).clamp_(min=0.0)
+            torch.minimum(min_dist, dist, out=min_dist)
+        elif rows.numel():
+            hh = h.index_select(0, rows) @ h[idx]
+            dist = torch.addcmul(g2[rows], aa[rows], hh, value=-2.0)
+            dist.add_(g2[idx]).clamp_(min=0.0)
+            min_dist[rows] = torch.minimum(min_dist[rows], dist)
         min_dist[idx] = 0.0
     return picked
 
@@ -524,15 +549,34 @@ def _device(context):
 
 def _embedding_part(context, X, dtype=None):
     if isinstance(context.estimator, NeuralNet):
-        parts = [
-            f["embedding"] if dtype is None else f["embedding"].to(dtype)
-            for _, f in context.estimator.iter_features(X, embedding=True)
-        ]
-        if parts:
-            return torch.cat(parts)
-        return torch.empty(0, 0, device=context.estimator.device)
+        out = _Rows(n_rows(X))
+        for _, feats in context.estimator.iter_features(X, embedding=True):
+            emb = feats["embedding"]
+            out.add(emb if dtype is None else emb.to(dtype))
+        return out.result(context.estimator.device)
     arr = np.asarray(X)
     return torch.tensor(arr.reshape(arr.shape[0], -1), dtype=torch.float64)
+
+
+class _Rows:
+    """Batches written into one (n, ...) tensor: no list, no concatenation."""
+
+    def __init__(self, n):
+        self.n = n
+        self.out = None
+        self.filled = 0
+
+    def add(self, batch):
+        if self.out is None:
+            shape = (self.n, *batch.shape[1:])
+            self.out = batch.new_empty(shape)
+        self.out[self.filled : self.filled + batch.shape[0]] = batch
+        self.filled += batch.shape[0]
+
+    def result(self, device):
+        if self.out is None:
+            return torch.empty(0, 0, device=device)
+        return self.out[: self.filled]
 
 
 def _check_chunk_size(chunk_size):
