@@ -126,7 +126,12 @@ class BADGE(QueryStrategy):
     The N x (C * D) matrix of embeddings is never formed: only ``a = p -
     onehot(y_hat)`` (N x C) and ``h`` (N x D) are kept, and squared distances
     come from ``|a|^2 |h|^2 + |a'|^2 |h'|^2 - 2 (a.a') (h.h')``, so each
-    seeding step costs O(N (C + D)).
+    seeding step costs at most O(N (C + D)). A step computes ``h.h'`` only
+    for the samples whose distance to the new point may be below their
+    current one: with ``|h.h'| <= |h||h'|`` (and ``h.h' >= 0`` when every
+    embedding is non-negative, as after a ReLU), ``a.a'`` alone bounds the
+    distance from below, with a margin for rounding. The picks are those of
+    computing every distance.
 
     For a classifier that is not a skorch network, ``h`` is the input as the
     classifier sees it and ``p`` its ``predict_proba``.
