@@ -12,7 +12,8 @@ Three parts, each printed as a table measured side by side in one run:
   centres, per-candidate vectors, one block; the forward's batch
   activations come on top). ``same picks`` compares core-set's picks with
   the previous, eager implementation (kept in tests/test_baselines.py) run
-  in float64 on the same embeddings; BADGE's seeding is unchanged.
+  in float64 on the same embeddings, and BADGE's seeding (timed alone on
+  the gradient embeddings) with its previous version, on the same factors.
 - ``dask``: ``ActiveLearner.query`` in one process and inside
   ``joblib.parallel_backend("dask")`` on a 2-worker ``LocalCluster``
   (processes, one thread each): identical picks, and the time ratio.
@@ -42,7 +43,13 @@ from _harness import measure as _measure  # noqa: E402
 from suites.baselines import _trim_heap  # noqa: E402
 
 import skal  # noqa: E402
-from skal.strategies import BADGE, CoreSet, QueryContext  # noqa: E402
+from skal.strategies import (  # noqa: E402
+    BADGE,
+    CoreSet,
+    QueryContext,
+    gradient_embedding_factors,
+    kmeans_pp_gradient,
+)
 
 D = 512
 
@@ -83,7 +90,10 @@ def _mlp(n_classes, device):
 
 
 def select_rows(args):
-    from tests.test_baselines import previous_k_center_greedy
+    from tests.test_baselines import (
+        previous_k_center_greedy,
+        previous_kmeans_pp_gradient,
+    )
 
     rng = np.random.RandomState(0)
     n, c, n_lab, b = args.n, args.n_classes, args.n_labeled, args.query_size
@@ -121,9 +131,24 @@ def select_rows(args):
         repeats=args.repeats,
     )
     formula = badge_memory(n, c, D)
-    rows.append(
-        _row(f"badge b={b}", n, c, seconds, base, mem, formula, "unchanged code")
-    )
+    rows.append(_row(f"badge b={b}", n, c, seconds, base, mem, formula, "-"))
+    if not args.skip_reference:
+        a, h = gradient_embedding_factors(context(), X_pool)
+        new, _, ours = measure(
+            lambda: kmeans_pp_gradient(a, h, b, random_state=np.random.RandomState(0)),
+            device=args.device,
+            repeats=1,
+        )
+        old, _, theirs = measure(
+            lambda: previous_kmeans_pp_gradient(a, h, b, np.random.RandomState(0)),
+            device=args.device,
+            repeats=1,
+        )
+        same = "yes" if np.array_equal(ours, theirs) else "NO"
+        rows.append(_row("badge seeding only", n, c, new, base, None, None, same))
+        rows.append(
+            _row("badge seeding, previous version", n, c, old, base, None, None, "-")
+        )
     return rows
 
 
