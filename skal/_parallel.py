@@ -66,7 +66,24 @@ def active_client():
     except ImportError:  # pragma: no cover - joblib comes with scikit-learn
         return None
     backend, _ = get_active_backend()
-    return getattr(backend, "client", None) if _is_dask(backend) else None
+    if not _is_dask(backend) or _on_a_worker():
+        return None
+    return getattr(backend, "client", None)
+
+
+def _on_a_worker():
+    """Whether this runs inside a Dask task (joblib's dask backend is active
+    there too): a task that waited for tasks of its own could deadlock the
+    cluster, so nested queries score locally."""
+    try:
+        from distributed import get_worker
+    except ImportError:  # pragma: no cover - dask backend implies distributed
+        return False
+    try:
+        get_worker()
+    except ValueError:
+        return False
+    return True
 
 
 def _is_dask(backend):
