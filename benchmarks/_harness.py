@@ -82,6 +82,16 @@ def measure(fn, *, device="cpu", repeats: int = 3):
     return best, peak, result
 
 
+def check_device(parser, device: str) -> None:
+    """Stop with a clear message when ``device`` is CUDA and there is none."""
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        parser.error(
+            f"--device {device}: torch {torch.__version__} sees no CUDA device "
+            f"(built for CUDA {torch.version.cuda}); run on a GPU machine or use "
+            "--device cpu"
+        )
+
+
 def fmt_bytes(n: int | None) -> str:
     """Human-readable size, or '-' when unknown."""
     if n is None:

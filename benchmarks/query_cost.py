@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import print_table  # noqa: E402
+from _harness import check_device, print_table  # noqa: E402
 
 # suite name -> module in benchmarks/suites exposing
 # ``add_arguments(parser)`` (optional) and ``rows(args) -> list[dict]``
@@ -55,6 +55,7 @@ def main(argv=None):
         if hasattr(module, "add_arguments"):
             module.add_arguments(parser)
     args = parser.parse_args(argv)
+    check_device(parser, args.device)
     rows = []
     for name in args.suite or sorted(SUITES):
         rows += [{"suite": name, **row} for row in modules[name].rows(args)]

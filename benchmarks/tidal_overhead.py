@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import measure, print_table  # noqa: E402
+from _harness import check_device, measure, print_table  # noqa: E402
 
 import skal  # noqa: E402
 from skal.nets import ResNet18, TutorialCNN  # noqa: E402
@@ -74,6 +74,7 @@ def main(argv=None):
     parser.add_argument("--n-resnet", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads")
     args = parser.parse_args(argv)
+    check_device(parser, args.device)
     torch.set_num_threads(args.threads)
     rng = np.random.RandomState(0)
     rows = []

@@ -22,6 +22,7 @@ from skorch import NeuralNet
 from skorch.callbacks import LRScheduler
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from . import _parallel
 from ._data import (
     concat_rows,
     dataset_labels,
@@ -287,7 +288,9 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             X_pool = take(X_pool, candidates)
         context = self._context()
         with torch_seed(draw_seed(self.random_state_)):
-            picked = self.strategy_.select(context, self._transform(X_pool), n)
+            picked = _parallel.select(
+                self.strategy_, context, self._transform(X_pool), n
+            )
         picked = np.asarray(picked)
         if (
             picked.shape != (n,)
@@ -321,7 +324,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         X_pool = self._validate_X(X_pool, "X_pool")
         context = self._context()
         with torch_seed(draw_seed(self.random_state_)):
-            scores = self.strategy_.utility(context, self._transform(X_pool))
+            scores = _parallel.utility(self.strategy_, context, self._transform(X_pool))
         scores = np.asarray(scores, dtype=np.float64)
         if scores.shape != (n_samples(X_pool),):
             raise RuntimeError(

@@ -76,6 +76,7 @@ _NEEDS_NET = {
     "bald": "needs-dropout",
     "coreset": "needs-a-net-embedding",
     "dynamic_al": "needs-a-net",
+    "dynamic_al_batch": "needs-a-net",
     "lloss": "needs-LLossClassifier",
     "tidal": "needs-TiDALClassifier",
     "albl": "default-arms-include-coreset-which-needs-a-net",

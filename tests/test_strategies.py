@@ -117,6 +117,111 @@ def test_k_center_greedy_duplicates_still_distinct():
     assert sorted(picked) == list(range(5))
 
 
+def previous_k_center_greedy(candidates, centers, n, chunk_size=2048):
+    """skal's k-center greedy before the lazy version (kept as the reference).
+
+    Eager: every step updates all N nearest-centre distances with one
+    matrix-vector product, in the dtype of the input.
+    """
+    mean = candidates.mean(0, keepdim=True)
+    candidates = candidates - mean
+    centers = centers - mean
+    sq_norms = (candidates * candidates).sum(1)
+    center_sq = (centers * centers).sum(1)
+    min_dist = torch.empty_like(sq_norms)
+    for start in range(0, candidates.shape[0], chunk_size):
+        block = candidates[start : start + chunk_size]
+        dist = sq_norms[start : start + chunk_size, None] + center_sq[None]
+        dist = dist - 2.0 * (block @ centers.T)
+        min_dist[start : start + chunk_size] = dist.amin(1).clamp_(min=0.0)
+    picked = np.empty(n, dtype=np.intp)
+    for step in range(n):
+        idx = int(min_dist.argmax())
+        picked[step] = idx
+        dist = torch.addmv(sq_norms, candidates, candidates[idx], alpha=-2.0)
+        dist.add_(sq_norms[idx]).clamp_(min=0.0)
+        torch.minimum(min_dist, dist, out=min_dist)
+        min_dist[idx] = -1.0
+    return picked
+
+
+@pytest.mark.parametrize(
+    "seed, n_cand, dim, n_lab, n",
+    [(0, 3000, 64, 200, 300), (1, 1500, 130, 1000, 150), (2, 700, 8, 5, 700)],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_k_center_greedy_picks_as_the_previous_version(
+    seed, n_cand, dim, n_lab, n, dtype
+):
+    # non-negative, off-centre embeddings, as after a ReLU; clusters of
+    # different spreads so that new centres change some distances and not
+    # others
+    rng = np.random.RandomState(seed)
+    means = rng.rand(10, dim) * 3
+    scale = rng.rand(10)[:, None] * 2
+    which = rng.randint(10, size=n_cand + n_lab)
+    points = np.maximum(means[which] + scale[which] * rng.randn(len(which), dim), 0)
+    points = torch.tensor(points, dtype=dtype)
+    cand, lab = points[:n_cand], points[n_cand:]
+    picked = k_center_greedy(cand, lab, n, random_state=np.random.RandomState(0))
+    # the reference in float64 on the same (float32-valued) numbers
+    expected = previous_k_center_greedy(cand.double(), lab.double(), n)
+    np.testing.assert_array_equal(picked, expected)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_k_center_greedy_resolves_float32_near_ties_exactly(seed):
+    # two far candidates whose squared distances to the only centre differ by
+    # about 1e-7 relative, below float32's rounding of a 256-term sum, among
+    # candidates near the centre; the exact answer is the farther one
+    rng = np.random.RandomState(seed)
+    v = rng.rand(256) + 1.0
+    far = np.stack([v, v[::-1].copy()])
+    far[1, 0] += 1e-7 * (v @ v) / (2 * v[-1])
+    x = np.concatenate([rng.rand(300, 256) * 0.01, far])
+    x = x.astype(np.float32)
+    d = (x.astype(np.float64) ** 2).sum(1)
+    farther = 300 + int(np.argmax(d[300:]))
+    assert abs(d[300] - d[301]) / d[300] < 1e-6  # a genuine near-tie
+    centre = torch.zeros(1, 256)
+    picked = k_center_greedy(
+        torch.tensor(x), centre, 1, random_state=np.random.RandomState(0)
+    )
+    assert picked[0] == farther
+    expected = previous_k_center_greedy(torch.tensor(x).double(), centre.double(), 1)
+    assert expected[0] == farther
+
+
+def test_k_center_greedy_float16_is_exact_on_the_rounded_embeddings():
+    rng = np.random.RandomState(3)
+    cand = torch.tensor(rng.randn(400, 20)).half()
+    lab = torch.tensor(rng.randn(30, 20)).half()
+    picked = k_center_greedy(cand, lab, 40, random_state=np.random.RandomState(0))
+    np.testing.assert_array_equal(
+        picked, brute_force_k_center(cand.double(), lab.double(), 40)
+    )
+
+
+def test_coreset_float16_embeddings(data, fitted):
+    _, _, X_pool, _ = data
+    net = fitted.estimator_
+    h_pool = torch.tensor(net.embed(X_pool)).half().double()
+    h_lab = torch.tensor(net.embed(fitted.X_labeled_)).half().double()
+    strategy = skal.strategies.CoreSet(embedding_dtype="float16")
+    np.testing.assert_array_equal(
+        learner_with(fitted, strategy).query(X_pool, n=8),
+        brute_force_k_center(h_pool, h_lab, 8),
+    )
+
+
+def test_coreset_rejects_bad_embedding_dtype(data, fitted):
+    learner = learner_with(fitted, skal.strategies.CoreSet(embedding_dtype="int8"))
+    with pytest.raises(
+        ValueError, match="'embedding_dtype' parameter of CoreSet must be .*'int8'"
+    ):
+        learner.query(data[2], n=2)
+
+
 def test_coreset_uses_the_penultimate_embedding(data, fitted):
     _, _, X_pool, _ = data
     net = fitted.estimator_
@@ -188,6 +293,52 @@ def test_badge_factored_distances_match_full_gradient_matrix():
     g = (a[:, :, None] * h[:, None, :]).reshape(80, -1)
     picked = kmeans_pp_gradient(a, h, 20, random_state=np.random.RandomState(4))
     expected = naive_kmeans_pp(g.numpy(), 20, np.random.RandomState(4))
+    np.testing.assert_array_equal(picked, expected)
+
+
+def previous_kmeans_pp_gradient(a, h, n, random_state):
+    """skal's BADGE seeding before distances were pruned (the reference)."""
+    n_samples = a.shape[0]
+    g2 = (a * a).sum(1) * (h * h).sum(1)
+    min_dist = torch.full_like(g2, float("inf"))
+    picked = np.empty(n, dtype=np.intp)
+    for step in range(n):
+        idx = None
+        if step == 0:
+            if bool(g2.max() > 0):
+                idx = int(g2.argmax())
+        else:
+            cumsum = min_dist.cumsum(0, dtype=torch.float64)
+            total = float(cumsum[-1])
+            if total > 0:
+                target = torch.tensor(
+                    random_state.random_sample() * total, dtype=torch.float64
+                )
+                idx = int(torch.searchsorted(cumsum, target, right=True))
+        if idx is None:
+            rest = np.setdiff1d(np.arange(n_samples), picked[:step])
+            idx = int(rest[random_state.randint(len(rest))])
+        picked[step] = idx
+        dist = torch.addcmul(g2, a @ a[idx], h @ h[idx], value=-2.0)
+        dist.add_(g2[idx]).clamp_(min=0.0)
+        torch.minimum(min_dist, dist, out=min_dist)
+        min_dist[idx] = 0.0
+    return picked
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("sharpness", [0.3, 3.0])
+def test_kmeans_pp_gradient_picks_as_the_previous_version(dtype, sharpness):
+    # flat and confident predictions over 30 classes: with confident ones
+    # most distances cannot shrink and are skipped
+    rng = np.random.RandomState(5)
+    logits = torch.tensor(rng.randn(4000, 30) * sharpness)
+    a = torch.softmax(logits, 1)
+    a[torch.arange(4000), a.argmax(1)] -= 1
+    h = torch.tensor(np.maximum(rng.randn(4000, 64), 0))
+    a, h = a.to(dtype), h.to(dtype)
+    picked = kmeans_pp_gradient(a, h, 200, random_state=np.random.RandomState(1))
+    expected = previous_kmeans_pp_gradient(a, h, 200, np.random.RandomState(1))
     np.testing.assert_array_equal(picked, expected)
 
 

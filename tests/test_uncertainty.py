@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import skal
 from skal.strategies import (
     EntropySampling,
     LeastConfidence,
@@ -114,3 +115,40 @@ def test_top_n_breaks_ties_at_random_but_reproducibly():
     )
     with pytest.raises(ValueError, match="NaN"):
         top_n(np.array([0.1, np.nan]), 1, np.random.RandomState(0))
+
+
+def _fitted_net_learner(strategy, net_cls=None):
+    rng = np.random.RandomState(0)
+    X = rng.randn(90, 5).astype(np.float32)
+    y = rng.randint(3, size=90)
+    net = (net_cls or skal.NeuralNetClassifier)(
+        skal.nets.MLP, max_epochs=2, batch_size=16
+    )
+    learner = skal.ActiveLearner(net, strategy=strategy, random_state=0)
+    return learner.fit(X[:30], y[:30]), X[30:]
+
+
+@pytest.mark.parametrize(
+    "strategy, reference",
+    [
+        ("entropy", lambda p: -(np.where(p > 0, p * np.log(p), 0.0)).sum(1)),
+        ("least_confidence", lambda p: 1.0 - p.max(1)),
+        ("margin", lambda p: 1.0 - np.diff(np.sort(p, axis=1)[:, -2:], axis=1)[:, 0]),
+    ],
+)
+def test_network_scores_batch_by_batch_equal_scores_of_all_probabilities(
+    strategy, reference
+):
+    # 60 candidates in batches of 16: the scores come from four batches
+    learner, X_pool = _fitted_net_learner(strategy)
+    proba = learner.estimator_.predict_proba(X_pool).astype(np.float64)
+    np.testing.assert_allclose(learner.utility(X_pool), reference(proba), rtol=1e-12)
+
+
+def test_a_network_with_its_own_predict_proba_is_asked_for_it():
+    class Uniform(skal.NeuralNetClassifier):
+        def predict_proba(self, X):
+            return np.full((len(X), 3), 1 / 3)
+
+    learner, X_pool = _fitted_net_learner("entropy", Uniform)
+    np.testing.assert_allclose(learner.utility(X_pool), np.log(3.0))

@@ -318,13 +318,34 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         )
         return encode_labels(y, self.classes_, owner="the net's", hint=hint)
 
+    def iter_proba(self, X):
+        """Yield the class probabilities batch by batch (eval mode, no grad).
+
+        The loop behind :meth:`predict_proba`: strategies that reduce each
+        batch to one score per sample use it to keep one batch of
+        probabilities in memory rather than ``(n_samples, n_classes)``.
+
+        Parameters
+        ----------
+        X : array-like, tensor or torch Dataset
+
+        Yields
+        ------
+        proba : ndarray of shape (batch_size, n_classes)
+            The prediction nonlinearity (softmax) of the logits, on the CPU.
+        """
+        nonlin = self._get_predict_nonlinearity()
+        for yp in self.forward_iter(self.get_dataset(X), training=False):
+            yield to_numpy(nonlin(logits_of(yp)))
+
     def predict_proba(self, X):
         """Class probabilities: the softmax of the logits, batch by batch.
 
-        Each batch's probabilities are written into one preallocated array:
-        memory is the ``(n_samples, n_classes)`` result plus one batch, and
-        no list of per-batch arrays is kept (which, with glibc's allocator,
-        fragments the heap into hundreds of megabytes over a large pool).
+        Each batch's probabilities (:meth:`iter_proba`) are written into one
+        preallocated array: memory is the ``(n_samples, n_classes)`` result
+        plus one batch, and no list of per-batch arrays is kept (which, with
+        glibc's allocator, fragments the heap into hundreds of megabytes over
+        a large pool).
 
         Parameters
         ----------
@@ -334,12 +355,10 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         -------
         proba : ndarray of shape (n_samples, n_classes)
         """
-        nonlin = self._get_predict_nonlinearity()
         dataset = self.get_dataset(X)
         out = None
         start = 0
-        for yp in self.forward_iter(dataset, training=False):
-            p = to_numpy(nonlin(logits_of(yp)))
+        for p in self.iter_proba(dataset):
             if out is None:
                 out = np.empty((len(dataset), *p.shape[1:]), dtype=p.dtype)
             out[start : start + len(p)] = p

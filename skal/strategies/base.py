@@ -35,6 +35,11 @@ class QueryStrategy(BaseEstimator):
         How many random pool candidates :meth:`~skal.ActiveLearner.query`
         scores when the learner's ``subset_size`` is None (TiDAL's protocol
         uses 10,000); ``None`` scores the whole pool.
+    row_wise : bool
+        Whether each candidate's utility depends on that candidate alone (and
+        on the fitted model and labelled set) and draws no random numbers.
+        Only then may a pool be scored in chunks on several Dask workers
+        with the same result (see :doc:`/guide/gpu_dask`). False by default.
 
     Examples
     --------
@@ -86,6 +91,8 @@ class QueryStrategy(BaseEstimator):
             subclass of both.
         """
         self._validate_params()
+
+    row_wise = False
 
     def utility(self, context, X):
         """Score each candidate; higher means more informative.

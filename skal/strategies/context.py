@@ -40,6 +40,13 @@ class QueryContext:
     learner : ActiveLearner or None, default=None
         The learner itself, for strategies that keep state across rounds.
 
+    Attributes
+    ----------
+    client : distributed.Client or None
+        Set by the learner when it queries inside
+        ``joblib.parallel_backend("dask")``; :meth:`map_rows` then runs on
+        the cluster.
+
     Examples
     --------
     >>> import numpy as np
@@ -71,6 +78,7 @@ class QueryContext:
         self.random_state = random_state
         self._transform = transform
         self.learner = learner
+        self.client = None
 
     @cached_property
     def X_labeled(self):
@@ -102,6 +110,58 @@ class QueryContext:
         return expand_proba(
             self.estimator.predict_proba(X), self.estimator.classes_, self.n_classes
         )
+
+    def iter_proba(self, X):
+        """Yield :meth:`predict_proba`'s rows batch by batch.
+
+        A skal network yields its own batches (``iter_proba``), so a strategy
+        that reduces each batch to scores keeps one batch of probabilities in
+        memory, not N x C. Other classifiers, and a network whose class
+        overrides ``predict_proba`` below the class that defines
+        ``iter_proba``, yield all rows at once.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_candidates, ...)
+
+        Yields
+        ------
+        proba : ndarray of shape (batch_size, n_classes)
+            Float64, one column per learner class.
+        """
+        est = self.estimator
+        if _batches_match_predict_proba(type(est)):
+            for proba in est.iter_proba(X):
+                yield expand_proba(proba, est.classes_, self.n_classes)
+        else:
+            yield self.predict_proba(X)
+
+    def map_rows(self, fn: Callable, X) -> list:
+        """``fn(context, X)`` over row chunks of ``X``, results in row order.
+
+        In one process this is ``[fn(self, X)]``. With :attr:`client` set,
+        ``X`` is split into one contiguous chunk per Dask worker (boundaries
+        on multiples of the network's inference batch size, so the forward
+        passes see the same batches) and each worker runs ``fn`` on its
+        chunk with its own copy of the fitted model; tensors come back on
+        the CPU. ``fn`` must be picklable (a module-level function).
+
+        Parameters
+        ----------
+        fn : callable
+            ``fn(context, X_chunk)``, computed row by row.
+        X : array-like, tensor or Dataset
+
+        Returns
+        -------
+        results : list
+            One result per chunk.
+        """
+        if self.client is None:
+            return [fn(self, X)]
+        from .._parallel import map_rows
+
+        return map_rows(self.client, self, X, fn)
 
     def net(self, strategy_name: str) -> NeuralNet:
         """The classifier as a skorch network, or a clear error.
@@ -176,6 +236,17 @@ def built_module(net: NeuralNet) -> nn.Module:
         return net.module_
     with torch_seed(0):
         return clone(net).set_params(device="cpu").initialize().module_
+
+
+def _batches_match_predict_proba(cls) -> bool:
+    """Whether ``cls.iter_proba`` yields what ``cls.predict_proba`` returns:
+    it must be defined, and ``predict_proba`` not overridden below it."""
+    owners = {}
+    for depth, klass in enumerate(cls.__mro__):
+        for name in ("iter_proba", "predict_proba"):
+            if name in vars(klass):
+                owners.setdefault(name, depth)
+    return "iter_proba" in owners and owners["iter_proba"] <= owners["predict_proba"]
 
 
 def expand_proba(proba, seen_classes, n_classes: int) -> np.ndarray:

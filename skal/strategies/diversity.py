@@ -10,23 +10,31 @@ multinomial logistic regression this makes BADGE's gradient embedding the
 exact gradient of the log-loss with respect to the weights.
 
 Neither ever builds an N x N distance matrix nor BADGE's N x (D*C) gradient
-matrix: core-set keeps one vector of N distances and computes distances in
-blocks of ``chunk_size`` rows; BADGE factors the squared distance between two
-gradient embeddings ``a (x) h`` and ``a' (x) h'`` as
-``|a|^2 |h|^2 + |a'|^2 |h'|^2 - 2 (a.a') (h.h')``.
+matrix: core-set keeps one vector of N distances and brings candidates up to
+date lazily, in matrix products, only when they may be the next pick; BADGE
+factors the squared distance between two gradient embeddings ``a (x) h`` and
+``a' (x) h'`` as ``|a|^2 |h|^2 + |a'|^2 |h'|^2 - 2 (a.a') (h.h')``.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from numbers import Integral
 
 import numpy as np
 import torch
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 from skorch import NeuralNet
 
+from .._parallel import n_rows
 from .._utils import argmax_labels
 from .base import QueryStrategy
+
+# k-center greedy: labelled centres every candidate is compared with up
+# front, and candidates brought up to date at a time
+_FIRST_CENTRES = 256
+_TOP_ROWS = 16
+_EMBEDDING_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 class CoreSet(QueryStrategy):
@@ -37,12 +45,14 @@ class CoreSet(QueryStrategy):
     its nearest centre, and makes it a centre. The returned indices are in
     the order of selection.
 
-    Distances between candidates and labelled samples are computed in
-    ``chunk_size`` x ``chunk_size`` blocks and each greedy step updates a
-    vector of N nearest-centre distances with one matrix-vector product, so
-    memory is O(N * D + chunk_size^2), never N x N. Embeddings are centred on
-    the candidates' mean before distances are taken (a translation, which
-    leaves distances unchanged and reduces float32 cancellation).
+    The selection is exact (see :func:`k_center_greedy`): the same picks as
+    the textbook algorithm in float64, at a fraction of its cost, because a
+    candidate's distance to its nearest centre is only brought up to date
+    when it may be the next pick. Memory: the N x D embeddings (4 bytes per
+    number, 2 with ``embedding_dtype="float16"``), the labelled set and the
+    picks as centres ((L + n) x D numbers in float32 and float64, 12 bytes
+    each), five vectors of N numbers, and blocks of ``chunk_size`` x
+    ``chunk_size``; never N x N.
 
     If the labelled set is empty (possible only when calling ``select``
     directly), the first centre is drawn uniformly at random from the
@@ -56,6 +66,10 @@ class CoreSet(QueryStrategy):
     ----------
     chunk_size : int, default=2048
         Rows per block when distances to the labelled set are computed.
+    embedding_dtype : {"float32", "float16"}, default="float32"
+        How the N x D embeddings are stored. ``"float16"`` halves their
+        memory; distances are still computed in float32 (exactly, on the
+        float16-rounded embeddings, so picks can differ from float32's).
 
     See Also
     --------
@@ -81,15 +95,17 @@ class CoreSet(QueryStrategy):
 
     per_sample = False
     _parameter_constraints = {
-        "chunk_size": [Interval(Integral, 1, None, closed="left")]
+        "chunk_size": [Interval(Integral, 1, None, closed="left")],
+        "embedding_dtype": [StrOptions(set(_EMBEDDING_DTYPES))],
     }
 
-    def __init__(self, chunk_size=2048):
+    def __init__(self, chunk_size=2048, embedding_dtype="float32"):
         self.chunk_size = chunk_size
+        self.embedding_dtype = embedding_dtype
 
     def select(self, context, X, n):
         self.validate(context.estimator)
-        candidates = _embedding(context, X)
+        candidates = _embedding(context, X, _EMBEDDING_DTYPES[self.embedding_dtype])
         centers = _embedding(context, context.X_labeled).to(candidates.device)
         return k_center_greedy(
             candidates,
@@ -116,7 +132,12 @@ class BADGE(QueryStrategy):
     The N x (C * D) matrix of embeddings is never formed: only ``a = p -
     onehot(y_hat)`` (N x C) and ``h`` (N x D) are kept, and squared distances
     come from ``|a|^2 |h|^2 + |a'|^2 |h'|^2 - 2 (a.a') (h.h')``, so each
-    seeding step costs O(N (C + D)).
+    seeding step costs at most O(N (C + D)). A step computes ``h.h'`` only
+    for the samples whose distance to the new point may be below their
+    current one: with ``|h.h'| <= |h||h'|`` (and ``h.h' >= 0`` when every
+    embedding is non-negative, as after a ReLU), ``a.a'`` alone bounds the
+    distance from below, with a margin for rounding. The picks are those of
+    computing every distance.
 
     For a classifier that is not a skorch network, ``h`` is the input as the
     classifier sees it and ``p`` its ``predict_proba``.
@@ -150,17 +171,36 @@ class BADGE(QueryStrategy):
 def k_center_greedy(candidates, centers, n, *, random_state, chunk_size=2048):
     """Greedy k-center selection of ``n`` candidates.
 
+    Each step picks the candidate farthest from its nearest centre (the
+    labelled set and the picks so far). The result is that of the textbook
+    algorithm computed exactly: distances are computed in float32 (float64
+    for float64 input) on embeddings centred on their mean, and whenever
+    other candidates come within a rigorous bound of the rounding error of
+    the farthest one, those candidates are scored again in float64 from the
+    given embeddings.
+
+    The work is lazy. Each candidate keeps its distance to the nearest of
+    the centres it has been compared with, an upper bound of its distance to
+    the nearest of all centres, since that can only be smaller. All
+    candidates are first compared with (up to) 256 labelled centres spread
+    over the labelled set; after that, only the candidates with the largest
+    bounds are compared, in one matrix product, with the centres they have
+    not seen, until the largest bound belongs to an up-to-date candidate.
+    Candidates far from every new centre are thus never compared with it.
+
     Parameters
     ----------
     candidates : torch.Tensor of shape (n_candidates, n_features)
+        float64, float32 or float16 (computed in float32); the work runs on
+        their device.
     centers : torch.Tensor of shape (n_centers, n_features)
-        Initial centres (the labelled set), on the same device; may be empty.
+        Initial centres (the labelled set); may be empty.
     n : int
         How many candidates to select, ``1 <= n <= n_candidates``.
     random_state : numpy.random.RandomState
         Used only to draw the first centre when ``centers`` is empty.
     chunk_size : int, default=2048
-        Rows per block of the candidate-to-centre distances.
+        Rows (and centres) per block of the candidate-to-centre distances.
 
     Returns
     -------
@@ -182,25 +222,192 @@ def k_center_greedy(candidates, centers, n, *, random_state, chunk_size=2048):
     n_cand = candidates.shape[0]
     if not 1 <= n <= n_cand:
         raise ValueError(f"n must be between 1 and {n_cand}, got n={n}")
-    mean = candidates.mean(0, keepdim=True)
-    candidates = candidates - mean
-    centers = centers - mean
-    sq_norms = (candidates * candidates).sum(1)
-    if centers.shape[0] == 0:
-        min_dist = torch.full_like(sq_norms, float("inf"))
-        first = int(random_state.randint(n_cand))
-    else:
-        min_dist = _min_sq_dist(candidates, sq_norms, centers, chunk_size)
-        first = None
-    picked = np.empty(n, dtype=np.intp)
-    for step in range(n):
-        idx = first if step == 0 and first is not None else int(min_dist.argmax())
-        picked[step] = idx
-        dist = torch.addmv(sq_norms, candidates, candidates[idx], alpha=-2.0)
-        dist.add_(sq_norms[idx]).clamp_(min=0.0)
-        torch.minimum(min_dist, dist, out=min_dist)
-        min_dist[idx] = -1.0
-    return picked
+    return _LazyKCenter(candidates, centers, n, chunk_size).run(n, random_state)
+
+
+class _LazyKCenter:
+    """Exact k-center greedy with lazy distance updates (see k_center_greedy)."""
+
+    def __init__(self, candidates, centers, n, chunk_size):
+        self.x = candidates
+        self.device = candidates.device
+        self.dtype = (
+            torch.float64 if candidates.dtype == torch.float64 else torch.float32
+        )
+        n_cand, dim = candidates.shape
+        self.chunk_size = chunk_size
+        starts = range(0, n_cand, chunk_size)
+        total = sum(self._rows(slice(s, s + chunk_size)).sum(0) for s in starts)
+        # distances do not change under a translation; centring on the mean
+        # reduces float32 cancellation
+        self.mean = total / n_cand
+        self.mean64 = self.mean.to(torch.float64)
+        self.sq_norms = torch.cat(
+            [_sq(self._centred(slice(s, s + chunk_size))) for s in starts]
+        )
+        n_lab = centers.shape[0]
+        # the labelled centres first, spread out so that a prefix of them is
+        # a fair sample; the picks follow
+        order = np.argsort(np.arange(n_lab) % _stride(n_lab), kind="stable")
+        self.c64 = torch.empty(n_lab + n, dim, dtype=torch.float64, device=self.device)
+        self.c = torch.empty(n_lab + n, dim, dtype=self.dtype, device=self.device)
+        self.c_sq = torch.empty(n_lab + n, dtype=self.dtype, device=self.device)
+        self.c64_sq = torch.empty(n_lab + n, dtype=torch.float64, device=self.device)
+        for s in range(0, n_lab, chunk_size):
+            part = torch.as_tensor(order[s : s + chunk_size], device=centers.device)
+            rows = centers[part].to(self.device)
+            self._add_centres(slice(s, s + len(part)), rows)
+        self.n_lab = n_lab
+        self.n_centres = n_lab
+        self.values = torch.full(
+            (n_cand,), float("inf"), dtype=self.dtype, device=self.device
+        )
+        self.done = torch.zeros(n_cand, dtype=torch.long, device=self.device)
+        max_sq = float(self.sq_norms.max())
+        max_sq += float(self.c_sq[:n_lab].max()) if n_lab else max_sq
+        # twice a bound on the rounding error of a computed squared distance
+        # (dot products of length dim, the centring, three additions)
+        self.tol = 4.0 * (dim + 5) * _unit_roundoff(self.dtype, self.device) * max_sq
+        self.exact = np.full(n_cand, np.nan)
+        self.exact_done = np.full(n_cand, -1, dtype=np.intp)
+
+    def _rows(self, index):
+        return self.x[index].to(self.device, self.dtype)
+
+    def _centred(self, index):
+        return self._rows(index) - self.mean
+
+    def _add_centres(self, where, rows):
+        self.c64[where] = rows.to(torch.float64) - self.mean64
+        self.c[where] = rows.to(self.dtype) - self.mean
+        self.c_sq[where] = _sq(self.c[where])
+        self.c64_sq[where] = _sq(self.c64[where])
+
+    def _initial(self, n_centres):
+        """Distances of every candidate to the first ``n_centres`` centres."""
+        for s in range(0, self.values.shape[0], self.chunk_size):
+            rows = slice(s, s + self.chunk_size)
+            self.values[rows] = self._min_dist(rows, 0, n_centres)
+        self.done.fill_(n_centres)
+
+    def _min_dist(self, rows, first, last):
+        """Nearest of centres ``first:last`` to candidates ``rows``."""
+        x = self._centred(rows)
+        sq = self.sq_norms[rows]
+        best = None
+        for s in range(first, last, self.chunk_size):
+            e = min(s + self.chunk_size, last)
+            dist = torch.addmm(self.c_sq[None, s:e], x, self.c[s:e].T, alpha=-2.0)
+            dist = dist.add_(sq[:, None]).amin(1)
+            best = dist if best is None else torch.minimum(best, dist)
+        return best.clamp_(min=0.0)
+
+    def _refresh(self, rows):
+        """Bring candidates ``rows`` (a tensor of indices) up to date."""
+        done = self.done[rows]
+        # rows still missing labelled centres are updated apart from the
+        # others, which only miss recent picks
+        for part in (rows[done < self.n_lab], rows[done >= self.n_lab]):
+            if part.numel():
+                first = int(self.done[part].min())
+                new = self._min_dist(part, first, self.n_centres)
+                self.values[part] = torch.minimum(self.values[part], new)
+        self.done[rows] = self.n_centres
+
+    def run(self, n, random_state):
+        picked = np.empty(n, dtype=np.intp)
+        n_cand = self.values.shape[0]
+        if self.n_lab:
+            self._initial(min(self.n_lab, _FIRST_CENTRES))
+        for step in range(n):
+            if self.n_lab == 0 and step == 0:
+                idx = int(random_state.randint(n_cand))
+            else:
+                idx = self._farthest()
+            picked[step] = idx
+            new = slice(self.n_centres, self.n_centres + 1)
+            self._add_centres(new, self._rows([idx]))
+            self.n_centres += 1
+            self.values[idx] = -float("inf")
+            if self.n_lab == 0 and step == 0:
+                self._initial(1)
+        return picked
+
+    def _farthest(self):
+        n_cand = self.values.shape[0]
+        k = min(_TOP_ROWS, n_cand)
+        while True:
+            top, idx = torch.topk(self.values, k)
+            stale = idx[self.done[idx] < self.n_centres]
+            if stale.numel():
+                self._refresh(stale)
+                continue
+            # every candidate that could be the farthest is among the top k
+            # (the others' values, stale or not, bound their distances)
+            if k == n_cand or float(top[-1]) < float(top[0]) - self.tol:
+                break
+            k = min(2 * k, n_cand)
+        close = top >= top[0] - self.tol
+        near, approx = idx[close].cpu().numpy(), top[close].cpu().numpy()
+        if len(near) == 1:
+            return int(near[0])
+        # the exact distance of each is within tol / 2 of its computed one:
+        # score the first exactly, then only those that may still beat it
+        best = self._exact(near[:1])[0]
+        rest = near[1:][approx[1:] + self.tol / 2 >= best]
+        if len(rest) == 0:
+            return int(near[0])
+        near = np.sort(np.concatenate([near[:1], rest]))
+        return int(near[np.argmax(self._exact(near))])
+
+    def _exact(self, idx):
+        """Float64 nearest-centre squared distances of candidates ``idx``.
+
+        Kept per candidate with the number of centres they cover, so a
+        candidate that stays near the top is only compared with new picks.
+        """
+        done = self.exact_done[idx]
+        for first in np.unique(done):
+            group = idx[done == first]
+            index = torch.as_tensor(group, device=self.device)
+            rows = self.x[index].to(self.device, torch.float64) - self.mean64
+            part = slice(max(first, 0), self.n_centres)
+            best = _exact_min(rows, self.c64[part], self.c64_sq[part])
+            if first >= 0:
+                best = np.minimum(best, self.exact[group])
+            self.exact[group] = best
+            self.exact_done[group] = self.n_centres
+        return self.exact[idx]
+
+
+def _exact_min(rows, centers, center_sq):
+    """Float64 squared distance of each row to its nearest centre."""
+    row_sq = _sq(rows)
+    best = torch.full_like(row_sq, float("inf"))
+    for s in range(0, centers.shape[0], 4096):
+        c = centers[s : s + 4096]
+        dist = torch.addmm(center_sq[None, s : s + 4096], rows, c.T, alpha=-2.0)
+        best = torch.minimum(best, dist.add_(row_sq[:, None]).amin(1))
+    return best.clamp_(min=0.0).cpu().numpy()
+
+
+def _sq(x):
+    return (x * x).sum(1)
+
+
+def _stride(n_lab):
+    return max(1, -(-n_lab // _FIRST_CENTRES))
+
+
+def _unit_roundoff(dtype, device):
+    eps = torch.finfo(dtype).eps / 2
+    if (
+        dtype == torch.float32
+        and device.type == "cuda"
+        and torch.get_float32_matmul_precision() != "highest"
+    ):
+        eps = 2.0**-11
+    return eps
 
 
 def gradient_embedding_factors(context, X):
@@ -223,14 +430,29 @@ def gradient_embedding_factors(context, X):
     h : torch.Tensor of shape (n_samples, n_features_embedding)
         Both on the net's device (CPU for other classifiers).
     """
+    parts = [p for p in context.map_rows(_factors, X) if p[0].shape[0]]
+    device = _device(context)
+    if not parts:
+        return _factors(context, X)
+    if len(parts) == 1:
+        return parts[0][0].to(device), parts[0][1].to(device)
+    return (
+        torch.cat([a.to(device) for a, _ in parts]),
+        torch.cat([h.to(device) for _, h in parts]),
+    )
+
+
+def _factors(context, X):
     if isinstance(context.estimator, NeuralNet):
-        a_parts, h_parts = [], []
-        for logits, feats in context.estimator.iter_features(X, embedding=True):
-            a_parts.append(_proba_minus_onehot(torch.softmax(logits.float(), dim=1)))
-            h_parts.append(feats["embedding"])
-        return torch.cat(a_parts), torch.cat(h_parts)
+        batches = context.estimator.iter_features(X, embedding=True)
+        a, h = _Rows(n_rows(X)), _Rows(n_rows(X))
+        for logits, feats in batches:
+            a.add(_proba_minus_onehot(torch.softmax(logits.float(), dim=1)))
+            h.add(feats["embedding"])
+        device = context.estimator.device
+        return a.result(device), h.result(device)
     proba = torch.as_tensor(context.predict_proba(X))
-    return _proba_minus_onehot(proba), _embedding(context, X).to(proba.dtype)
+    return _proba_minus_onehot(proba), _embedding_part(context, X).to(proba.dtype)
 
 
 def kmeans_pp_gradient(a, h, n, *, random_state):
@@ -263,7 +485,15 @@ def kmeans_pp_gradient(a, h, n, *, random_state):
     n_samples = a.shape[0]
     if not 1 <= n <= n_samples:
         raise ValueError(f"n must be between 1 and {n_samples}, got n={n}")
-    g2 = (a * a).sum(1) * (h * h).sum(1)
+    a2, h2 = (a * a).sum(1), (h * h).sum(1)
+    g2 = a2 * h2
+    # |a| |h| of each sample and twice a bound on the rounding error of a
+    # computed distance, relative to g2 + g2' + 2 |a||a'||h||h'|
+    ah = (a2 * h2).sqrt_()
+    h_norm = h2.sqrt()
+    rel_err = 4.0 * (a.shape[1] + h.shape[1] + 8) * _unit_roundoff(a.dtype, a.device)
+    # embeddings after a ReLU have h.h' >= 0: then a.a' < 0 can only add
+    non_negative = bool((h >= 0).all())
     min_dist = torch.full_like(g2, float("inf"))
     picked = np.empty(n, dtype=np.intp)
     for step in range(n):
@@ -285,9 +515,24 @@ def kmeans_pp_gradient(a, h, n, *, random_state):
             rest = np.setdiff1d(np.arange(n_samples), picked[:step])
             idx = int(rest[random_state.randint(len(rest))])
         picked[step] = idx
-        dist = torch.addcmul(g2, a @ a[idx], h @ h[idx], value=-2.0)
-        dist.add_(g2[idx]).clamp_(min=0.0)
-        torch.minimum(min_dist, dist, out=min_dist)
+        aa = a @ a[idx]
+        # |h.h'| <= |h||h'| (and h.h' >= 0 for non-negative embeddings)
+        # bounds each distance from below; where the bound is above the
+        # current distance by more than the rounding error, the computed
+        # distance could not lower it, and h.h' is not needed
+        coupling = aa.clamp(min=0.0) if non_negative else aa.abs()
+        gap = torch.addcmul(g2 + g2[idx], coupling, h_norm, value=-2.0 * h_norm[idx])
+        gap.sub_(torch.addcmul(g2 + g2[idx], ah, ah[idx], value=2.0), alpha=rel_err)
+        rows = torch.nonzero(gap < min_dist).flatten()
+        if rows.numel() > n_samples // 4:
+            dist = torch.addcmul(g2, aa, h @ h[idx], value=-2.0)
+            dist.add_(g2[idx]).clamp_(min=0.0)
+            torch.minimum(min_dist, dist, out=min_dist)
+        elif rows.numel():
+            hh = h.index_select(0, rows) @ h[idx]
+            dist = torch.addcmul(g2[rows], aa[rows], hh, value=-2.0)
+            dist.add_(g2[idx]).clamp_(min=0.0)
+            min_dist[rows] = torch.minimum(min_dist[rows], dist)
         min_dist[idx] = 0.0
     return picked
 
@@ -299,34 +544,53 @@ def _proba_minus_onehot(proba):
     return a
 
 
-def _embedding(context, X):
-    """Penultimate embedding on the net's device, or the flattened input."""
+def _embedding(context, X, dtype=None):
+    """Penultimate embedding on the net's device, or the flattened input.
+
+    With ``dtype``, a network's embedding is stored in it batch by batch.
+    Computed through ``context.map_rows`` (on Dask workers when active).
+    """
+    parts = context.map_rows(partial(_embedding_part, dtype=dtype), X)
+    parts = [p for p in parts if p.shape[0]]
+    if len(parts) <= 1:
+        return parts[0].to(_device(context)) if parts else _embedding_part(context, X)
+    device = _device(context)
+    return torch.cat([p.to(device) for p in parts])
+
+
+def _device(context):
     if isinstance(context.estimator, NeuralNet):
-        parts = [
-            f["embedding"]
-            for _, f in context.estimator.iter_features(X, embedding=True)
-        ]
-        if parts:
-            return torch.cat(parts)
-        return torch.empty(0, 0, device=context.estimator.device)
+        return torch.device(context.estimator.device)
+    return torch.device("cpu")
+
+
+def _embedding_part(context, X, dtype=None):
+    if isinstance(context.estimator, NeuralNet):
+        out = _Rows(n_rows(X))
+        for _, feats in context.estimator.iter_features(X, embedding=True):
+            emb = feats["embedding"]
+            out.add(emb if dtype is None else emb.to(dtype))
+        return out.result(context.estimator.device)
     arr = np.asarray(X)
     return torch.tensor(arr.reshape(arr.shape[0], -1), dtype=torch.float64)
 
 
-def _min_sq_dist(candidates, sq_norms, centers, chunk_size):
-    """Squared distance of each candidate to its nearest centre, blockwise."""
-    out = torch.empty_like(sq_norms)
-    center_sq = (centers * centers).sum(1)
-    for start in range(0, candidates.shape[0], chunk_size):
-        block = candidates[start : start + chunk_size]
-        best = None
-        for c_start in range(0, centers.shape[0], chunk_size):
-            c_block = centers[c_start : c_start + chunk_size]
-            dist = (
-                sq_norms[start : start + chunk_size, None]
-                + center_sq[None, c_start : c_start + chunk_size]
-                - 2.0 * (block @ c_block.T)
-            ).amin(1)
-            best = dist if best is None else torch.minimum(best, dist)
-        out[start : start + chunk_size] = best.clamp_(min=0.0)
-    return out
+class _Rows:
+    """Batches written into one (n, ...) tensor: no list, no concatenation."""
+
+    def __init__(self, n):
+        self.n = n
+        self.out = None
+        self.filled = 0
+
+    def add(self, batch):
+        if self.out is None:
+            shape = (self.n, *batch.shape[1:])
+            self.out = batch.new_empty(shape)
+        self.out[self.filled : self.filled + batch.shape[0]] = batch
+        self.filled += batch.shape[0]
+
+    def result(self, device):
+        if self.out is None:
+            return torch.empty(0, 0, device=device)
+        return self.out[: self.filled]

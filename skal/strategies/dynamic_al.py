@@ -102,6 +102,15 @@ class DynamicAL(QueryStrategy):
         self.batch_size = batch_size
         self.fallback = fallback
 
+    @property
+    def row_wise(self):
+        """Row-wise (see :class:`QueryStrategy`) with argmax pseudo-labels.
+
+        Sampled pseudo-labels draw random numbers, and a ``batch_size`` of
+        its own would batch chunks of the pool differently from one process.
+        """
+        return self.pseudo_label == "argmax" and self.batch_size is None
+
     def utility(self, context, X):
         """Δ(x) for each candidate (higher is queried first).
 

@@ -43,6 +43,8 @@ class LLoss(QueryStrategy):
             kind="skal.LLossClassifier (a net with a loss prediction head)",
         )
 
+    row_wise = True
+
     def utility(self, context, X):
         self.validate(context.estimator)
         return context.estimator.predict_loss(X).astype(float)

@@ -60,6 +60,8 @@ class TiDAL(QueryStrategy):
     default_subset_size = 10_000
     _parameter_constraints = {"score": [StrOptions({"entropy", "margin"})]}
 
+    row_wise = True
+
     def __init__(self, score="entropy"):
         self.score = score
 

@@ -1,4 +1,9 @@
-"""Uncertainty baselines: random, least confidence, margin, entropy."""
+"""Uncertainty baselines: random, least confidence, margin, entropy.
+
+The scores are computed batch by batch from
+:meth:`~skal.strategies.QueryContext.iter_proba`: for a network, memory holds
+one batch of probabilities and the N scores, never the N x C probabilities.
+"""
 
 from __future__ import annotations
 
@@ -60,8 +65,10 @@ class LeastConfidence(QueryStrategy):
     True
     """
 
+    row_wise = True
+
     def utility(self, context, X):
-        return 1.0 - context.predict_proba(X).max(axis=1)
+        return _per_batch(context, X, lambda p: 1.0 - p.max(axis=1))
 
 
 class MarginSampling(QueryStrategy):
@@ -89,12 +96,10 @@ class MarginSampling(QueryStrategy):
     (2,)
     """
 
+    row_wise = True
+
     def utility(self, context, X):
-        proba = context.predict_proba(X)
-        if proba.shape[1] < 2:
-            return np.ones(proba.shape[0])
-        top2 = -np.partition(-proba, 1, axis=1)[:, :2]
-        return 1.0 - (top2[:, 0] - top2[:, 1])
+        return _per_batch(context, X, _margin)
 
 
 class EntropySampling(QueryStrategy):
@@ -120,8 +125,23 @@ class EntropySampling(QueryStrategy):
     (2,)
     """
 
+    row_wise = True
+
     def utility(self, context, X):
-        return entr(context.predict_proba(X)).sum(axis=1)
+        return _per_batch(context, X, lambda p: entr(p).sum(axis=1))
+
+
+def _margin(proba):
+    if proba.shape[1] < 2:
+        return np.ones(proba.shape[0])
+    top2 = -np.partition(-proba, 1, axis=1)[:, :2]
+    return 1.0 - (top2[:, 0] - top2[:, 1])
+
+
+def _per_batch(context, X, score):
+    """``score`` of each batch of probabilities: N scores, one batch of N x C."""
+    parts = [score(proba) for proba in context.iter_proba(X)]
+    return np.concatenate(parts) if parts else np.empty(0)
 
 
 def _n_rows(X):

@@ -1,0 +1,115 @@
+"""Entropy over a synthetic pool Dataset: time and memory against a plain loop.
+
+The pool is a ``torch.utils.data.Dataset`` of ``--n`` images (3x32x32,
+default 1,000,000), each generated deterministically from its index and
+never stored. Two passes over it, timed side by side (best of
+``--repeats``, interleaved):
+
+- plain: a ``DataLoader`` (the net's inference batch size) and the tutorial
+  CNN's forward in eval mode under ``torch.no_grad``, outputs dropped;
+- entropy: ``EntropySampling().utility`` with a ``QueryContext`` around the
+  same network, i.e. skorch's ``forward_iter`` over the Dataset and the
+  entropy of each batch (the N scores are the only thing kept).
+
+``ActiveLearner.query`` does not take a Dataset yet, so the query is
+measured at the strategy level (what ``query`` calls after validating its
+input). Memory: the peak resident set above the level before the call,
+minus the N float64 scores.
+
+Usage::
+
+    python benchmarks/pool_scale.py                    # 1,000,000 images
+    python benchmarks/pool_scale.py --n 50000 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _harness import check_device, fmt_bytes, measure, print_table  # noqa: E402
+
+import skal  # noqa: E402
+from skal.strategies import EntropySampling, QueryContext  # noqa: E402
+
+
+class SyntheticImages(torch.utils.data.Dataset):
+    """``n`` images 3x32x32 computed from the index (no storage)."""
+
+    def __init__(self, n):
+        self.n = n
+        grid = torch.arange(3 * 32 * 32, dtype=torch.float32).reshape(3, 32, 32)
+        self.grid = grid / grid.numel()
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        phase = (i * 0.6180339887) % 1.0
+        x = torch.sin(2 * math.pi * (self.grid * (1 + i % 7) + phase))
+        return x, 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args(argv)
+    check_device(parser, args.device)
+    torch.manual_seed(0)
+    net = skal.NeuralNetClassifier(
+        skal.nets.TutorialCNN,
+        classes=list(range(10)),
+        device=args.device,
+        iterator_valid__batch_size=args.batch_size,
+    ).initialize()
+    module = net.module_.eval()
+    pool = SyntheticImages(args.n)
+    context = QueryContext(
+        net, np.arange(10), pool, np.zeros(0, dtype=int), np.random.RandomState(0)
+    )
+
+    def plain():
+        loader = torch.utils.data.DataLoader(pool, batch_size=args.batch_size)
+        with torch.no_grad():
+            for xb, _ in loader:
+                module(xb.to(args.device))
+
+    def entropy():
+        return EntropySampling().utility(context, pool)
+
+    rows = []
+    best = {}
+    mem = {}
+    for _ in range(args.repeats):
+        for name, fn in (("plain DataLoader forward", plain), ("entropy", entropy)):
+            seconds, peak, _ = measure(fn, device=args.device, repeats=1)
+            best[name] = min(best.get(name, math.inf), seconds)
+            mem[name] = max(mem.get(name, 0), peak or 0)
+    scores = 8 * args.n
+    for name in best:
+        rows.append(
+            {
+                "pass": name,
+                "N": args.n,
+                "seconds": f"{best[name]:.2f}",
+                "ratio": f"{best[name] / best['plain DataLoader forward']:.3f}",
+                "peak_mem": fmt_bytes(mem[name]),
+                "beyond N scores": fmt_bytes(max(mem[name] - scores, 0)),
+            }
+        )
+    print(f"device={args.device} torch threads={torch.get_num_threads()}")
+    print_table(rows, list(rows[0]))
+
+
+if __name__ == "__main__":
+    main()

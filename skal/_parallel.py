@@ -1,0 +1,190 @@
+"""One pool scored across a Dask cluster.
+
+Inside ``joblib.parallel_backend("dask")`` (the scikit-learn convention for
+sending work to a Dask cluster), :meth:`skal.ActiveLearner.query` and
+:meth:`~skal.ActiveLearner.utility` split the pool into contiguous row
+chunks, one per worker, and score them there; each worker receives one copy
+of the fitted classifier (with the labelled set) per call. The client puts
+the chunks' results back in row order and does the rest exactly as a single
+process would:
+
+- per-sample strategies whose utility is a function of each row alone
+  (``row_wise = True``: least confidence, margin, entropy, TiDAL, learning
+  loss) return utility chunks; the client concatenates them and takes the
+  top n with the learner's random state;
+- core-set and BADGE compute their embeddings on the workers and run the
+  greedy selection on the client;
+- other strategies (random sampling, BALD, dynamicAL, ALBL) run in the
+  client process.
+
+Chunk boundaries fall on multiples of the network's inference batch size, so
+every forward pass sees the same batches as in one process and the results
+are identical, not merely close.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from skorch import NeuralNet
+
+from ._data import take
+
+
+def active_client():
+    """The Dask client of an active ``joblib.parallel_backend("dask")``, or None."""
+    try:
+        from joblib.parallel import get_active_backend
+    except ImportError:  # pragma: no cover - joblib comes with scikit-learn
+        return None
+    backend, _ = get_active_backend()
+    if not _is_dask(backend) or _on_a_worker():
+        return None
+    return getattr(backend, "client", None)
+
+
+def _on_a_worker():
+    """Whether this runs inside a Dask task (joblib's dask backend is active
+    there too): a task that waited for tasks of its own could deadlock the
+    cluster, so nested queries score locally."""
+    try:
+        from distributed import get_worker
+    except ImportError:  # pragma: no cover - dask backend implies distributed
+        return False
+    try:
+        get_worker()
+    except ValueError:
+        return False
+    return True
+
+
+def _is_dask(backend):
+    return type(backend).__name__ == "DaskDistributedBackend"
+
+
+def n_rows(X):
+    return X.shape[0] if hasattr(X, "shape") else len(X)
+
+
+def chunk_bounds(n, n_chunks, multiple):
+    """Split ``range(n)`` into at most ``n_chunks`` contiguous pieces.
+
+    Each boundary is a multiple of ``multiple`` (the inference batch size).
+    """
+    if n == 0:
+        return []
+    n_batches = -(-n // multiple)
+    per_chunk = -(-n_batches // max(1, n_chunks))
+    step = per_chunk * multiple
+    return [(s, min(s + step, n)) for s in range(0, n, step)]
+
+
+def map_rows(client, context, X, fn):
+    """``[fn(context, chunk) for chunk in row chunks of X]``, on the workers.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    context : QueryContext
+        Sent once to every worker (``learner`` left out).
+    X : array-like, tensor or Dataset
+    fn : callable
+        ``fn(context, X_chunk)``; must be picklable (a module-level function).
+
+    Returns
+    -------
+    results : list
+        One result per chunk, in row order.
+    """
+    n = n_rows(X)
+    n_workers = max(1, len(client.scheduler_info()["workers"]))
+    bounds = chunk_bounds(n, n_workers, _batch_size(context))
+    shipped = client.scatter(_portable(context), broadcast=True)
+    futures = [
+        client.submit(_OnCPU(fn), shipped, take(X, np.arange(s, e)), pure=False)
+        for s, e in bounds
+    ]
+    return client.gather(futures)
+
+
+class _OnCPU:
+    """Run ``fn`` and move the tensors it returns to the CPU for the trip."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, context, X):
+        out = self.fn(context, X)
+        if isinstance(out, tuple):
+            return tuple(_cpu(o) for o in out)
+        return _cpu(out)
+
+
+def _cpu(x):
+    return x.cpu() if isinstance(x, torch.Tensor) else x
+
+
+def _batch_size(context):
+    net = context.estimator
+    if isinstance(net, NeuralNet):
+        size = getattr(net, "iterator_valid__batch_size", None) or net.batch_size
+        if size and size > 0:
+            return int(size)
+    return 1
+
+
+def _portable(context):
+    """The context without the learner (the workers need only the model)."""
+    from .strategies.context import QueryContext
+
+    return QueryContext(
+        estimator=context.estimator,
+        classes=context.classes,
+        X_labeled=context.X_labeled,
+        y_labeled=context.y_labeled,
+        random_state=context.random_state,
+    )
+
+
+class _UtilityChunk:
+    """Picklable ``(context, X) -> strategy.utility(context, X)`` as float64."""
+
+    def __init__(self, strategy):
+        self.strategy = strategy
+
+    def __call__(self, context, X):
+        return np.asarray(self.strategy.utility(context, X), dtype=np.float64)
+
+
+def utility(strategy, context, X):
+    """The strategy's utility, scored on the cluster when that is exact."""
+    client = active_client()
+    if client is None or not getattr(strategy, "row_wise", False):
+        return strategy.utility(context, X)
+    parts = map_rows(client, context, X, _UtilityChunk(strategy))
+    return np.concatenate(parts) if parts else np.empty(0)
+
+
+def select(strategy, context, X, n):
+    """The strategy's picks, with its scoring on the cluster when active.
+
+    A row-wise strategy's utility is scored in chunks and the top ``n`` taken
+    here; any other strategy runs here with ``context.client`` set, so that
+    its :meth:`~skal.strategies.QueryContext.map_rows` calls (core-set's and
+    BADGE's embeddings) run on the workers.
+    """
+    client = active_client()
+    if client is None:
+        return strategy.select(context, X, n)
+    if getattr(strategy, "row_wise", False) and _plain_select(strategy):
+        from .strategies.base import top_n
+
+        return top_n(utility(strategy, context, X), n, context.random_state)
+    context.client = client
+    return strategy.select(context, X, n)
+
+
+def _plain_select(strategy):
+    from .strategies.base import QueryStrategy
+
+    return type(strategy).select is QueryStrategy.select
