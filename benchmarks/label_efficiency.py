@@ -98,9 +98,9 @@ SIZES = ("pool_size", "test_size", "n_initial", "query_size", "n_rounds")
 SIZES += ("epochs", "dal_min_epochs", "tidal_epochs")
 DEFAULTS = {
     "digits": (None, None, 20, 20, 8, 20, 10, 30),
-    "fashion": (2000, 2000, 40, 40, 6, 15, 8, 25),
-    "fashion-lt10": (2000, 2000, 40, 40, 6, 15, 8, 25),
-    "fashion-lt100": (2000, 2000, 40, 40, 6, 15, 8, 25),
+    "fashion": (2000, 1000, 40, 40, 5, 12, 6, 20),
+    "fashion-lt10": (2000, 1000, 40, 40, 5, 12, 6, 20),
+    "fashion-lt100": (2000, 1000, 40, 40, 5, 12, 6, 20),
 }
 BATCH_SIZE = 32
 
