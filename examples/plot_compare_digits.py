@@ -79,11 +79,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description="dynamicAL and TiDAL against the baselines on digits"
     )
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--n-initial", type=int, default=30)
     parser.add_argument("--query-size", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--max-epochs", type=int, default=15)
+    parser.add_argument("--max-epochs", type=int, default=20)
     parser.add_argument(
         "--figure", metavar="PATH", help="save the learning curves there"
     )
