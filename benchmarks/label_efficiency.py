@@ -247,9 +247,7 @@ def report(args):
                 continue
             n_labeled = np.array(records[0]["n_labeled"])
             curves = {r["entry"]: np.array(r["scores"]) for r in records}
-            rows = sorted(
-                curves, key=lambda e: -aulc(n_labeled, curves[e]).mean()
-            )
+            rows = sorted(curves, key=lambda e: -aulc(n_labeled, curves[e]).mean())
             random_aulc = (
                 aulc(n_labeled, curves["random"]).mean() if "random" in curves else None
             )
@@ -265,13 +263,9 @@ def report(args):
                 areas = aulc(n_labeled, curves[entry])
                 final = curves[entry][:, -1]
                 delta = (
-                    ""
-                    if random_aulc is None
-                    else f"{areas.mean() - random_aulc:+.4f}"
+                    "" if random_aulc is None else f"{areas.mean() - random_aulc:+.4f}"
                 )
-                seconds = next(
-                    r["cpu_seconds"] for r in records if r["entry"] == entry
-                )
+                seconds = next(r["cpu_seconds"] for r in records if r["entry"] == entry)
                 print(
                     f"| {entry} | {areas.mean():.4f} ± {areas.std():.4f} | "
                     f"{final.mean():.4f} ± {final.std():.4f} | {delta} | "

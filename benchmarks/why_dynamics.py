@@ -214,14 +214,60 @@ def tidal_study(name, args, X, y, train, module_kw, seed):
     return rows
 
 
+def report(path):
+    """Markdown tables, mean (± std) over seeds, from a saved study."""
+    runs = list(json.loads(Path(path).read_text()).values())
+    print(f"\n### {Path(path).stem} ({len(runs)} seeds)\n")
+
+    def cell(values):
+        values = np.asarray(values, dtype=float)
+        return f"{values.mean():.2f} ± {values.std():.2f}"
+
+    if "lambda" in runs[0][0]:
+        keys = ("kl_head", "kl_snapshot", "pool_accuracy", "train_accuracy")
+        print("| labelled | λ | " + " | ".join(keys) + " |")
+        print("|---" * (len(keys) + 2) + "|")
+        for i, row in enumerate(runs[0]):
+            cells = [cell([run[i][k] for run in runs]) for k in keys]
+            head = f"| {row['n_labeled']} | {row['lambda']} | "
+            print(head + " | ".join(cells) + " |")
+        return
+    print("| labelled | norm term | cross term | pool accuracy | ρ(γ=2, γ=0) |")
+    print("|---|---|---|---|---|")
+    for i, row in enumerate(runs[0]):
+        cells = [
+            cell([run[i][k] for run in runs])
+            for k in ("norm_term", "cross_term", "pool_accuracy", "spearman_g2_g0")
+        ]
+        print(f"| {row['n_labeled']} | " + " | ".join(cells) + " |")
+    for metric in ("ratio", "pseudo_acc", "cosine", "classes", "rare_share"):
+        print(f"\n{metric} of the queried batch Q, per round:\n")
+        print("| labelled | " + " | ".join(BATCHES) + " |")
+        print("|---" * (len(BATCHES) + 1) + "|")
+        for i, row in enumerate(runs[0]):
+            cells = [cell([run[i][f"{b}/{metric}"] for run in runs]) for b in BATCHES]
+            print(f"| {row['n_labeled']} | " + " | ".join(cells) + " |")
+        means = [
+            cell([np.mean([r[f"{b}/{metric}"] for r in run]) for run in runs])
+            for b in BATCHES
+        ]
+        print("| all rounds | " + " | ".join(means) + " |")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--study", choices=("dynamic_al", "tidal"), required=True)
+    parser.add_argument("--report", metavar="JSON", help="tables from a saved study")
+    parser.add_argument("--study", choices=("dynamic_al", "tidal"))
     parser.add_argument("--dataset", choices=le.DATASETS, default="fashion")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default="benchmarks/results/why")
     parser.add_argument("--data", help="Fashion-MNIST directory (default: Debian's)")
     args = parser.parse_args(argv)
+    if args.report:
+        report(args.report)
+        return
+    if args.study is None:
+        parser.error("--study is required (or --report)")
     torch.set_num_threads(1)
     defaults = dict(zip(le.SIZES, le.DEFAULTS[args.dataset]))
     sizes = argparse.Namespace(device="cpu", data=args.data, **defaults)
