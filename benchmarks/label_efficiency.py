@@ -41,7 +41,9 @@ Data sets (``--dataset``):
 
 Each (data set, protocol, entry) is saved as soon as it finishes to
 ``--out-dir/<dataset>/<protocol>/<entry>.json`` (scores per seed and round,
-labelled rows, seconds); a rerun skips what is saved. ``--report`` reads the
+labelled rows, CPU seconds); a rerun skips what is saved, and what another
+process is running (a ``.running`` marker next to it; delete stale markers
+after an interruption), so several processes can share the work. ``--report`` reads the
 saved results and prints Markdown tables (AULC and final accuracy, mean ± std
 over seeds) and writes one learning-curve plot per data set and protocol.
 
@@ -191,8 +193,11 @@ def run(name, args):
     for protocol in args.protocol:
         for entry in args.entry or entry_names(protocol):
             path = Path(args.out_dir) / name / protocol / f"{entry}.json"
-            if path.exists():
-                continue
+            lock = path.with_suffix(".running")
+            if path.exists() or lock.exists():
+                continue  # done, or being run by another process
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock.touch()
             learner = make_learner(entry, protocol, args, module_kw)
             start = time.process_time()
             result = compare_strategies(
@@ -208,6 +213,7 @@ def run(name, args):
                 random_state=args.random_state,
             )
             seconds = time.process_time() - start
+            lock.unlink()
             if entry in result.skipped:
                 print(f"{protocol:>10} {entry:<16} skipped: {result.skipped[entry]}")
                 continue
@@ -219,7 +225,6 @@ def run(name, args):
                 f"{scores[:, -1].std():.4f}  ({seconds:.0f} CPU s)",
                 flush=True,
             )
-            path.parent.mkdir(parents=True, exist_ok=True)
             record = {
                 "dataset": name,
                 "protocol": protocol,
