@@ -1,5 +1,6 @@
 # Two commands set everything up on a fresh machine:
-#   make demo   runs the main example (installs .venv the first time)
+#   make demo   runs the main example, dynamicAL and TiDAL against the baselines
+#               on digits, and saves demo_digits.png (installs .venv the first time)
 #   make test   runs ruff and the test suite (installs .venv the first time)
 #   make docs   builds the documentation into docs/_build/html (warnings are
 #               errors; installs the docs extra into .venv the first time)
@@ -19,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/plot_uncertainty_digits.py
+	$(PY) examples/plot_compare_digits.py --figure demo_digits.png
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
@@ -36,5 +37,6 @@ docs: $(DOCS_STAMP)
 	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis docs/_build docs/generated \
+	rm -rf $(VENV) demo_digits.png .pytest_cache .ruff_cache .hypothesis docs/_build \
+		docs/generated \
 		docs/auto_examples docs/api.rst docs/sg_execution_times.rst

@@ -10,9 +10,10 @@ the current weights with a fresh optimizer. Accuracy on a held-out test split
 is printed per round, averaged over seeds, and drawn as learning curves
 (mean ± standard deviation over the seeds).
 
-Run it with ``make demo`` (or ``python examples/plot_uncertainty_digits.py``;
-``--save-figure curves.png`` also saves the figure); it takes about a minute on
-2 CPU cores.
+Run it with ``python examples/plot_uncertainty_digits.py`` (``--save-figure
+curves.png`` also saves the figure); it takes about a minute on 2 CPU cores.
+``make demo`` runs the comparison with dynamicAL and TiDAL instead
+(``plot_compare_digits.py``).
 """
 
 import argparse

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from skorch import NeuralNet
 
-from ._data import take
+from ._data import n_samples, take
 
 
 def active_client():
@@ -62,10 +62,6 @@ def _is_dask(backend):
     return type(backend).__name__ == "DaskDistributedBackend"
 
 
-def n_rows(X):
-    return X.shape[0] if hasattr(X, "shape") else len(X)
-
-
 def chunk_bounds(n, n_chunks, multiple):
     """Split ``range(n)`` into at most ``n_chunks`` contiguous pieces.
 
@@ -96,10 +92,12 @@ def map_rows(client, context, X, fn):
     results : list
         One result per chunk, in row order.
     """
-    n = n_rows(X)
+    n = n_samples(X)
     n_workers = max(1, len(client.scheduler_info()["workers"]))
     bounds = chunk_bounds(n, n_workers, _batch_size(context))
-    shipped = client.scatter(_portable(context), broadcast=True)
+    # hash=False: a content-hashed key is shared with earlier scatters of the
+    # same model, and releasing theirs would cancel these tasks
+    shipped = client.scatter(_portable(context), broadcast=True, hash=False)
     futures = [
         client.submit(_OnCPU(fn), shipped, take(X, np.arange(s, e)), pure=False)
         for s, e in bounds
@@ -127,7 +125,11 @@ def _cpu(x):
 def _batch_size(context):
     net = context.estimator
     if isinstance(net, NeuralNet):
-        size = getattr(net, "iterator_valid__batch_size", None) or net.batch_size
+        size = (
+            getattr(net, "iterator_valid__batch_size", None)
+            or getattr(net, "inference_batch_size", None)
+            or net.batch_size
+        )
         if size and size > 0:
             return int(size)
     return 1

@@ -16,7 +16,8 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV, cross_validate
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_validate
+from sklearn.naive_bayes import GaussianNB
 from threadpoolctl import threadpool_limits
 
 import skal
@@ -401,6 +402,89 @@ def test_compare_strategies_table_plot_and_skips(digits, tmp_path):
         compare_strategies(
             _lr_learner(), X, y, [NeedsNet()], cv=2, n_initial=20, n_rounds=1
         )
+
+
+def test_compare_strategies_pairs_entries_on_splits_seeds_and_initial_sets(digits):
+    X, y = digits
+    # A shuffling splitter without a random_state gives new splits on every
+    # call: identical entries only agree if the splits are drawn once.
+    cv = StratifiedKFold(n_splits=2, shuffle=True)
+    kw = dict(n_initial=20, query_size=10, n_rounds=2, n_seeds=2, random_state=3)
+    result = compare_strategies(
+        {"a": _lr_learner("random"), "b": _lr_learner("random"),
+         "margin": _lr_learner("margin")},
+        X, y, cv=cv, **kw,
+    )  # fmt: skip
+    np.testing.assert_array_equal(result.scores["a"], result.scores["b"])
+    np.testing.assert_array_equal(result.queried["a"], result.queried["b"])
+    initial = result.queried["a"][:, :20]
+    np.testing.assert_array_equal(result.queried["margin"][:, :20], initial)
+    assert not np.array_equal(result.queried["margin"], result.queried["a"])
+    assert not np.array_equal(initial[0], initial[1])  # seeds differ
+
+
+def test_compare_strategies_runs_each_entry_with_its_own_estimator(digits):
+    X, y = digits
+    splits = list(StratifiedKFold(n_splits=2).split(X, y))
+    kw = dict(n_initial=20, query_size=10, n_rounds=2, n_seeds=2, random_state=0)
+    learners = {
+        "lr": _lr_learner("margin"),
+        "nb": skal.ActiveLearner(GaussianNB(), "margin"),
+        "template": "entropy",
+    }
+    with pytest.raises(ValueError, match="strategies must be None"):
+        compare_strategies(learners, X, y, ["margin"], cv=splits, **kw)
+    with pytest.raises(TypeError, match=r"learner\['template'\] must be"):
+        compare_strategies(learners, X, y, cv=splits, **kw)
+    # a mapping of strategies may mix learners with strategies for the template
+    result = compare_strategies(
+        skal.ActiveLearner(GaussianNB()), X, y, learners, cv=splits, **kw
+    )
+    for name, learner in [
+        ("lr", _lr_learner("margin")),
+        ("nb", skal.ActiveLearner(GaussianNB(), "margin")),
+        ("template", skal.ActiveLearner(GaussianNB(), "entropy")),
+    ]:
+        _, expected, rows = active_learning_curve(
+            learner, X, y, cv=splits, return_queried=True, **kw
+        )
+        np.testing.assert_array_equal(result.scores[name], expected)
+        np.testing.assert_array_equal(result.queried[name], rows)
+    assert not np.array_equal(result.scores["lr"], result.scores["nb"])
+    np.testing.assert_array_equal(
+        result.queried["lr"][:, :20], result.queried["nb"][:, :20]
+    )
+    with pytest.raises(ValueError, match="no learner template"):
+        compare_strategies(None, X, y, ["margin"], cv=splits, **kw)
+    with pytest.raises(TypeError, match="return_queried"):
+        compare_strategies(
+            _lr_learner(), X, y, ["margin"], cv=splits, return_queried=True
+        )
+
+
+def test_compare_strategies_gives_each_strategy_the_network_it_needs(digits_images):
+    X, y = digits_images
+    head = dict(tidal_layers=["features.1", "features.3"])
+    small = dict(module__channels=4, module__hidden=16, max_epochs=2, batch_size=32)
+    tidal_net = skal.TiDALClassifier(skal.nets.SmallCNN, **head, **small)
+    result = compare_strategies(
+        {
+            "tidal": skal.ActiveLearner(tidal_net, "tidal"),
+            "entropy": _net_learner("entropy"),
+        },
+        X, y, cv=[(np.arange(200), np.arange(200, 300))],
+        n_initial=20, query_size=10, n_rounds=1, random_state=0,
+    )  # fmt: skip
+    assert set(result.scores) == {"tidal", "entropy"} and not result.skipped
+    np.testing.assert_array_equal(
+        result.queried["tidal"][:, :20], result.queried["entropy"][:, :20]
+    )
+    with pytest.raises(TypeError, match="TiDALClassifier"):
+        compare_strategies(
+            _net_learner(), X, y, ["tidal"],
+            cv=[(np.arange(200), np.arange(200, 300))],
+            n_initial=20, query_size=10, n_rounds=1,
+        )  # fmt: skip
 
 
 def test_verbose_shows_progress_and_default_is_silent(digits, capsys):

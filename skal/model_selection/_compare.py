@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.base import clone
 
 from ..strategies import get_strategy_names
-from ._curve import active_learning_curve
+from ._curve import active_learning_curve, draw_splits
 from ._scoring import aulc
 
 
@@ -25,11 +26,16 @@ class StrategyComparison:
         Test scores per strategy, one row per (split, seed).
     skipped : dict of str to str
         Strategies that could not run, with the reason.
+    queried : dict of str to ndarray of shape (n_runs, n_labels)
+        Per strategy and run, the labelled row indices into ``X`` in the
+        order they were labelled, initial set first (the initial sets are
+        the same for every strategy).
     """
 
     n_labeled: np.ndarray
     scores: dict
     skipped: dict = field(default_factory=dict)
+    queried: dict = field(default_factory=dict)
 
     def table(self):
         """Strategy × mean ± std of AULC and of the final score, best AULC first.
@@ -105,26 +111,37 @@ def compare_strategies(
 ) -> StrategyComparison:
     """Run :func:`active_learning_curve` for several strategies, side by side.
 
-    Every strategy gets the same splits, seeds and initial sets (the same
-    ``random_state``), so the comparison is paired.
+    Every entry gets the same splits (computed once), the same seeds and the
+    same initial labelled sets (the same ``random_state``), so the comparison
+    is paired: only the strategy, and where an entry brings its own learner,
+    the estimator, differ.
 
     Parameters
     ----------
-    learner : ActiveLearner
-        Template whose ``strategy`` is replaced by each entry.
+    learner : ActiveLearner, dict of str to ActiveLearner, or None
+        Template whose ``strategy`` is replaced by each entry of
+        ``strategies``. A dict maps labels to complete learners, each run
+        with its own estimator and strategy, e.g. a
+        :class:`~skal.TiDALClassifier` for ``"tidal"`` and a plain network
+        for ``"entropy"``; ``strategies`` must then be None. None is allowed
+        when every entry of ``strategies`` is a learner.
     X : array-like of shape (n_samples, ...)
     y : array-like of shape (n_samples,)
-    strategies : list of str or dict of str to strategy, default=None
-        Names, or labels mapped to strategy objects; None means every
-        registered strategy (:func:`skal.strategies.get_strategy_names`).
+    strategies : list or dict, default=None
+        Names or strategy objects, or a dict mapping labels to names,
+        strategy objects or whole :class:`~skal.ActiveLearner` objects (used
+        as they are, ignoring ``learner``). None means every registered
+        strategy (:func:`skal.strategies.get_strategy_names`) with
+        ``learner``, or the entries of ``learner`` when it is a dict.
     errors : {"raise", "warn"}, default="raise"
-        With "warn", a strategy that fails (for instance one that needs a
-        network the model is not) is skipped with a warning and listed in
+        With "warn", an entry that fails (for instance a strategy that needs
+        a network the model is not) is skipped with a warning and listed in
         ``skipped``.
     **curve_params
         Passed to :func:`active_learning_curve` (``cv``, ``n_initial``,
         ``query_size``, ``n_rounds``, ``n_seeds``, ``n_jobs``,
-        ``random_state``, ...).
+        ``random_state``, ...). ``return_queried`` is not accepted: the
+        labelled rows are always kept in ``queried``.
 
     Returns
     -------
@@ -133,35 +150,54 @@ def compare_strategies(
     Examples
     --------
     >>> from sklearn.datasets import load_digits
+    >>> from sklearn.linear_model import LogisticRegression
     >>> from sklearn.naive_bayes import GaussianNB
     >>> import skal
     >>> from skal.model_selection import compare_strategies
     >>> X, y = load_digits(return_X_y=True)
+    >>> kw = dict(cv=2, n_initial=20, query_size=20, n_rounds=2, random_state=0)
     >>> result = compare_strategies(
-    ...     skal.ActiveLearner(GaussianNB()),
-    ...     X[:500], y[:500], ["random", "margin"],
-    ...     cv=2, n_initial=20, query_size=20, n_rounds=2, random_state=0,
+    ...     skal.ActiveLearner(GaussianNB()), X[:500], y[:500],
+    ...     ["random", "margin"], **kw
     ... )
     >>> sorted(result.scores)
     ['margin', 'random']
     >>> list(result.table().columns)[:3]
     ['strategy', 'aulc_mean', 'aulc_std']
+
+    One learner per entry, each with its own estimator:
+
+    >>> learners = {
+    ...     "margin (NB)": skal.ActiveLearner(GaussianNB(), "margin"),
+    ...     "margin (LR)": skal.ActiveLearner(
+    ...         LogisticRegression(max_iter=200), "margin"
+    ...     ),
+    ... }
+    >>> result = compare_strategies(learners, X[:500] / 16, y[:500], **kw)
+    >>> sorted(result.scores)
+    ['margin (LR)', 'margin (NB)']
     """
     if errors not in ("raise", "warn"):
         raise ValueError(f"errors must be 'raise' or 'warn', got {errors!r}")
-    if strategies is None:
-        strategies = get_strategy_names()
-    if not isinstance(strategies, dict):
-        strategies = {str(s) if isinstance(s, str) else repr(s): s for s in strategies}
-    n_labeled, scores, skipped = None, {}, {}
-    for name, strategy in strategies.items():
+    if "return_queried" in curve_params:
+        raise TypeError(
+            "compare_strategies does not take return_queried; the labelled rows "
+            "of every run are in the result's queried attribute"
+        )
+    entries = _entries(learner, strategies)
+    # The splits are drawn once, so that a shuffling splitter without a
+    # random_state still gives every entry the same ones.
+    splits = draw_splits(curve_params.pop("cv", 5), X, y)
+    n_labeled, scores, queried, skipped = None, {}, {}, {}
+    for name, run_learner in entries.items():
         try:
-            n_labeled, scores[name] = active_learning_curve(
-                clone(learner).set_params(strategy=strategy), X, y, **curve_params
+            n_labeled, scores[name], queried[name] = active_learning_curve(
+                run_learner, X, y, cv=splits, return_queried=True, **curve_params
             )
         except Exception as exc:
             if errors == "raise":
                 raise
+            scores.pop(name, None)
             reason = f"{type(exc).__name__}: {exc}"
             skipped[name] = reason
             warnings.warn(
@@ -169,7 +205,56 @@ def compare_strategies(
             )
     if n_labeled is None:
         raise ValueError(f"no strategy could run; reasons: {skipped}")
-    return StrategyComparison(n_labeled, scores, skipped)
+    return StrategyComparison(n_labeled, scores, skipped, queried)
+
+
+def _is_learner(obj):
+    return all(hasattr(obj, name) for name in ("query", "teach", "classes"))
+
+
+def _entries(learner, strategies):
+    """Label -> unfitted learner for every entry of the comparison."""
+    if isinstance(learner, Mapping):
+        if strategies is not None:
+            raise ValueError(
+                "learner is a dict of learners, so strategies must be None "
+                f"(each learner brings its strategy); got strategies={strategies!r}"
+            )
+        entries = dict(learner)
+        if not entries:
+            raise ValueError("learner is an empty dict; give at least one learner")
+        for name, value in entries.items():
+            if not _is_learner(value):
+                raise TypeError(
+                    f"learner[{name!r}] must be a skal.ActiveLearner, got "
+                    f"{type(value).__name__}"
+                )
+        return {str(name): clone(value) for name, value in entries.items()}
+    if learner is not None and not _is_learner(learner):
+        raise TypeError(
+            "learner must be a skal.ActiveLearner, a dict of str to ActiveLearner "
+            f"or None, got {type(learner).__name__}"
+        )
+    if strategies is None:
+        if learner is None:
+            raise ValueError(
+                "learner is None, so strategies must map labels to learners"
+            )
+        strategies = get_strategy_names()
+    if not isinstance(strategies, Mapping):
+        strategies = {s if isinstance(s, str) else repr(s): s for s in strategies}
+    entries = {}
+    for name, value in strategies.items():
+        if _is_learner(value):
+            entries[str(name)] = clone(value)
+        elif learner is None:
+            raise ValueError(
+                f"strategies[{name!r}] = {value!r} is not a learner, and there is "
+                "no learner template to run it with; pass learner=ActiveLearner(...)"
+            )
+        else:
+            entries[str(name)] = clone(learner).set_params(strategy=value)
+    return entries
 
 
 def plot_learning_curves(

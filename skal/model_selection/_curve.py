@@ -9,6 +9,7 @@ from joblib import Parallel, delayed
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import check_cv
 from sklearn.utils import check_random_state, indexable
+from sklearn.utils.validation import column_or_1d
 from tqdm.auto import tqdm
 
 from .._data import DatasetOracle, is_torch_dataset, n_samples
@@ -145,13 +146,7 @@ query_size)
     if not is_torch_dataset(X) and not isinstance(X, list):
         X, y = indexable(X, y)
     X, y = check_data(X, y, learner, ensure_all_finite=False)
-    # a Dataset's labels are read only when queried: no stratification
-    y_cv = None if isinstance(y, DatasetOracle) else y
-    cv = check_cv(cv, y_cv, classifier=True)
-    rows = np.empty((n_samples(X), 0))
-    splits = [
-        (np.asarray(train), np.asarray(test)) for train, test in cv.split(rows, y_cv)
-    ]
+    splits = draw_splits(cv, X, y)
     for i, (train, _) in enumerate(splits):
         check_pool_size(len(train), n_initial, query_size, n_rounds, f"split {i}")
     scorer = check_scoring(learner, scoring=scoring)
@@ -208,6 +203,22 @@ query_size)
     if return_queried:
         return n_labeled, scores, np.array([order for _, order in results])
     return n_labeled, scores
+
+
+def draw_splits(cv, X, y) -> list:
+    """The (train, test) index pairs of ``cv`` over the rows of ``X``.
+
+    ``y`` stratifies classifier splits, unless it is a Dataset's labels
+    (:class:`~skal._data.DatasetOracle`, or None with a Dataset ``X``): those
+    are read only when queried, so a Dataset is split without stratification.
+    """
+    if y is None or isinstance(y, DatasetOracle):
+        y_cv = None
+    else:
+        y_cv = column_or_1d(y)
+    cv = check_cv(cv, y_cv, classifier=True)
+    rows = np.empty((n_samples(X), 0))
+    return [(np.asarray(a), np.asarray(b)) for a, b in cv.split(rows, y_cv)]
 
 
 def _run(learner, X, y, train, test, **kwargs):

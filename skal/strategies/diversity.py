@@ -26,7 +26,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from skorch import NeuralNet
 
-from .._parallel import n_rows
+from .._data import n_samples
 from .._utils import argmax_labels
 from .base import QueryStrategy
 
@@ -445,7 +445,7 @@ def gradient_embedding_factors(context, X):
 def _factors(context, X):
     if isinstance(context.estimator, NeuralNet):
         batches = context.estimator.iter_features(X, embedding=True)
-        a, h = _Rows(n_rows(X)), _Rows(n_rows(X))
+        a, h = _Rows(n_samples(X)), _Rows(n_samples(X))
         for logits, feats in batches:
             a.add(_proba_minus_onehot(torch.softmax(logits.float(), dim=1)))
             h.add(feats["embedding"])
@@ -566,7 +566,7 @@ def _device(context):
 
 def _embedding_part(context, X, dtype=None):
     if isinstance(context.estimator, NeuralNet):
-        out = _Rows(n_rows(X))
+        out = _Rows(n_samples(X))
         for _, feats in context.estimator.iter_features(X, embedding=True):
             emb = feats["embedding"]
             out.add(emb if dtype is None else emb.to(dtype))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import entr
 
+from .._data import n_samples
 from .base import QueryStrategy
 
 
@@ -39,7 +40,7 @@ class RandomSampling(QueryStrategy):
     """
 
     def utility(self, context, X):
-        return context.random_state.random_sample(_n_rows(X))
+        return context.random_state.random_sample(n_samples(X))
 
 
 class LeastConfidence(QueryStrategy):
@@ -142,7 +143,3 @@ def _per_batch(context, X, score):
     """``score`` of each batch of probabilities: N scores, one batch of N x C."""
     parts = [score(proba) for proba in context.iter_proba(X)]
     return np.concatenate(parts) if parts else np.empty(0)
-
-
-def _n_rows(X):
-    return X.shape[0] if hasattr(X, "shape") else len(X)
