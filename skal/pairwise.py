@@ -142,7 +142,7 @@ class GradientFeatures:
     factored layers ``f``: exact, or an unbiased estimate for sketched
     layers.
 
-    Attributes
+    Parameters
     ----------
     sq_norms : torch.Tensor of shape (n,)
         Exact ``‖g_i‖²``.
@@ -176,7 +176,17 @@ class GradientFeatures:
 
     @classmethod
     def concat(cls, parts):
-        """Join the features of consecutive batches (same layout)."""
+        """Join the features of consecutive batches (same layout).
+
+        Parameters
+        ----------
+        parts : iterable of GradientFeatures
+            Features of consecutive batches, in order.
+
+        Returns
+        -------
+        features : GradientFeatures
+        """
         parts = list(parts)
         dots = None if parts[0].dots is None else torch.cat([p.dots for p in parts])
         factored = [
@@ -198,6 +208,18 @@ class GradientFeatures:
         """``⟨g_i, g_j⟩`` for every ``i``, for one sample ``j`` of the set.
 
         Costs ``n (d + Σ_f L_f² (K_f + M_f))`` multiply-adds.
+
+        Parameters
+        ----------
+        j : int
+            Index of the sample in the set.
+        chunk : int, default=256
+            Samples per block of the factored layers' Gram products (bounds
+            the memory of one block to ``chunk · L²`` numbers).
+
+        Returns
+        -------
+        inner : torch.Tensor of shape (n,)
         """
         out = self.dense @ self.dense[j]
         for u, dy in self.factored:

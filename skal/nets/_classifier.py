@@ -221,6 +221,8 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         X : array-like, tensor or torch Dataset
         y : array-like or None, default=None
             Required unless X is a Dataset of ``(x, y)`` items.
+        **fit_params : dict
+            Passed on to skorch's ``fit`` (and to the module's forward).
 
         Returns
         -------
@@ -229,7 +231,23 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         return super().fit(X, y, **fit_params)
 
     def partial_fit(self, X, y=None, classes=None, **fit_params):
-        """Train on, keeping the weights; ``y=None`` as in :meth:`fit`."""
+        """Train on, keeping the weights; ``y=None`` as in :meth:`fit`.
+
+        Parameters
+        ----------
+        X : array-like, tensor or torch Dataset
+        y : array-like or None, default=None
+            Required unless X is a Dataset of ``(x, y)`` items.
+        classes : array-like or None, default=None
+            As in skorch (unused by the classifier: ``classes`` is a
+            constructor parameter).
+        **fit_params : dict
+            Passed on to skorch's ``partial_fit``.
+
+        Returns
+        -------
+        self : NeuralNetClassifier
+        """
         if y is None and is_torch_dataset(X):
             y = dataset_labels(X)
         return super().partial_fit(X, y, classes=classes, **fit_params)
@@ -263,19 +281,45 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         return super().get_dataset(_as_float32(X), y)
 
     def infer(self, x, **fit_params):
-        """Move the batch to the device, convert its dtype, run the module."""
+        """Move the batch to the device, convert its dtype, run the module.
+
+        Parameters
+        ----------
+        x : torch.Tensor, ndarray or dict of them
+            One batch, as the DataLoader yields it.
+        **fit_params : dict
+            Passed on to the module's forward.
+
+        Returns
+        -------
+        output : torch.Tensor or tuple of torch.Tensor
+            The module's output.
+        """
         x = to_module_dtype(to_tensor(x, device=self.device))
         return super().infer(x, **fit_params)
 
     def get_iterator(self, dataset, training=False):
-        """skorch's DataLoader, with ``train_transform`` on training samples and
-        ``inference_batch_size`` for every other pass.
+        """skorch's DataLoader, with ``train_transform`` for training.
+
+        Training loaders apply ``train_transform`` to each sample; every other
+        pass reads batches of ``inference_batch_size``.
 
         A ``DataLoader`` draws a base seed for its workers from torch's global
         generator each time it is iterated, even with no worker and no
         shuffling. Evaluation loaders get a private generator instead, so that
         ``predict``, ``predict_proba``, ``score`` and :meth:`embed` leave the
         global random state untouched.
+
+        Parameters
+        ----------
+        dataset : torch.utils.data.Dataset
+        training : bool, default=False
+            Whether the loader feeds training (shuffled, transformed) or
+            inference.
+
+        Returns
+        -------
+        iterator : torch.utils.data.DataLoader
         """
         if training:
             if self.train_transform is not None:

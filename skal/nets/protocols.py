@@ -62,7 +62,7 @@ def dynamic_al_protocol(
 
     See Also
     --------
-    tidal_protocol : TiDAL's protocol.
+    tidal_protocol : The TiDAL paper's protocol.
 
     Examples
     --------
@@ -146,7 +146,7 @@ def tidal_protocol(
 
     See Also
     --------
-    dynamic_al_protocol : dynamicAL's protocol.
+    dynamic_al_protocol : The dynamicAL paper's protocol.
 
     Examples
     --------

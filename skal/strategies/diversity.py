@@ -191,7 +191,7 @@ def k_center_greedy(candidates, centers, n, *, random_state, chunk_size=2048):
     Parameters
     ----------
     candidates : torch.Tensor of shape (n_candidates, n_features)
-        float64, float32 or float16 (computed in float32); the work runs on
+        Float64, float32 or float16 (computed in float32); the work runs on
         their device.
     centers : torch.Tensor of shape (n_centers, n_features)
         Initial centres (the labelled set); may be empty.
