@@ -7,14 +7,13 @@ never stored. Two passes over it, timed side by side (best of
 
 - plain: a ``DataLoader`` (the net's inference batch size) and the tutorial
   CNN's forward in eval mode under ``torch.no_grad``, outputs dropped;
-- entropy: ``EntropySampling().utility`` with a ``QueryContext`` around the
-  same network, i.e. skorch's ``forward_iter`` over the Dataset and the
-  entropy of each batch (the N scores are the only thing kept).
+- entropy query: ``ActiveLearner(net, "entropy").query(pool, n=--query)``
+  with the same network (fitted for one epoch on 256 images), i.e. the
+  learner's input handling, the net's batch loop over the Dataset, the
+  entropy of each batch and the top n (the N scores are the only thing kept).
 
-``ActiveLearner.query`` does not take a Dataset yet, so the query is
-measured at the strategy level (what ``query`` calls after validating its
-input). Memory: the peak resident set above the level before the call,
-minus the N float64 scores.
+Memory: the peak resident set above the level before the call, minus the N
+float64 scores.
 
 Usage::
 
@@ -37,7 +36,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import check_device, fmt_bytes, measure, print_table  # noqa: E402
 
 import skal  # noqa: E402
-from skal.strategies import EntropySampling, QueryContext  # noqa: E402
 
 
 class SyntheticImages(torch.utils.data.Dataset):
@@ -63,20 +61,22 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--query", type=int, default=1000, help="n of the query")
     args = parser.parse_args(argv)
     check_device(parser, args.device)
-    torch.manual_seed(0)
     net = skal.NeuralNetClassifier(
         skal.nets.TutorialCNN,
-        classes=list(range(10)),
         device=args.device,
-        iterator_valid__batch_size=args.batch_size,
-    ).initialize()
-    module = net.module_.eval()
-    pool = SyntheticImages(args.n)
-    context = QueryContext(
-        net, np.arange(10), pool, np.zeros(0, dtype=int), np.random.RandomState(0)
+        max_epochs=1,
+        inference_batch_size=args.batch_size,
     )
+    labelled = SyntheticImages(256)
+    y = np.arange(256) % 10
+    learner = skal.ActiveLearner(
+        net, "entropy", classes=np.arange(10), random_state=0
+    ).fit(labelled, y)
+    module = learner.estimator_.module_.eval()
+    pool = SyntheticImages(args.n)
 
     def plain():
         loader = torch.utils.data.DataLoader(pool, batch_size=args.batch_size)
@@ -85,13 +85,14 @@ def main(argv=None):
                 module(xb.to(args.device))
 
     def entropy():
-        return EntropySampling().utility(context, pool)
+        return learner.query(pool, n=args.query)
 
     rows = []
     best = {}
     mem = {}
     for _ in range(args.repeats):
-        for name, fn in (("plain DataLoader forward", plain), ("entropy", entropy)):
+        passes = (("plain DataLoader forward", plain), ("entropy query", entropy))
+        for name, fn in passes:
             seconds, peak, _ = measure(fn, device=args.device, repeats=1)
             best[name] = min(best.get(name, math.inf), seconds)
             mem[name] = max(mem.get(name, 0), peak or 0)
