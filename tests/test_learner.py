@@ -1,4 +1,4 @@
-"""ActiveLearner: the contract of DESIGN.md, errors, warm start, determinism."""
+"""ActiveLearner: the public contract, errors, warm start, determinism."""
 
 import pickle
 
