@@ -74,6 +74,30 @@ class GradientStats:
     targets: torch.Tensor
 
 
+@dataclass
+class LayerGradients:
+    """What :meth:`PerSampleGradients.layer_gradients` returns.
+
+    Parameters
+    ----------
+    logits : torch.Tensor of shape (n, n_classes)
+        Detached logits of the batch.
+    targets : torch.Tensor of shape (n,)
+        The labels the gradients are taken at.
+    layers : list of (module, params, calls)
+        Per supported layer, its parameters (as ``_candidates`` names them)
+        and, per call in the forward pass, the detached input and the
+        gradient of the summed loss with respect to the output.
+    rest : list of (str, torch.nn.Parameter)
+        Trainable parameters no closed form covers (the fallback's).
+    """
+
+    logits: torch.Tensor
+    targets: torch.Tensor
+    layers: list
+    rest: list
+
+
 class PerSampleGradients:
     """Per-sample squared gradient norms and inner products, exact and batched.
 
@@ -155,6 +179,48 @@ class PerSampleGradients:
         -------
         stats : GradientStats
         """
+        layers = self.layer_gradients(x, targets)
+        logits, t, n = layers.logits, layers.targets, len(layers.targets)
+        zeros = torch.zeros(n, dtype=logits.dtype, device=logits.device)
+        sq = zeros.clone() if norms else None
+        dots = zeros.clone() if vector is not None else None
+        with torch.no_grad():
+            for m, ps, calls in layers.layers:
+                s, d = _layer_stats(m, ps, calls, vector, norms)
+                if norms:
+                    sq += s
+                if vector is not None:
+                    dots += d
+        rest = layers.rest
+        del layers
+        self.fallback_parameters_ = [n_ for n_, _ in rest]
+        if rest:
+            s, d = self._fallback_stats(x, t, rest, vector, norms)
+            if norms:
+                sq += s
+            if vector is not None:
+                dots += d
+        return GradientStats(sq, dots, logits.detach(), t)
+
+    def layer_gradients(self, x, targets) -> LayerGradients:
+        """One forward and one backward pass to the supported layers' outputs.
+
+        The shared first step of every per-layer closed form (here and in
+        :mod:`skal.pairwise`): the summed cross-entropy at ``targets`` is
+        differentiated with respect to the output of every call of every
+        supported layer whose recorded batch size is the batch's.
+
+        Parameters
+        ----------
+        x : torch.Tensor or dict of torch.Tensor
+            One batch of inputs.
+        targets : torch.Tensor of int or callable
+            Class indices, or a function of the detached logits.
+
+        Returns
+        -------
+        layers : LayerGradients
+        """
         named = [(n, p) for n, p in self.module.named_parameters() if p.requires_grad]
         candidates = _candidates(self.module, named)
         n = _batch_size(x)
@@ -173,36 +239,21 @@ class PerSampleGradients:
             }
             outs = [c[1] for m in covered for c in records.calls[m]]
             grads = torch.autograd.grad(loss, outs, allow_unused=True) if outs else ()
-        zeros = torch.zeros(n, dtype=logits.dtype, device=logits.device)
-        sq = zeros.clone() if norms else None
-        dots = zeros.clone() if vector is not None else None
-        k = 0
-        with torch.no_grad():
-            for m, ps in covered.items():
-                calls = []
-                for inp, out in records.calls[m]:
-                    g = grads[k]
-                    k += 1
-                    calls.append(
-                        (inp.detach(), torch.zeros_like(out) if g is None else g)
-                    )
-                s, d = _layer_stats(m, ps, calls, vector, norms)
-                if norms:
-                    sq += s
-                if vector is not None:
-                    dots += d
-        del records, grads, outs, loss
-
+        grads = iter(grads)
+        layers = [
+            (
+                m,
+                ps,
+                [
+                    (inp.detach(), torch.zeros_like(out) if g is None else g)
+                    for (inp, out), g in zip(records.calls[m], grads)
+                ],
+            )
+            for m, ps in covered.items()
+        ]
         done = {id(p) for ps in covered.values() for _, p in ps.values()}
         rest = [(n_, p) for n_, p in named if id(p) not in done]
-        self.fallback_parameters_ = [n_ for n_, _ in rest]
-        if rest:
-            s, d = self._fallback_stats(x, t, rest, vector, norms)
-            if norms:
-                sq += s
-            if vector is not None:
-                dots += d
-        return GradientStats(sq, dots, logits.detach(), t)
+        return LayerGradients(logits.detach(), t, layers, rest)
 
     # ----------------------------------------------------------- internals
     def _forward(self, x, candidates):

@@ -84,8 +84,6 @@ from torch import nn
 from .gradients import (
     _BATCHNORM,
     PerSampleGradients,
-    _batch_size,
-    _candidates,
     _cat,
     _conv_weight,
     _linear_weight,
@@ -320,45 +318,19 @@ class PairwiseGradients:
         -------
         features : GradientFeatures
         """
-        engine = self._engine
-        named = [(n, p) for n, p in self.module.named_parameters() if p.requires_grad]
-        candidates = _candidates(self.module, named)
-        n = _batch_size(x)
-        with torch.enable_grad():
-            records = engine._forward(x, candidates)
-            logits = records.logits
-            with torch.no_grad():
-                t = targets(logits.detach()) if callable(targets) else targets
-            t = torch.as_tensor(t, device=logits.device).long()
-            loss = torch.nn.functional.cross_entropy(logits, t, reduction="sum")
-            covered = {
-                m: ps
-                for m, ps in candidates.items()
-                if records.calls.get(m)
-                and all(c[0].shape[0] == n for c in records.calls[m])
-            }
-            outs = [c[1] for m in covered for c in records.calls[m]]
-            grads = torch.autograd.grad(loss, outs, allow_unused=True) if outs else ()
+        layers = self._engine.layer_gradients(x, targets)
+        logits, t, n = layers.logits, layers.targets, len(layers.targets)
         sq = torch.zeros(n, dtype=logits.dtype, device=logits.device)
         dots = None if vector is None else torch.zeros_like(sq)
         dense, factored = [], []
-        k = 0
         with torch.no_grad():
-            for m, ps in covered.items():
-                calls = []
-                for inp, out in records.calls[m]:
-                    g = grads[k]
-                    k += 1
-                    calls.append(
-                        (inp.detach(), torch.zeros_like(out) if g is None else g)
-                    )
+            for m, ps, calls in layers.layers:
                 s, d = self._layer_features(m, ps, calls, vector, dense, factored)
                 sq += s
                 if dots is not None:
                     dots += d
-        del records, grads, outs, loss
-        done = {id(p) for ps in covered.values() for _, p in ps.values()}
-        rest = [(n_, p) for n_, p in named if id(p) not in done]
+        rest = layers.rest
+        del layers
         if rest:
             names = [n_ for n_, _ in rest]
             if self.fallback == "vmap":
