@@ -11,7 +11,7 @@ Three parts, each printed as a table measured side by side in one run:
   ``formula`` is the memory the docs state for the strategy (embeddings,
   centres, per-candidate vectors, one block; the forward's batch
   activations come on top). ``same picks`` compares core-set's picks with
-  the previous, eager implementation (kept in tests/test_baselines.py) run
+  the previous, eager implementation (kept in tests/test_strategies.py) run
   in float64 on the same embeddings, and BADGE's seeding (timed alone on
   the gradient embeddings) with its previous version, on the same factors.
 - ``dask``: ``ActiveLearner.query`` in one process and inside
@@ -90,7 +90,7 @@ def _mlp(n_classes, device):
 
 
 def select_rows(args):
-    from tests.test_baselines import (
+    from tests.test_strategies import (
         previous_k_center_greedy,
         previous_kmeans_pp_gradient,
     )
