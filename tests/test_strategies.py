@@ -23,6 +23,7 @@ from skal.strategies import (
     mutual_information,
 )
 from skal.strategies.context import QueryContext
+from skal.strategies.diversity import _ClassBounds, _GradientSeeding
 
 
 @pytest.fixture(scope="module")
@@ -326,20 +327,79 @@ def previous_kmeans_pp_gradient(a, h, n, random_state):
     return picked
 
 
+def badge_factors(n, n_classes, dim, sharpness, *, signed=False, seed=5):
+    """BADGE's factors for random predictions and embeddings."""
+    rng = np.random.RandomState(seed)
+    a = torch.softmax(torch.tensor(rng.randn(n, n_classes) * sharpness), 1)
+    a[torch.arange(n), a.argmax(1)] -= 1
+    h = rng.randn(n, dim)
+    return a, torch.tensor(h if signed else np.maximum(h, 0))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("sharpness", [0.3, 3.0])
-def test_kmeans_pp_gradient_picks_as_the_previous_version(dtype, sharpness):
+@pytest.mark.parametrize("signed", [False, True])
+def test_kmeans_pp_gradient_picks_as_the_previous_version(dtype, sharpness, signed):
     # flat and confident predictions over 30 classes: with confident ones
-    # most distances cannot shrink and are skipped
-    rng = np.random.RandomState(5)
-    logits = torch.tensor(rng.randn(4000, 30) * sharpness)
-    a = torch.softmax(logits, 1)
-    a[torch.arange(4000), a.argmax(1)] -= 1
-    h = torch.tensor(np.maximum(rng.randn(4000, 64), 0))
+    # most distances cannot shrink and are skipped; signed embeddings (no
+    # ReLU) are pruned by |h.h'| only
+    a, h = badge_factors(4000, 30, 64, sharpness, signed=signed)
     a, h = a.to(dtype), h.to(dtype)
     picked = kmeans_pp_gradient(a, h, 200, random_state=np.random.RandomState(1))
     expected = previous_kmeans_pp_gradient(a, h, 200, np.random.RandomState(1))
     np.testing.assert_array_equal(picked, expected)
+
+
+def test_kmeans_pp_gradient_on_rows_of_any_sign_as_the_previous_version():
+    # rows with several negative entries have no class structure to bound by
+    rng = np.random.RandomState(6)
+    a, h = torch.tensor(rng.randn(3000, 8)), torch.tensor(rng.randn(3000, 16))
+    assert _ClassBounds.of(a) is None
+    picked = kmeans_pp_gradient(a, h, 100, random_state=np.random.RandomState(2))
+    expected = previous_kmeans_pp_gradient(a, h, 100, np.random.RandomState(2))
+    np.testing.assert_array_equal(picked, expected)
+
+
+@pytest.mark.parametrize("sharpness", [0.0, 0.3, 3.0, 30.0])
+def test_class_bounds_enclose_the_inner_products(sharpness):
+    a, _ = badge_factors(500, 12, 4, sharpness, seed=7)
+    a = a.float()
+    # a row with every probability on one class: a = 0 and no negative entry
+    a[0] = 0.0
+    bounds = _ClassBounds.of(a)
+    exact = a.double() @ a.double().T
+    for idx in (0, 1, 17, 499):
+        low, high = bounds.inner_product_bounds(a, idx)
+        # up to float32 rounding of the bounds, and underflow below its
+        # smallest normal number (the seeding adds a margin for both)
+        norms = a.double().norm(dim=1)
+        tol = 1e-5 * norms * norms[idx] + torch.finfo(torch.float32).tiny
+        assert bool((low.double() <= exact[:, idx] + tol).all())
+        assert bool((exact[:, idx] <= high.double() + tol).all())
+        # the top two classes are exact: only the rest's product is open
+        assert float((high - low).max()) <= 1.0
+
+
+def test_dense_seeding_picks_as_the_pruned_one():
+    # the loop used on GPUs (every distance, no wait for the device)
+    a, h = badge_factors(2000, 10, 32, 1.0)
+    expected = kmeans_pp_gradient(a, h, 150, random_state=np.random.RandomState(3))
+    dense = _GradientSeeding(a, h, bounds=False).run_dense(
+        150, np.random.RandomState(3)
+    )
+    np.testing.assert_array_equal(dense, expected)
+
+
+def test_dense_seeding_leaves_all_zero_distances_to_the_step_by_step_loop():
+    # three distinct points: after three picks every distance is zero, and
+    # the step-by-step loop draws the rest uniformly
+    a = torch.tensor([[0.5, -0.5], [-0.3, 0.3], [0.2, -0.2]]).repeat(4, 1)
+    h = torch.tensor([[1.0, 2.0], [2.0, 1.0], [1.0, 1.0]]).repeat(4, 1)
+    seeding = _GradientSeeding(a, h, bounds=False)
+    assert seeding.run_dense(6, np.random.RandomState(0)) is None
+    picked = seeding.run(6, np.random.RandomState(0))
+    assert len(set(picked)) == 6
+    assert {i % 3 for i in picked[:3]} == {0, 1, 2}
 
 
 def test_badge_all_zero_gradients_fall_back_to_uniform():

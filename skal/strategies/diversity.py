@@ -34,6 +34,8 @@ from .base import QueryStrategy
 # front, and candidates brought up to date at a time
 _FIRST_CENTRES = 256
 _TOP_ROWS = 16
+# rows at a time where a temporary of their size is made
+_ROWS = 4096
 _EMBEDDING_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
@@ -395,6 +397,12 @@ def _sq(x):
     return (x * x).sum(1)
 
 
+def _row_sq(x, dtype=None):
+    """``_sq`` in blocks of rows (in ``dtype``): no temporary the size of ``x``."""
+    blocks = [x[s : s + _ROWS] for s in range(0, x.shape[0], _ROWS)] or [x]
+    return torch.cat([_sq(b if dtype is None else b.to(dtype)) for b in blocks])
+
+
 def _stride(n_lab):
     return max(1, -(-n_lab // _FIRST_CENTRES))
 
@@ -458,6 +466,26 @@ def _factors(context, X):
 def kmeans_pp_gradient(a, h, n, *, random_state):
     """k-means++ seeding on the gradient embeddings ``a (x) h``.
 
+    The picks are those of computing every squared distance
+    ``|a|^2 |h|^2 + |a'|^2 |h'|^2 - 2 (a.a') (h.h')`` at every step; the
+    work is not. On the CPU a step computes ``a.a'`` and ``h.h'`` only for
+    the samples whose distance to the new point may be below their current
+    one. They are found by lower bounds of the distance that cost O(N),
+    with a margin for rounding:
+
+    - ``|h.h'| <= |h||h'|``, and ``h.h' >= 0`` when every embedding is
+      non-negative (as after a ReLU);
+    - when every row of ``a`` has at most one negative entry, at ``k``
+      (BADGE's rows are probabilities minus the one-hot vector of the
+      predicted class ``k``), ``a.a'`` is known up to the sum over the
+      classes other than ``k`` and the new point's ``k'``, which lies
+      between 0 and the product of the rows' norms over those classes (one
+      column of ``a`` is read, no row);
+    - for the samples left, the exact ``a.a'``.
+
+    On other devices (a GPU) every distance is computed at every step, in
+    two matrix-vector products, and the loop does not wait for the device.
+
     Parameters
     ----------
     a : torch.Tensor of shape (n_samples, n_classes)
@@ -485,56 +513,216 @@ def kmeans_pp_gradient(a, h, n, *, random_state):
     n_samples = a.shape[0]
     if not 1 <= n <= n_samples:
         raise ValueError(f"n must be between 1 and {n_samples}, got n={n}")
-    a2, h2 = (a * a).sum(1), (h * h).sum(1)
-    g2 = a2 * h2
-    # |a| |h| of each sample and twice a bound on the rounding error of a
-    # computed distance, relative to g2 + g2' + 2 |a||a'||h||h'|
-    ah = (a2 * h2).sqrt_()
-    h_norm = h2.sqrt()
-    rel_err = 4.0 * (a.shape[1] + h.shape[1] + 8) * _unit_roundoff(a.dtype, a.device)
-    # embeddings after a ReLU have h.h' >= 0: then a.a' < 0 can only add
-    non_negative = bool((h >= 0).all())
-    min_dist = torch.full_like(g2, float("inf"))
-    picked = np.empty(n, dtype=np.intp)
-    for step in range(n):
-        idx = None
-        if step == 0:
-            if bool(g2.max() > 0):
-                idx = int(g2.argmax())
-        else:
-            cumsum = min_dist.cumsum(0, dtype=torch.float64)
-            total = float(cumsum[-1])
-            if total > 0:
-                target = torch.tensor(
-                    random_state.random_sample() * total,
-                    dtype=torch.float64,
-                    device=cumsum.device,
-                )
-                idx = int(torch.searchsorted(cumsum, target, right=True))
-        if idx is None:
-            rest = np.setdiff1d(np.arange(n_samples), picked[:step])
-            idx = int(rest[random_state.randint(len(rest))])
-        picked[step] = idx
-        aa = a @ a[idx]
-        # |h.h'| <= |h||h'| (and h.h' >= 0 for non-negative embeddings)
-        # bounds each distance from below; where the bound is above the
-        # current distance by more than the rounding error, the computed
-        # distance could not lower it, and h.h' is not needed
-        coupling = aa.clamp(min=0.0) if non_negative else aa.abs()
-        gap = torch.addcmul(g2 + g2[idx], coupling, h_norm, value=-2.0 * h_norm[idx])
-        gap.sub_(torch.addcmul(g2 + g2[idx], ah, ah[idx], value=2.0), alpha=rel_err)
-        rows = torch.nonzero(gap < min_dist).flatten()
-        if rows.numel() > n_samples // 4:
-            dist = torch.addcmul(g2, aa, h @ h[idx], value=-2.0)
-            dist.add_(g2[idx]).clamp_(min=0.0)
+    seeding = _GradientSeeding(a, h, bounds=a.device.type == "cpu")
+    if a.device.type != "cpu":
+        state = random_state.get_state()
+        picked = seeding.run_dense(n, random_state)
+        if picked is not None:
+            return picked
+        # a step found every distance zero: the step-by-step loop draws
+        # differently there
+        random_state.set_state(state)
+    return seeding.run(n, random_state)
+
+
+class _GradientSeeding:
+    """k-means++ seeding on factored gradient embeddings (kmeans_pp_gradient)."""
+
+    def __init__(self, a, h, *, bounds=True):
+        self.a, self.h = a, h
+        self.n = a.shape[0]
+        a2, h2 = _row_sq(a), _row_sq(h)
+        self.g2 = a2 * h2
+        self.ah = (a2 * h2).sqrt_()
+        self.h_norm = h2.sqrt()
+        # |a|, raised by what underflow may have lost from a2
+        floor = a.shape[1] * torch.finfo(a.dtype).tiny
+        self.a_norm = (a2 + floor).sqrt_()
+        # twice a bound on the rounding error of a computed distance,
+        # relative to g2 + g2' + 2 |a||a'||h||h'|
+        self.rel_err = (
+            4.0 * (a.shape[1] + h.shape[1] + 8) * _unit_roundoff(a.dtype, a.device)
+        )
+        # embeddings after a ReLU have h.h' >= 0: then a.a' < 0 can only add
+        self.non_negative = bool((h >= 0).all()) if bounds else False
+        self.classes = _ClassBounds.of(a) if bounds else None
+
+    def run(self, n, random_state):
+        """Step by step, computing only the distances that may shrink."""
+        g2 = self.g2
+        min_dist = torch.full_like(g2, float("inf"))
+        picked = np.empty(n, dtype=np.intp)
+        for step in range(n):
+            idx = None
+            if step == 0:
+                if bool(g2.max() > 0):
+                    idx = int(g2.argmax())
+            else:
+                cumsum = min_dist.cumsum(0, dtype=torch.float64)
+                total = float(cumsum[-1])
+                if total > 0:
+                    target = torch.tensor(
+                        random_state.random_sample() * total,
+                        dtype=torch.float64,
+                        device=cumsum.device,
+                    )
+                    idx = int(torch.searchsorted(cumsum, target, right=True))
+                    idx = min(idx, self.n - 1)
+            if idx is None:
+                rest = np.setdiff1d(np.arange(self.n), picked[:step])
+                idx = int(rest[random_state.randint(len(rest))])
+            picked[step] = idx
+            self._update(min_dist, idx)
+            min_dist[idx] = 0.0
+        return picked
+
+    def run_dense(self, n, random_state):
+        """Every distance at every step, with no wait for the device.
+
+        Returns None if a step found every distance zero (the caller then
+        runs the step-by-step loop).
+        """
+        g2, a, h = self.g2, self.a, self.h
+        if not bool(g2.max() > 0):
+            return None
+        min_dist = torch.full_like(g2, float("inf"))
+        picked = torch.empty(n, dtype=torch.long, device=g2.device)
+        idx = g2.argmax().reshape(1)
+        degenerate = torch.zeros((), dtype=torch.bool, device=g2.device)
+        for step in range(n):
+            if step:
+                cumsum = min_dist.cumsum(0, dtype=torch.float64)
+                total = cumsum[-1:]
+                degenerate |= total[0] <= 0
+                target = total * random_state.random_sample()
+                idx = torch.searchsorted(cumsum, target, right=True)
+                idx.clamp_(max=self.n - 1)
+            picked[step : step + 1] = idx
+            aa = (a @ a.index_select(0, idx).T).squeeze(1)
+            hh = (h @ h.index_select(0, idx).T).squeeze(1)
+            dist = torch.addcmul(g2, aa, hh, value=-2.0)
+            dist.add_(g2.index_select(0, idx)).clamp_(min=0.0)
             torch.minimum(min_dist, dist, out=min_dist)
+            min_dist.index_fill_(0, idx, 0.0)
+        if bool(degenerate):
+            return None
+        return picked.cpu().numpy().astype(np.intp)
+
+    def _update(self, min_dist, idx):
+        """Lower ``min_dist`` to the distances to sample ``idx``."""
+        g2, a, h = self.g2, self.a, self.h
+        margin = torch.add(g2, g2[idx]).addcmul_(self.ah, self.ah[idx], value=2.0)
+        margin.mul_(self.rel_err)
+        aa = rows = None
+        if self.classes is not None:
+            low, high = self.classes.inner_product_bounds(a, idx)
+            # the bounds' own rounding: their terms are at most |a||a'|
+            # (and the smallest normal number where products underflow)
+            slack = self.a_norm * (self.rel_err * float(self.a_norm[idx]))
+            slack.add_(torch.finfo(a.dtype).tiny)
+            if self.non_negative:
+                coupling = high.add_(slack).clamp_(min=0.0)
+            else:
+                coupling = torch.maximum(
+                    low.sub_(slack).abs_(), high.add_(slack).abs_()
+                )
+            rows = self._candidates(coupling, idx, margin, min_dist)
+        if rows is None or rows.numel() > self.n // 4:
+            aa = a @ a[idx]
+            rows = self._candidates(self._coupling(aa), idx, margin, min_dist)
+            if rows.numel() > self.n // 4:
+                dist = torch.addcmul(g2, aa, h @ h[idx], value=-2.0)
+                dist.add_(g2[idx]).clamp_(min=0.0)
+                torch.minimum(min_dist, dist, out=min_dist)
+                return
+            aa = aa[rows]
         elif rows.numel():
+            aa = a.index_select(0, rows) @ a[idx]
+            keep = self._candidates(self._coupling(aa), idx, margin, min_dist, rows)
+            rows, aa = rows[keep], aa[keep]
+        if rows.numel():
             hh = h.index_select(0, rows) @ h[idx]
-            dist = torch.addcmul(g2[rows], aa[rows], hh, value=-2.0)
+            dist = torch.addcmul(g2[rows], aa, hh, value=-2.0)
             dist.add_(g2[idx]).clamp_(min=0.0)
             min_dist[rows] = torch.minimum(min_dist[rows], dist)
-        min_dist[idx] = 0.0
-    return picked
+
+    def _coupling(self, aa):
+        return aa.clamp(min=0.0) if self.non_negative else aa.abs()
+
+    def _candidates(self, coupling, idx, margin, min_dist, rows=None):
+        """Where ``coupling``, a bound of ``a.a'`` as it enters the distance,
+        leaves a lower bound below ``min_dist``.
+
+        ``coupling`` covers every sample, or ``rows`` only; the positions
+        returned index the same.
+        """
+        g2, h_norm = self.g2, self.h_norm
+        if rows is not None:
+            g2, h_norm = g2[rows], h_norm[rows]
+            margin, min_dist = margin[rows], min_dist[rows]
+        # the bound's own rounding is covered by scaling the coupling term
+        # by 1 + rel_err (rel_err is many units of roundoff)
+        scale = -2.0 * (1.0 + self.rel_err) * float(self.h_norm[idx])
+        gap = torch.addcmul(g2 + self.g2[idx], coupling, h_norm, value=scale)
+        return torch.nonzero(gap.sub_(margin) < min_dist).flatten()
+
+
+class _ClassBounds:
+    """Bounds of ``a.a'`` for rows with at most one negative entry.
+
+    BADGE's rows ``p - onehot(k)`` have one, at the predicted class ``k``.
+    With ``k'`` that of the other row ``a'``, ``a.a'`` is ``a[k] a'[k] +
+    a[k'] a'[k']`` (one term if ``k = k'``) plus the sum over the other
+    classes, where both rows are non-negative: that rest lies between 0 and
+    the product of the two rows' norms over those classes.
+    """
+
+    def __init__(self, k, own, rest_up, columns):
+        self.k = k  # the class of each row (the position of its negative entry)
+        self.own = own  # a[k] of each row
+        self.rest_up = rest_up  # an upper bound of the sum of a[j]^2, j != k
+        self.columns = columns  # the columns of a, each contiguous
+
+    @classmethod
+    def of(cls, a):
+        """The bounds for ``a``, or None if its rows do not have the form."""
+        if a.shape[1] < 2:
+            return None
+        # at most one negative entry per row, at k
+        if bool((a < 0).sum(1).gt(1).any()):
+            return None
+        k = a.argmin(1)
+        own = a.gather(1, k[:, None]).squeeze(1)
+        # summed without a[k]^2, so that the rounding is relative to the
+        # rest; then raised by a bound of the rounding and of the squares
+        # lost to underflow, as every square of the rest's below
+        rest = torch.cat(
+            [
+                _sq(a[s : s + _ROWS].scatter(1, k[s : s + _ROWS, None], 0.0))
+                for s in range(0, a.shape[0], _ROWS)
+            ]
+        )
+        n_classes = a.shape[1]
+        eps = 4.0 * (n_classes + 2) * _unit_roundoff(a.dtype, a.device)
+        floor = 2.0 * n_classes * torch.finfo(a.dtype).tiny
+        rest_up = rest.mul_(1.0 + eps).add_(floor)
+        return cls(k, own, rest_up, a.T.contiguous())
+
+    def inner_product_bounds(self, a, idx):
+        """Lower and upper bounds of ``a @ a[idx]`` (fresh tensors)."""
+        k = self.k
+        kc = int(k[idx])
+        center = a[idx]
+        same = k == kc
+        col = self.columns[kc].masked_fill(same, 0.0)  # a[k'] where k != k'
+        cen = center[k].masked_fill_(same, 0.0)  # a'[k] where k != k'
+        # a[k] a'[k] + a[k'] a'[k'], or a[k] a'[k] where k = k'
+        base = torch.mul(self.own, center[k]).addcmul_(col, center[kc])
+        # the norms of the rest: the row's without k', the centre's without k
+        row = torch.sub(self.rest_up, col * col).clamp_(min=0.0).sqrt_()
+        rest_c = float(self.rest_up[idx])
+        width = torch.sub(rest_c, cen * cen).clamp_(min=0.0).sqrt_().mul_(row)
+        return base, width.add_(base)
 
 
 def _proba_minus_onehot(proba):
