@@ -6,7 +6,8 @@ never stored. Two passes over it, timed side by side (best of
 ``--repeats``, interleaved):
 
 - plain: a ``DataLoader`` (the net's inference batch size) and the tutorial
-  CNN's forward in eval mode under ``torch.no_grad``, outputs dropped;
+  CNN's forward in eval mode under ``torch.no_grad``, outputs dropped (on
+  CUDA from pinned memory with non-blocking copies, as skal's loaders);
 - entropy query: ``ActiveLearner(net, "entropy").query(pool, n=--query)``
   with the same network (fitted for one epoch on 256 images), i.e. the
   learner's input handling, the net's batch loop over the Dataset, the
@@ -19,11 +20,16 @@ Usage::
 
     python benchmarks/pool_scale.py                    # 1,000,000 images
     python benchmarks/pool_scale.py --n 50000 --device cuda
+    python benchmarks/pool_scale.py --n 200000 --pool uint8 --device cuda
+
+On CUDA a third pass runs the query with ``iterator_valid__pin_memory=False``
+(skal pins by default there).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import sys
 from pathlib import Path
@@ -55,6 +61,10 @@ class SyntheticImages(torch.utils.data.Dataset):
         return x, 0
 
 
+def _as_uint8(x):
+    return ((x + 1) * 127.5).round().to(torch.uint8)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1_000_000)
@@ -62,6 +72,13 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--query", type=int, default=1000, help="n of the query")
+    parser.add_argument(
+        "--pool",
+        choices=["dataset", "uint8"],
+        default="dataset",
+        help="the synthetic Dataset, or the same images as one uint8 array in "
+        "memory (where the transfer, not the reading, is what costs)",
+    )
     args = parser.parse_args(argv)
     check_device(parser, args.device)
     net = skal.NeuralNetClassifier(
@@ -77,21 +94,40 @@ def main(argv=None):
     ).fit(labelled, y)
     module = learner.estimator_.module_.eval()
     pool = SyntheticImages(args.n)
+    if args.pool == "uint8":
+        pool = torch.utils.data.TensorDataset(
+            torch.stack([_as_uint8(pool[i][0]) for i in range(args.n)]),
+            torch.zeros(args.n, dtype=torch.long),
+        )
+
+    # on CUDA the plain loop transfers as skal does: pinned, non-blocking
+    pin = torch.device(args.device).type == "cuda"
 
     def plain():
-        loader = torch.utils.data.DataLoader(pool, batch_size=args.batch_size)
+        loader = torch.utils.data.DataLoader(
+            pool, batch_size=args.batch_size, pin_memory=pin
+        )
         with torch.no_grad():
             for xb, _ in loader:
-                module(xb.to(args.device))
+                module(xb.to(args.device, non_blocking=pin).float())
 
     def entropy():
         return learner.query(pool, n=args.query)
+
+    unpinned = copy.deepcopy(learner)
+    # set_params would raise on a fitted skorch net: plain attribute
+    unpinned.estimator_.iterator_valid__pin_memory = False
+
+    def pageable():
+        return unpinned.query(pool, n=args.query)
 
     rows = []
     best = {}
     mem = {}
     for _ in range(args.repeats):
-        passes = (("plain DataLoader forward", plain), ("entropy query", entropy))
+        passes = [("plain DataLoader forward", plain), ("entropy query", entropy)]
+        if pin:
+            passes.append(("entropy query, pin_memory=False", pageable))
         for name, fn in passes:
             seconds, peak, _ = measure(fn, device=args.device, repeats=1)
             best[name] = min(best.get(name, math.inf), seconds)

@@ -13,7 +13,9 @@ One home for what every part of skal needs to know about its inputs:
 - :func:`n_samples` — the number of rows of any of them;
 - :class:`SampleDataset` — what the networks iterate: one sample at a time,
   as a tensor of its own dtype, transformed;
-- :func:`to_module_dtype` — a batch converted to the dtype the module takes.
+- :func:`to_module_dtype` — a batch converted to the dtype the module takes;
+- :func:`to_device` — a batch moved to the device, without waiting for the
+  copy when it comes from pinned memory.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from skorch.dataset import Dataset as SkorchDataset
+from skorch.utils import to_tensor
 from torch.utils.data import ConcatDataset, Dataset, Subset, TensorDataset
 
 
@@ -271,3 +274,24 @@ class DatasetOracle:
 
     def __getitem__(self, indices):
         return labels_at(self.dataset, np.atleast_1d(indices))
+
+
+def to_device(x, device):
+    """A batch (tensor, array or dict of them) as tensors on ``device``.
+
+    A tensor in pinned memory (a ``DataLoader`` with ``pin_memory=True``) is
+    copied with ``non_blocking=True``: the host goes on to the next batch
+    while the copy and the work queued after it run on the device. Other
+    inputs are converted and copied as skorch does.
+    """
+    if isinstance(x, dict):
+        return {k: to_device(v, device) for k, v in x.items()}
+    if isinstance(x, torch.Tensor):
+        return x.to(device, non_blocking=x.device.type == "cpu" and x.is_pinned())
+    return to_tensor(x, device=device)
+
+
+def pins_memory(device) -> bool:
+    """Whether loaders feeding ``device`` pin memory by default (CUDA only)."""
+    device = torch.device(device)
+    return device.type == "cuda" and torch.cuda.is_available()

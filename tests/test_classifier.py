@@ -1,5 +1,7 @@
 """skal.NeuralNetClassifier: inputs, labels, logits convention, feature taps."""
 
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,7 +10,12 @@ from skorch.dataset import ValidSplit
 from torch import nn
 
 import skal
+from skal._data import pins_memory, to_device
 from tests.conftest import TupleMLP, make_net
+
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"
+)
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +193,7 @@ def test_device_is_a_parameter_not_hard_coded(blobs):
             )
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@needs_cuda
 def test_cuda_round_trip(blobs):
     X, y = blobs
     learner = skal.ActiveLearner(
@@ -196,6 +203,49 @@ def test_cuda_round_trip(blobs):
     idx = learner.query(X[100:], 5)
     learner.teach(X[100:][idx], y[100:][idx])
     assert learner.score(X, y) > 0.8
+
+
+def test_loaders_pin_memory_only_for_cuda(fitted, blobs):
+    X, _ = blobs
+    dataset = fitted.get_dataset(X)
+    for training in (False, True):
+        assert not fitted.get_iterator(dataset, training=training).pin_memory
+    assert not pins_memory("cpu")
+    # a batch of any form reaches the device as tensors
+    batch = to_device({"x": X[:3], "t": torch.ones(3)}, "cpu")
+    assert isinstance(batch["x"], torch.Tensor) and batch["t"].device.type == "cpu"
+
+
+@needs_cuda
+def test_cuda_loaders_pin_memory_unless_told_otherwise(blobs):
+    X, y = blobs
+    net = make_net(module=skal.nets.MLP, device="cuda").fit(X, y)
+    dataset = net.get_dataset(X)
+    assert net.get_iterator(dataset, training=False).pin_memory
+    assert net.get_iterator(dataset, training=True).pin_memory
+    batch, _ = next(iter(net.get_iterator(dataset, training=False)))
+    assert batch.is_pinned()
+    assert to_device(batch, "cuda").is_cuda
+    net.iterator_valid__pin_memory = False  # skorch refuses set_params once fitted
+    assert not net.get_iterator(dataset, training=False).pin_memory
+    assert net.get_iterator(dataset, training=True).pin_memory
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8])
+def test_cuda_inference_equals_cpu_inference(blobs, dtype):
+    """The pinned, non-blocking, one-batch-ahead loop gives the CPU's numbers."""
+    X, y = blobs
+    X = (np.abs(X) * 40).astype(dtype)
+    net = make_net(module=skal.nets.MLP, inference_batch_size=7).fit(X, y)
+    on_gpu = pickle.loads(pickle.dumps(net))
+    on_gpu.set_params(device="cuda")
+    on_gpu.module_.to("cuda")
+    assert next(on_gpu.module_.parameters()).is_cuda
+    np.testing.assert_allclose(
+        on_gpu.predict_proba(X), net.predict_proba(X), rtol=1e-4, atol=1e-6
+    )
+    np.testing.assert_allclose(on_gpu.embed(X), net.embed(X), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("width", [2, 5])

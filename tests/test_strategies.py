@@ -623,3 +623,50 @@ def test_albl_rejects_bad_parameters(data, params, match):
     learner = skal.ActiveLearner(LogisticRegression(), ALBL(**params))
     with pytest.raises((ValueError, TypeError), match=match):
         learner.fit(X, y)
+
+
+# ---------------------------------------------------------------------- CUDA
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize(
+    "strategy",
+    ["least_confidence", "margin", "entropy", "coreset", "badge", "dynamic_al"],
+)
+def test_strategies_pick_on_cuda_as_on_cpu(data, fitted, strategy):
+    """Same weights on the GPU: the same picks (the device path of each
+    strategy, BADGE's dense seeding included)."""
+    _, _, X_pool, _ = data
+    on_cpu = learner_with(fitted, strategy)
+    on_gpu = learner_with(fitted, strategy)
+    on_gpu.estimator_.set_params(device="cuda")
+    on_gpu.estimator_.module_.to("cuda")
+    assert next(on_gpu.estimator_.module_.parameters()).is_cuda
+    picked = on_gpu.query(X_pool, 20)
+    np.testing.assert_array_equal(picked, on_cpu.query(X_pool, 20))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize(
+    ("cls", "strategy", "layers"),
+    [
+        (skal.TiDALClassifier, "tidal", "tidal_layers"),
+        (skal.LLossClassifier, "lloss", "lloss_layers"),
+    ],
+)
+def test_head_nets_train_and_query_on_cuda(data, cls, strategy, layers):
+    X, y, X_pool, _ = data
+    net = cls(
+        skal.nets.MLP,
+        module__hidden_units=(16,),
+        max_epochs=3,
+        batch_size=32,
+        device="cuda",
+        **{layers: ["layers.1"]},
+    )
+    learner = skal.ActiveLearner(net, strategy=strategy, random_state=0).fit(X, y)
+    assert all(p.is_cuda for p in learner.estimator_.module_.parameters())
+    picked = learner.query(X_pool, 10)
+    assert len(set(picked.tolist())) == 10
+    learner.teach(X_pool[picked], np.zeros(10, dtype=int))
+    if strategy == "tidal":
+        dynamics = learner.estimator_.predict_dynamics(X_pool)
+        np.testing.assert_allclose(dynamics.sum(1), 1.0, rtol=1e-5)

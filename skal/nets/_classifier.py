@@ -9,7 +9,7 @@ import skorch
 import torch
 from sklearn.metrics import accuracy_score
 from skorch.callbacks import EpochScoring
-from skorch.utils import is_dataset, to_numpy, to_tensor
+from skorch.utils import is_dataset, to_numpy
 from torch import nn
 
 from .._data import (
@@ -17,6 +17,8 @@ from .._data import (
     TrainTransformed,
     dataset_labels,
     is_torch_dataset,
+    pins_memory,
+    to_device,
     to_module_dtype,
 )
 from .._utils import encode_labels, eval_mode, logits_of
@@ -295,7 +297,7 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         output : torch.Tensor or tuple of torch.Tensor
             The module's output.
         """
-        x = to_module_dtype(to_tensor(x, device=self.device))
+        x = to_module_dtype(to_device(x, self.device))
         return super().infer(x, **fit_params)
 
     def get_iterator(self, dataset, training=False):
@@ -326,9 +328,13 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
                 dataset = TrainTransformed(
                     dataset, self.train_transform, key=self._sample_key
                 )
-            return super().get_iterator(dataset, training=True)
-        kwargs = self.get_params_for("iterator_valid")
-        kwargs.setdefault("batch_size", self.inference_batch_size or self.batch_size)
+            kwargs = self._loader_kwargs("iterator_train", self.batch_size)
+            if kwargs["batch_size"] == -1:
+                kwargs["batch_size"] = len(dataset)
+            return self.iterator_train(dataset, **kwargs)
+        kwargs = self._loader_kwargs(
+            "iterator_valid", self.inference_batch_size or self.batch_size
+        )
         if kwargs["batch_size"] == -1:
             kwargs["batch_size"] = len(dataset)
         iterator = self.iterator_valid(dataset, **kwargs)
@@ -338,6 +344,19 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         ):
             iterator.generator = torch.Generator()
         return iterator
+
+    def _loader_kwargs(self, prefix, batch_size):
+        """The user's ``iterator_*`` arguments, with skal's defaults.
+
+        On CUDA, batches are read into pinned memory (``pin_memory=True``)
+        unless the user says otherwise, so that :meth:`infer` copies them
+        to the GPU without waiting.
+        """
+        kwargs = self.get_params_for(prefix)
+        kwargs.setdefault("batch_size", batch_size)
+        if pins_memory(self.device):
+            kwargs.setdefault("pin_memory", True)
+        return kwargs
 
     def encode_labels(self, y) -> np.ndarray:
         """Indices of the labels ``y`` in ``classes_`` (int64).
@@ -379,8 +398,19 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
             The prediction nonlinearity (softmax) of the logits, on the CPU.
         """
         nonlin = self._get_predict_nonlinearity()
-        for yp in self.forward_iter(self.get_dataset(X), training=False):
-            yield to_numpy(nonlin(logits_of(yp)))
+        # one batch ahead: the device computes the next batch while the host
+        # copies this one back (on the CPU this changes nothing)
+        pending = None
+        batches = self.forward_iter(
+            self.get_dataset(X), training=False, device=self.device
+        )
+        for yp in batches:
+            proba = nonlin(logits_of(yp))
+            if pending is not None:
+                yield to_numpy(pending)
+            pending = proba
+        if pending is not None:
+            yield to_numpy(pending)
 
     def predict_proba(self, X):
         """Class probabilities: the softmax of the logits, batch by batch.
@@ -488,11 +518,14 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         dataset = NeuralNetClassifier.get_dataset(self, X)
         loader = self.get_iterator(dataset, training=False)
         if batch_size is not None:
-            kwargs = {**self.get_params_for("iterator_valid"), "batch_size": batch_size}
+            kwargs = self._loader_kwargs("iterator_valid", batch_size)
+            kwargs["batch_size"] = batch_size
             loader = self.iterator_valid(dataset, **kwargs)
+            if isinstance(loader, torch.utils.data.DataLoader):
+                loader.generator = loader.generator or torch.Generator()
         start = 0
         for xb, _ in loader:
-            xb = to_module_dtype(to_tensor(xb, device=self.device))
+            xb = to_module_dtype(to_device(xb, self.device))
             n = len(next(iter(xb.values()))) if isinstance(xb, dict) else len(xb)
             yb = None
             if y is not None:
