@@ -219,7 +219,8 @@ def test_loaders_pin_memory_only_for_cuda(fitted, blobs):
 @needs_cuda
 def test_cuda_loaders_pin_memory_unless_told_otherwise(blobs):
     X, y = blobs
-    net = make_net(module=skal.nets.MLP, device="cuda").fit(X, y)
+    net = make_net(module=skal.nets.MLP, module__num_classes=3, device="cuda")
+    net.fit(X, y)
     dataset = net.get_dataset(X)
     assert net.get_iterator(dataset, training=False).pin_memory
     assert net.get_iterator(dataset, training=True).pin_memory
@@ -237,7 +238,8 @@ def test_cuda_inference_equals_cpu_inference(blobs, dtype):
     """The pinned, non-blocking, one-batch-ahead loop gives the CPU's numbers."""
     X, y = blobs
     X = (np.abs(X) * 40).astype(dtype)
-    net = make_net(module=skal.nets.MLP, inference_batch_size=7).fit(X, y)
+    net = make_net(module=skal.nets.MLP, module__num_classes=3, inference_batch_size=7)
+    net.fit(X, y)
     on_gpu = pickle.loads(pickle.dumps(net))
     on_gpu.set_params(device="cuda")
     on_gpu.module_.to("cuda")

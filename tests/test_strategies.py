@@ -313,7 +313,9 @@ def previous_kmeans_pp_gradient(a, h, n, random_state):
             total = float(cumsum[-1])
             if total > 0:
                 target = torch.tensor(
-                    random_state.random_sample() * total, dtype=torch.float64
+                    random_state.random_sample() * total,
+                    dtype=torch.float64,
+                    device=cumsum.device,
                 )
                 idx = int(torch.searchsorted(cumsum, target, right=True))
         if idx is None:
