@@ -22,8 +22,9 @@ Usage::
     python benchmarks/pool_scale.py --n 50000 --device cuda
     python benchmarks/pool_scale.py --n 200000 --pool uint8 --device cuda
 
-On CUDA a third pass runs the query with ``iterator_valid__pin_memory=False``
-(skal pins by default there).
+On CUDA a third pass runs the query with the other choice of
+``iterator_valid__pin_memory`` (skal pins by default there when the loader
+has workers, ``--num-workers``).
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--query", type=int, default=1000, help="n of the query")
+    parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument(
         "--pool",
         choices=["dataset", "uint8"],
@@ -86,6 +88,7 @@ def main(argv=None):
         device=args.device,
         max_epochs=1,
         inference_batch_size=args.batch_size,
+        iterator_valid__num_workers=args.num_workers,
     )
     labelled = SyntheticImages(256)
     y = np.arange(256) % 10
@@ -100,12 +103,17 @@ def main(argv=None):
             torch.zeros(args.n, dtype=torch.long),
         )
 
-    # on CUDA the plain loop transfers as skal does: pinned, non-blocking
-    pin = torch.device(args.device).type == "cuda"
+    # the plain loop transfers as skal does: on CUDA with workers, pinned
+    # and non-blocking
+    cuda = torch.device(args.device).type == "cuda"
+    pin = cuda and args.num_workers > 0
 
     def plain():
         loader = torch.utils.data.DataLoader(
-            pool, batch_size=args.batch_size, pin_memory=pin
+            pool,
+            batch_size=args.batch_size,
+            pin_memory=pin,
+            num_workers=args.num_workers,
         )
         with torch.no_grad():
             for xb, _ in loader:
@@ -114,20 +122,21 @@ def main(argv=None):
     def entropy():
         return learner.query(pool, n=args.query)
 
-    unpinned = copy.deepcopy(learner)
-    # set_params would raise on a fitted skorch net: plain attribute
-    unpinned.estimator_.iterator_valid__pin_memory = False
+    # the other choice of pin_memory (set_params would raise on a fitted
+    # skorch net: a plain attribute)
+    other = copy.deepcopy(learner)
+    other.estimator_.iterator_valid__pin_memory = not pin
 
-    def pageable():
-        return unpinned.query(pool, n=args.query)
+    def other_pinning():
+        return other.query(pool, n=args.query)
 
     rows = []
     best = {}
     mem = {}
     for _ in range(args.repeats):
         passes = [("plain DataLoader forward", plain), ("entropy query", entropy)]
-        if pin:
-            passes.append(("entropy query, pin_memory=False", pageable))
+        if cuda:
+            passes.append((f"entropy query, pin_memory={not pin}", other_pinning))
         for name, fn in passes:
             seconds, peak, _ = measure(fn, device=args.device, repeats=1)
             best[name] = min(best.get(name, math.inf), seconds)

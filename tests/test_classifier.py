@@ -217,17 +217,21 @@ def test_loaders_pin_memory_only_for_cuda(fitted, blobs):
 
 
 @needs_cuda
-def test_cuda_loaders_pin_memory_unless_told_otherwise(blobs):
+def test_cuda_loaders_with_workers_pin_memory_unless_told_otherwise(blobs):
     X, y = blobs
     net = make_net(module=skal.nets.MLP, module__num_classes=3, device="cuda")
     net.fit(X, y)
     dataset = net.get_dataset(X)
+    # no workers: pinning would be one more copy in the main thread
+    assert not net.get_iterator(dataset, training=False).pin_memory
+    net.iterator_valid__num_workers = 1  # skorch refuses set_params once fitted
+    net.iterator_train__num_workers = 1
     assert net.get_iterator(dataset, training=False).pin_memory
     assert net.get_iterator(dataset, training=True).pin_memory
     batch, _ = next(iter(net.get_iterator(dataset, training=False)))
     assert batch.is_pinned()
     assert to_device(batch, "cuda").is_cuda
-    net.iterator_valid__pin_memory = False  # skorch refuses set_params once fitted
+    net.iterator_valid__pin_memory = False
     assert not net.get_iterator(dataset, training=False).pin_memory
     assert net.get_iterator(dataset, training=True).pin_memory
 
@@ -240,6 +244,7 @@ def test_cuda_inference_equals_cpu_inference(blobs, dtype):
     X = (np.abs(X) * 40).astype(dtype)
     net = make_net(module=skal.nets.MLP, module__num_classes=3, inference_batch_size=7)
     net.fit(X, y)
+    net.iterator_valid__num_workers = 1  # pinned batches, non-blocking copies
     on_gpu = pickle.loads(pickle.dumps(net))
     on_gpu.set_params(device="cuda")
     on_gpu.module_.to("cuda")

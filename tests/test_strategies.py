@@ -23,7 +23,7 @@ from skal.strategies import (
     mutual_information,
 )
 from skal.strategies.context import QueryContext
-from skal.strategies.diversity import _ClassBounds, _GradientSeeding
+from skal.strategies.diversity import _ClassBounds, _GradientSeeding, _LazyKCenter
 
 
 @pytest.fixture(scope="module")
@@ -672,3 +672,25 @@ def test_head_nets_train_and_query_on_cuda(data, cls, strategy, layers):
     if strategy == "tidal":
         dynamics = learner.estimator_.predict_dynamics(X_pool)
         np.testing.assert_allclose(dynamics.sum(1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dense_k_center_picks_as_the_lazy_one(dtype):
+    # the loop used on GPUs, run on the CPU
+    rng = np.random.RandomState(8)
+    x = torch.tensor(rng.randn(3000, 24) + 5.0, dtype=dtype)
+    centres = torch.tensor(rng.randn(40, 24) + 5.0, dtype=dtype)
+    dense = _LazyKCenter(x, centres, 100, 512).run_dense(100)
+    lazy = k_center_greedy(x, centres, 100, random_state=np.random.RandomState(0))
+    np.testing.assert_array_equal(dense, lazy)
+    expected = previous_k_center_greedy(x.double(), centres.double(), 100)
+    np.testing.assert_array_equal(dense, expected)
+
+
+def test_dense_k_center_leaves_near_ties_to_the_lazy_loop():
+    # duplicated candidates tie exactly: the lazy loop settles them
+    x = torch.tensor([[0.0, 3.0], [3.0, 0.0], [3.0, 0.0], [1.0, 1.0]])
+    centres = torch.zeros(1, 2)
+    assert _LazyKCenter(x, centres, 2, 16).run_dense(2) is None
+    # and without labelled centres the first pick is random
+    assert _LazyKCenter(x, x[:0], 2, 16).run_dense(2) is None

@@ -36,6 +36,8 @@ _FIRST_CENTRES = 256
 _TOP_ROWS = 16
 # rows at a time where a temporary of their size is made
 _ROWS = 4096
+# candidates per block when all are compared with one new centre (on a GPU)
+_DENSE_ROWS = 65536
 _EMBEDDING_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
@@ -190,6 +192,12 @@ def k_center_greedy(candidates, centers, n, *, random_state, chunk_size=2048):
     not seen, until the largest bound belongs to an up-to-date candidate.
     Candidates far from every new centre are thus never compared with it.
 
+    On a GPU (candidates on another device than the CPU), where each of
+    those steps would wait for the device, every candidate is compared with
+    each new centre instead, and the loop never waits; only if a step's
+    farthest candidate came within the rounding bound of another does the
+    lazy loop run instead, to settle it exactly.
+
     Parameters
     ----------
     candidates : torch.Tensor of shape (n_candidates, n_features)
@@ -224,6 +232,10 @@ def k_center_greedy(candidates, centers, n, *, random_state, chunk_size=2048):
     n_cand = candidates.shape[0]
     if not 1 <= n <= n_cand:
         raise ValueError(f"n must be between 1 and {n_cand}, got n={n}")
+    if candidates.device.type != "cpu":
+        picked = _LazyKCenter(candidates, centers, n, chunk_size).run_dense(n)
+        if picked is not None:
+            return picked
     return _LazyKCenter(candidates, centers, n, chunk_size).run(n, random_state)
 
 
@@ -334,6 +346,41 @@ class _LazyKCenter:
             if self.n_lab == 0 and step == 0:
                 self._initial(1)
         return picked
+
+    def run_dense(self, n):
+        """Every candidate against each new centre, with no wait for the device.
+
+        What a GPU does faster than the lazy loop, whose every step waits
+        for the device to find the stale candidates. Returns None where the
+        lazy loop must decide: no labelled centre (the first is drawn at
+        random), or a step whose farthest candidate was within the rounding
+        bound of another (the lazy loop then settles it in float64).
+        """
+        n_cand = self.values.shape[0]
+        if self.n_lab == 0:
+            return None
+        self._initial(self.n_lab)
+        picked = torch.empty(n, dtype=torch.long, device=self.device)
+        close = torch.zeros((), dtype=torch.bool, device=self.device)
+        k = min(2, n_cand)
+        block = max(self.chunk_size, _DENSE_ROWS)
+        for step in range(n):
+            top, idx = torch.topk(self.values, k)
+            if k > 1:
+                close |= top[1] >= top[0] - self.tol
+            new = idx[:1]
+            picked[step : step + 1] = new
+            centre = slice(self.n_centres, self.n_centres + 1)
+            self._add_centres(centre, self._rows(new))
+            self.n_centres += 1
+            self.values.index_fill_(0, new, -float("inf"))
+            for s in range(0, n_cand, block):
+                part = self.values[s : s + block]
+                dist = self._min_dist(slice(s, s + block), centre.start, centre.stop)
+                torch.minimum(part, dist, out=part)
+        if bool(close):
+            return None
+        return picked.cpu().numpy().astype(np.intp)
 
     def _farthest(self):
         n_cand = self.values.shape[0]
