@@ -6,10 +6,11 @@
 #
 #     bash benchmarks/cuda_checks.sh LOGDIR [PART ...]
 #
-# PART is any of: tests select pool tidal query_cost (default: all, in that
-# order). Each part's output goes to the terminal and to LOGDIR/PART.txt; a
-# part that fails or runs past its time limit does not stop the others. The
-# time limits (seconds) are sized for one H100/H200-class GPU.
+# PART is any of: tests select pool tidal query_cost pool_million (default:
+# all but pool_million, in that order). Each part's output goes to the
+# terminal and to LOGDIR/PART.txt; a part that fails or runs past its time
+# limit does not stop the others. The time limits (seconds) are sized for
+# one H100/H200-class GPU.
 set -u
 logdir=${1:?usage: bash benchmarks/cuda_checks.sh LOGDIR [PART ...]}
 shift
@@ -43,15 +44,16 @@ for part in "${parts[@]}"; do
     select)
         run select 240 "$py" benchmarks/scale.py --parts select --device cuda ;;
     pool)
-        run pool_uint8 180 "$py" benchmarks/pool_scale.py --device cuda \
-            --n 200000 --pool uint8 --repeats 2
-        run pool_dataset 300 "$py" benchmarks/pool_scale.py --device cuda \
+        run pool_uint8 150 "$py" benchmarks/pool_scale.py --device cuda \
+            --n 200000 --pool uint8 --num-workers 4 --repeats 2 ;;
+    pool_million)
+        run pool_million 400 "$py" benchmarks/pool_scale.py --device cuda \
             --n 1000000 --repeats 1 ;;
     tidal)
-        run tidal 240 "$py" benchmarks/tidal_overhead.py --device cuda \
+        run tidal 120 "$py" benchmarks/tidal_overhead.py --device cuda \
             --repeats 3 --n-cnn 20000 --n-resnet 10000 ;;
     query_cost)
-        run query_cost 420 "$py" benchmarks/query_cost.py --device cuda ;;
+        run query_cost 300 "$py" benchmarks/query_cost.py --device cuda ;;
     *)
         echo "unknown part: $part" ;;
     esac

@@ -71,9 +71,11 @@ def coreset_memory(n, d, n_lab, b, chunk=2048):
     )
 
 
-def badge_memory(n, c, d):
-    """Bytes BADGE keeps: the two factors and a few N-vectors."""
-    return 4 * n * (c + d) + 4 * 5 * n + 8 * n
+def badge_memory(n, c, d, device="cpu"):
+    """Bytes BADGE keeps, as stated in the docs: the two factors (and on the
+    CPU a copy of ``a`` by columns) and about 100 bytes per candidate."""
+    columns = 4 * n * c if torch.device(device).type == "cpu" else 0
+    return 4 * n * (c + d) + columns + 100 * n
 
 
 def _mlp(n_classes, device):
@@ -130,7 +132,7 @@ def select_rows(args):
         device=args.device,
         repeats=args.repeats,
     )
-    formula = badge_memory(n, c, D)
+    formula = badge_memory(n, c, D, args.device)
     rows.append(_row(f"badge b={b}", n, c, seconds, base, mem, formula, "-"))
     if not args.skip_reference:
         a, h = gradient_embedding_factors(context(), X_pool)
