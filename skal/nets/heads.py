@@ -103,7 +103,13 @@ def global_average_pool(x: torch.Tensor) -> torch.Tensor:
             f"a tapped layer must output (N, D) or (N, C, H, W) tensors, got shape "
             f"{tuple(x.shape)}"
         )
-    return x if x.ndim == 2 else x.flatten(2).mean(dim=2)
+    if x.ndim == 2:
+        return x
+    flat = x.flatten(2)
+    # The sum divided by the count is what torch.mean computes on the CPU
+    # (bit for bit), but its backward hands the tapped map a broadcast view
+    # of grad / count, where mean's backward writes a full (N, C, H*W) copy.
+    return flat.sum(dim=2) / flat.shape[2]
 
 
 def pairwise_ranking_loss(
