@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ._classifier import NeuralNetClassifier
-from .heads import AuxiliaryHead, pairwise_ranking_loss
+from .heads import AuxiliaryHead, global_average_pool, pairwise_ranking_loss
 from .models import ResNet18
 from .taps import LayerTap, find_module, last_linear_name
 
@@ -265,8 +265,12 @@ class _AuxiliaryHeadNet(NeuralNetClassifier):
         """
         x, _ = _split_index(x)
         layers = self._head_layers()
-        # not detached: the head's loss reaches the backbone
-        with LayerTap(self.module_, layers, detach=False) as tap:
+        # not detached: the head's loss reaches the backbone. The head's first
+        # step, global average pooling, runs in the hook, so that the tapped
+        # maps are freed as soon as the backbone is done with them.
+        with LayerTap(
+            self.module_, layers, detach=False, transform=global_average_pool
+        ) as tap:
             out = super().infer(x, **fit_params)
         tapped = tap.features
         missing = [name for name in layers if name not in tapped]
