@@ -106,10 +106,12 @@ def global_average_pool(x: torch.Tensor) -> torch.Tensor:
     if x.ndim == 2:
         return x
     flat = x.flatten(2)
-    # The sum divided by the count is what torch.mean computes on the CPU
-    # (bit for bit), but its backward hands the tapped map a broadcast view
-    # of grad / count, where mean's backward writes a full (N, C, H*W) copy.
-    return flat.sum(dim=2) / flat.shape[2]
+    if flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64):
+        # torch.mean's own arithmetic here, bit for bit, but the backward
+        # hands the tapped map a broadcast view of grad / count where mean's
+        # backward writes a full (N, C, H*W) gradient.
+        return flat.sum(dim=2) / flat.shape[2]
+    return flat.mean(dim=2)
 
 
 def pairwise_ranking_loss(
