@@ -107,6 +107,12 @@ def test_layer_tap_transform_runs_after_detaching():
     assert tap.features["fc1"].shape == (2,)
 
 
+def test_layer_tap_transform_must_be_callable():
+    message = "transform must be a callable or None, got str"
+    with pytest.raises(TypeError, match=message):
+        LayerTap(TutorialCNN(), ["fc1"], transform="mean")
+
+
 # --------------------------------------- a TiDAL fit against plain torch
 def _reference_tidal_fit(module, head, X, y, *, batch_size, epochs, lam):
     """TiDAL's training in plain torch: unshuffled batches, Adam(lr=1e-3)."""

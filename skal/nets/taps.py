@@ -122,6 +122,10 @@ class LayerTap:
     ):
         if record not in ("output", "input"):
             raise ValueError(f"record must be 'output' or 'input', got {record!r}")
+        if transform is not None and not callable(transform):
+            raise TypeError(
+                f"transform must be a callable or None, got {type(transform).__name__}"
+            )
         self.module = module
         self.layers = list(layers)
         self.record = record
