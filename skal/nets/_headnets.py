@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ._classifier import NeuralNetClassifier
-from .heads import AuxiliaryHead, pairwise_ranking_loss
+from .heads import AuxiliaryHead, global_average_pool, pairwise_ranking_loss
 from .models import ResNet18
 from .taps import LayerTap, find_module, last_linear_name
 
@@ -81,19 +81,20 @@ class DynamicsUpdate(NamedTuple):
         Their running means with this batch's passes included.
     count : torch.Tensor of shape (n_unique,)
         Their numbers of passes with this batch's included.
-    inverse : torch.Tensor of shape (batch_size,)
-        For each batch row, its position in ``rows``.
+    inverse : torch.Tensor of shape (batch_size,) or None
+        For each batch row, its position in ``rows``; None when every row of
+        the batch is distinct and ``rows`` is the batch's index itself.
     """
 
     rows: torch.Tensor
     mean: torch.Tensor
     count: torch.Tensor
-    inverse: torch.Tensor
+    inverse: torch.Tensor | None
 
     @property
     def targets(self) -> torch.Tensor:
         """The updated running mean of each batch row, shape (batch_size, C)."""
-        return self.mean[self.inverse]
+        return self.mean if self.inverse is None else self.mean[self.inverse]
 
 
 class TrainingDynamicsBuffer:
@@ -155,17 +156,24 @@ class TrainingDynamicsBuffer:
         if self.mean is None:
             self.mean = proba.new_zeros((self.n_rows, proba.shape[1]))
             self.count = proba.new_zeros(self.n_rows)
-        index = torch.as_tensor(index, device=proba.device).long()
-        rows, inverse = torch.unique(index, return_inverse=True)
-        seen = proba.new_zeros(len(rows)).index_add_(
-            0, inverse, proba.new_ones(len(index))
+        index = torch.as_tensor(index, dtype=torch.long, device=proba.device)
+        rows, inverse, seen = torch.unique(
+            index, return_inverse=True, return_counts=True
         )
+        if len(rows) == len(index):
+            # Every row once (the batches of an epoch): the same arithmetic
+            # row by row, in the batch's order, without the regrouping.
+            count = self.count[index]
+            count_new = count + 1
+            mean = (self.mean[index] * count[:, None] + proba) / count_new[:, None]
+            return DynamicsUpdate(index, mean, count_new, None)
         total = proba.new_zeros((len(rows), proba.shape[1])).index_add_(
             0, inverse, proba
         )
         count = self.count[rows]
-        mean = (self.mean[rows] * count[:, None] + total) / (count + seen)[:, None]
-        return DynamicsUpdate(rows, mean, count + seen, inverse)
+        count_new = count + seen.to(count.dtype)
+        mean = (self.mean[rows] * count[:, None] + total) / count_new[:, None]
+        return DynamicsUpdate(rows, mean, count_new, inverse)
 
     def commit(self, update: DynamicsUpdate) -> None:
         """Write an update computed by :meth:`update`.
@@ -174,8 +182,8 @@ class TrainingDynamicsBuffer:
         ----------
         update : DynamicsUpdate
         """
-        self.mean[update.rows] = update.mean
-        self.count[update.rows] = update.count
+        self.mean.index_copy_(0, update.rows, update.mean)
+        self.count.index_copy_(0, update.rows, update.count)
 
     def result(self, n_classes: int):
         """The means as float64 (NaN for rows never updated) and the counts.
@@ -265,8 +273,12 @@ class _AuxiliaryHeadNet(NeuralNetClassifier):
         """
         x, _ = _split_index(x)
         layers = self._head_layers()
-        # not detached: the head's loss reaches the backbone
-        with LayerTap(self.module_, layers, detach=False) as tap:
+        # not detached: the head's loss reaches the backbone. The head's first
+        # step, global average pooling, runs in the hook, so that the tapped
+        # maps are freed as soon as the backbone is done with them.
+        with LayerTap(
+            self.module_, layers, detach=False, transform=global_average_pool
+        ) as tap:
             out = super().infer(x, **fit_params)
         tapped = tap.features
         missing = [name for name in layers if name not in tapped]

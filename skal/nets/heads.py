@@ -103,7 +103,15 @@ def global_average_pool(x: torch.Tensor) -> torch.Tensor:
             f"a tapped layer must output (N, D) or (N, C, H, W) tensors, got shape "
             f"{tuple(x.shape)}"
         )
-    return x if x.ndim == 2 else x.flatten(2).mean(dim=2)
+    if x.ndim == 2:
+        return x
+    flat = x.flatten(2)
+    if flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64):
+        # torch.mean's own arithmetic here, bit for bit, but the backward
+        # hands the tapped map a broadcast view of grad / count where mean's
+        # backward writes a full (N, C, H*W) gradient.
+        return flat.sum(dim=2) / flat.shape[2]
+    return flat.mean(dim=2)
 
 
 def pairwise_ranking_loss(

@@ -7,7 +7,7 @@ of an unmodified module (a torchvision ResNet, say) without changing its
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -87,6 +87,11 @@ class LayerTap:
     detach : bool, default=True
         Detach the recorded tensors. Training-time heads (TiDAL, learning
         loss) use ``detach=False`` so that their loss reaches the backbone.
+    transform : callable or None, default=None
+        Applied to each recorded tensor inside the hook (after detaching), so
+        that only its result is kept: the auxiliary heads pool a feature map
+        as soon as the layer has produced it, and the map itself is freed as
+        early as in an untapped forward pass.
 
     Attributes
     ----------
@@ -113,13 +118,19 @@ class LayerTap:
         *,
         record: str = "output",
         detach: bool = True,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
         if record not in ("output", "input"):
             raise ValueError(f"record must be 'output' or 'input', got {record!r}")
+        if transform is not None and not callable(transform):
+            raise TypeError(
+                f"transform must be a callable or None, got {type(transform).__name__}"
+            )
         self.module = module
         self.layers = list(layers)
         self.record = record
         self.detach = detach
+        self.transform = transform
         self.features: dict[str, torch.Tensor] = {}
         self._handles = []
 
@@ -127,7 +138,11 @@ class LayerTap:
         def hook(mod, inputs, output):
             value = output if self.record == "output" else inputs[0]
             value = logits_of(value)
-            self.features[name] = value.detach() if self.detach else value
+            if self.detach:
+                value = value.detach()
+            if self.transform is not None:
+                value = self.transform(value)
+            self.features[name] = value
 
         return hook
 
