@@ -289,9 +289,3 @@ def to_device(x, device):
     if isinstance(x, torch.Tensor):
         return x.to(device, non_blocking=x.device.type == "cpu" and x.is_pinned())
     return to_tensor(x, device=device)
-
-
-def pins_memory(device) -> bool:
-    """Whether loaders feeding ``device`` pin memory by default (CUDA only)."""
-    device = torch.device(device)
-    return device.type == "cuda" and torch.cuda.is_available()

@@ -10,7 +10,7 @@ from skorch.dataset import ValidSplit
 from torch import nn
 
 import skal
-from skal._data import pins_memory, to_device
+from skal._data import to_device
 from tests.conftest import TupleMLP, make_net
 
 needs_cuda = pytest.mark.skipif(
@@ -205,35 +205,37 @@ def test_cuda_round_trip(blobs):
     assert learner.score(X, y) > 0.8
 
 
-def test_loaders_pin_memory_only_for_cuda(fitted, blobs):
+def test_loaders_do_not_pin_memory_unless_told(fitted, blobs):
     X, _ = blobs
     dataset = fitted.get_dataset(X)
     for training in (False, True):
         assert not fitted.get_iterator(dataset, training=training).pin_memory
-    assert not pins_memory("cpu")
     # a batch of any form reaches the device as tensors
     batch = to_device({"x": X[:3], "t": torch.ones(3)}, "cpu")
     assert isinstance(batch["x"], torch.Tensor) and batch["t"].device.type == "cpu"
 
 
 @needs_cuda
-def test_cuda_loaders_with_workers_pin_memory_unless_told_otherwise(blobs):
+def test_cuda_pinned_batches_are_copied_without_blocking(blobs):
     X, y = blobs
     net = make_net(module=skal.nets.MLP, module__num_classes=3, device="cuda")
     net.fit(X, y)
     dataset = net.get_dataset(X)
-    # no workers: pinning would be one more copy in the main thread
     assert not net.get_iterator(dataset, training=False).pin_memory
-    net.iterator_valid__num_workers = 1  # skorch refuses set_params once fitted
-    net.iterator_train__num_workers = 1
-    assert net.get_iterator(dataset, training=False).pin_memory
-    assert net.get_iterator(dataset, training=True).pin_memory
+    net.iterator_valid__pin_memory = True  # skorch refuses set_params once fitted
     batch, _ = next(iter(net.get_iterator(dataset, training=False)))
     assert batch.is_pinned()
     assert to_device(batch, "cuda").is_cuda
-    net.iterator_valid__pin_memory = False
-    assert not net.get_iterator(dataset, training=False).pin_memory
-    assert net.get_iterator(dataset, training=True).pin_memory
+    np.testing.assert_allclose(
+        net.predict_proba(X), make_copy_unpinned(net).predict_proba(X), rtol=1e-6
+    )
+
+
+def make_copy_unpinned(net):
+    other = pickle.loads(pickle.dumps(net))
+    other.iterator_valid__pin_memory = False
+    other.module_.to(net.device)
+    return other
 
 
 @needs_cuda
@@ -244,7 +246,7 @@ def test_cuda_inference_equals_cpu_inference(blobs, dtype):
     X = (np.abs(X) * 40).astype(dtype)
     net = make_net(module=skal.nets.MLP, module__num_classes=3, inference_batch_size=7)
     net.fit(X, y)
-    net.iterator_valid__num_workers = 1  # pinned batches, non-blocking copies
+    net.iterator_valid__pin_memory = True  # pinned batches, non-blocking copies
     on_gpu = pickle.loads(pickle.dumps(net))
     on_gpu.set_params(device="cuda")
     on_gpu.module_.to("cuda")

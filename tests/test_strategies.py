@@ -687,10 +687,15 @@ def test_dense_k_center_picks_as_the_lazy_one(dtype):
     np.testing.assert_array_equal(dense, expected)
 
 
-def test_dense_k_center_leaves_near_ties_to_the_lazy_loop():
-    # duplicated candidates tie exactly: the lazy loop settles them
-    x = torch.tensor([[0.0, 3.0], [3.0, 0.0], [3.0, 0.0], [1.0, 1.0]])
+def test_dense_k_center_settles_near_ties_as_the_lazy_loop():
+    # exact ties (duplicates) go to the lowest index, in float64
+    x = torch.tensor([[0.0, 3.0], [3.0, 0.0], [3.0, 0.0], [1.0, 1.0], [0.0, 3.0]])
     centres = torch.zeros(1, 2)
-    assert _LazyKCenter(x, centres, 2, 16).run_dense(2) is None
-    # and without labelled centres the first pick is random
+    dense = _LazyKCenter(x, centres, 3, 16).run_dense(3)
+    lazy = k_center_greedy(x, centres, 3, random_state=np.random.RandomState(0))
+    np.testing.assert_array_equal(dense, lazy)
+    np.testing.assert_array_equal(dense, [0, 1, 3])
+    # more near-ties than a step settles, or no labelled centre: the lazy loop
+    many = torch.ones(20, 2)
+    assert _LazyKCenter(many, centres, 2, 16).run_dense(2) is None
     assert _LazyKCenter(x, x[:0], 2, 16).run_dense(2) is None

@@ -156,17 +156,25 @@ class TrainingDynamicsBuffer:
         if self.mean is None:
             self.mean = proba.new_zeros((self.n_rows, proba.shape[1]))
             self.count = proba.new_zeros(self.n_rows)
-        index = torch.as_tensor(index, dtype=torch.long, device=proba.device)
-        rows, inverse, seen = torch.unique(
-            index, return_inverse=True, return_counts=True
-        )
-        if len(rows) == len(index):
+        index = torch.as_tensor(index, dtype=torch.long)
+        distinct = None
+        if index.device.type == "cpu":
+            # decided on the host, where the batch's index comes from: on a
+            # GPU, torch.unique would make the host wait for the device
+            distinct = len(torch.unique(index)) == len(index)
+        index = index.to(proba.device)
+        if distinct is None:
+            distinct = len(torch.unique(index)) == len(index)
+        if distinct:
             # Every row once (the batches of an epoch): the same arithmetic
             # row by row, in the batch's order, without the regrouping.
             count = self.count[index]
             count_new = count + 1
             mean = (self.mean[index] * count[:, None] + proba) / count_new[:, None]
             return DynamicsUpdate(index, mean, count_new, None)
+        rows, inverse, seen = torch.unique(
+            index, return_inverse=True, return_counts=True
+        )
         total = proba.new_zeros((len(rows), proba.shape[1])).index_add_(
             0, inverse, proba
         )

@@ -36,8 +36,10 @@ _FIRST_CENTRES = 256
 _TOP_ROWS = 16
 # rows at a time where a temporary of their size is made
 _ROWS = 4096
-# candidates per block when all are compared with one new centre (on a GPU)
+# candidates per block when all are compared with one new centre (on a GPU),
+# and the most near-ties a step of that loop settles itself
 _DENSE_ROWS = 65536
+_NEAR_TIES = 8
 _EMBEDDING_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
@@ -194,9 +196,10 @@ def k_center_greedy(candidates, centers, n, *, random_state, chunk_size=2048):
 
     On a GPU (candidates on another device than the CPU), where each of
     those steps would wait for the device, every candidate is compared with
-    each new centre instead, and the loop never waits; only if a step's
-    farthest candidate came within the rounding bound of another does the
-    lazy loop run instead, to settle it exactly.
+    each new centre instead, and the loop never waits: each step scores the
+    eight farthest candidates in float64 there and picks the farthest of
+    those within the rounding bound of the top; only if more than eight were
+    within it does the lazy loop run instead.
 
     Parameters
     ----------
@@ -351,24 +354,33 @@ class _LazyKCenter:
         """Every candidate against each new centre, with no wait for the device.
 
         What a GPU does faster than the lazy loop, whose every step waits
-        for the device to find the stale candidates. Returns None where the
-        lazy loop must decide: no labelled centre (the first is drawn at
-        random), or a step whose farthest candidate was within the rounding
-        bound of another (the lazy loop then settles it in float64).
+        for the device to find the stale candidates. Each step scores the
+        ``_NEAR_TIES`` candidates with the largest distances exactly, in
+        float64 on the device, and picks the farthest of those within the
+        rounding bound of the top. Returns None where the lazy loop must
+        decide: no labelled centre (the first is drawn at random), or a step
+        with more candidates than that within the bound.
         """
         n_cand = self.values.shape[0]
         if self.n_lab == 0:
             return None
         self._initial(self.n_lab)
         picked = torch.empty(n, dtype=torch.long, device=self.device)
-        close = torch.zeros((), dtype=torch.bool, device=self.device)
-        k = min(2, n_cand)
+        crowded = torch.zeros((), dtype=torch.bool, device=self.device)
+        k = min(_NEAR_TIES, n_cand)
         block = max(self.chunk_size, _DENSE_ROWS)
         for step in range(n):
             top, idx = torch.topk(self.values, k)
-            if k > 1:
-                close |= top[1] >= top[0] - self.tol
-            new = idx[:1]
+            near = top >= top[0] - self.tol
+            if k < n_cand:
+                crowded |= near[-1]
+            # in index order, so that exact ties go to the lowest index
+            idx, order = torch.sort(idx)
+            rows = self.x[idx].to(self.device, torch.float64) - self.mean64
+            centres = slice(0, self.n_centres)
+            exact = _exact_min(rows, self.c64[centres], self.c64_sq[centres])
+            exact.masked_fill_(~near[order], -float("inf"))
+            new = idx[exact.argmax()].reshape(1)
             picked[step : step + 1] = new
             centre = slice(self.n_centres, self.n_centres + 1)
             self._add_centres(centre, self._rows(new))
@@ -378,7 +390,7 @@ class _LazyKCenter:
                 part = self.values[s : s + block]
                 dist = self._min_dist(slice(s, s + block), centre.start, centre.stop)
                 torch.minimum(part, dist, out=part)
-        if bool(close):
+        if bool(crowded):
             return None
         return picked.cpu().numpy().astype(np.intp)
 
@@ -421,7 +433,7 @@ class _LazyKCenter:
             index = torch.as_tensor(group, device=self.device)
             rows = self.x[index].to(self.device, torch.float64) - self.mean64
             part = slice(max(first, 0), self.n_centres)
-            best = _exact_min(rows, self.c64[part], self.c64_sq[part])
+            best = _exact_min(rows, self.c64[part], self.c64_sq[part]).cpu().numpy()
             if first >= 0:
                 best = np.minimum(best, self.exact[group])
             self.exact[group] = best
@@ -430,14 +442,14 @@ class _LazyKCenter:
 
 
 def _exact_min(rows, centers, center_sq):
-    """Float64 squared distance of each row to its nearest centre."""
+    """Float64 squared distance of each row to its nearest centre (a tensor)."""
     row_sq = _sq(rows)
     best = torch.full_like(row_sq, float("inf"))
     for s in range(0, centers.shape[0], 4096):
         c = centers[s : s + 4096]
         dist = torch.addmm(center_sq[None, s : s + 4096], rows, c.T, alpha=-2.0)
         best = torch.minimum(best, dist.add_(row_sq[:, None]).amin(1))
-    return best.clamp_(min=0.0).cpu().numpy()
+    return best.clamp_(min=0.0)
 
 
 def _sq(x):
