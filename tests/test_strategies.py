@@ -23,7 +23,12 @@ from skal.strategies import (
     mutual_information,
 )
 from skal.strategies.context import QueryContext
-from skal.strategies.diversity import _ClassBounds, _GradientSeeding, _LazyKCenter
+from skal.strategies.diversity import (
+    _NEAR_TIES,
+    _ClassBounds,
+    _GradientSeeding,
+    _LazyKCenter,
+)
 
 
 @pytest.fixture(scope="module")
@@ -696,6 +701,6 @@ def test_dense_k_center_settles_near_ties_as_the_lazy_loop():
     np.testing.assert_array_equal(dense, lazy)
     np.testing.assert_array_equal(dense, [0, 1, 3])
     # more near-ties than a step settles, or no labelled centre: the lazy loop
-    many = torch.ones(20, 2)
+    many = torch.ones(_NEAR_TIES + 2, 2)
     assert _LazyKCenter(many, centres, 2, 16).run_dense(2) is None
     assert _LazyKCenter(x, x[:0], 2, 16).run_dense(2) is None

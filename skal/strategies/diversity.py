@@ -39,7 +39,7 @@ _ROWS = 4096
 # candidates per block when all are compared with one new centre (on a GPU),
 # and the most near-ties a step of that loop settles itself
 _DENSE_ROWS = 65536
-_NEAR_TIES = 8
+_NEAR_TIES = 256
 _EMBEDDING_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
@@ -197,9 +197,9 @@ def k_center_greedy(candidates, centers, n, *, random_state, chunk_size=2048):
     On a GPU (candidates on another device than the CPU), where each of
     those steps would wait for the device, every candidate is compared with
     each new centre instead, and the loop never waits: each step scores the
-    eight farthest candidates in float64 there and picks the farthest of
-    those within the rounding bound of the top; only if more than eight were
-    within it does the lazy loop run instead.
+    256 farthest candidates in float64 there and picks the farthest of those
+    within the rounding bound of the top; only if more than 256 were within
+    it does the lazy loop run instead.
 
     Parameters
     ----------
