@@ -380,7 +380,7 @@ class _LazyKCenter:
             centres = slice(0, self.n_centres)
             exact = _exact_min(rows, self.c64[centres], self.c64_sq[centres])
             exact.masked_fill_(~near[order], -float("inf"))
-            new = idx[exact.argmax()].reshape(1)
+            new = idx.index_select(0, exact.argmax().reshape(1))
             picked[step : step + 1] = new
             centre = slice(self.n_centres, self.n_centres + 1)
             self._add_centres(centre, self._rows(new))
