@@ -399,13 +399,19 @@ class _LazyKCenter:
         k = min(_TOP_ROWS, n_cand)
         while True:
             top, idx = torch.topk(self.values, k)
-            stale = idx[self.done[idx] < self.n_centres]
-            if stale.numel():
-                self._refresh(stale)
-                continue
             # every candidate that could be the farthest is among the top k
-            # (the others' values, stale or not, bound their distances)
-            if k == n_cand or float(top[-1]) < float(top[0]) - self.tol:
+            # once they are up to date and the k-th value is below the first
+            # by more than tol (the others' values bound their distances)
+            bound = float(top[-1])
+            stale = self.done[idx] < self.n_centres
+            if bool(stale.any()):
+                self._refresh(idx[stale])
+                top, order = torch.sort(self.values[idx], descending=True)
+                idx = idx[order]
+                if k == n_cand or bound < float(top[0]) - self.tol:
+                    break
+                continue
+            if k == n_cand or bound < float(top[0]) - self.tol:
                 break
             k = min(2 * k, n_cand)
         close = top >= top[0] - self.tol
