@@ -415,16 +415,13 @@ class _LazyKCenter:
                 break
             k = min(2 * k, n_cand)
         close = top >= top[0] - self.tol
-        near, approx = idx[close].cpu().numpy(), top[close].cpu().numpy()
+        near = idx[close].cpu().numpy()
         if len(near) == 1:
             return int(near[0])
         # the exact distance of each is within tol / 2 of its computed one:
-        # score the first exactly, then only those that may still beat it
-        best = self._exact(near[:1])[0]
-        rest = near[1:][approx[1:] + self.tol / 2 >= best]
-        if len(rest) == 0:
-            return int(near[0])
-        near = np.sort(np.concatenate([near[:1], rest]))
+        # score them all in float64, in one product with the centres (which
+        # costs about what one row does); exact ties go to the lowest index
+        near = np.sort(near)
         return int(near[np.argmax(self._exact(near))])
 
     def _exact(self, idx):
