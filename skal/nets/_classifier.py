@@ -103,7 +103,9 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         ...). The ``iterator_train__*`` and ``iterator_valid__*`` arguments
         reach the ``DataLoader`` of training and of inference. With
         ``iterator_*__pin_memory=True`` the batches are copied to the GPU
-        without blocking.
+        without blocking; memory is not pinned by default (on an H200,
+        pinning made an entropy query over 200,000 uint8 images slower:
+        1.105x a plain loop against 0.958x unpinned, with 4 loader workers).
 
     Attributes
     ----------
@@ -329,35 +331,12 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
                 dataset = TrainTransformed(
                     dataset, self.train_transform, key=self._sample_key
                 )
-            kwargs = self._loader_kwargs("iterator_train", self.batch_size)
-            if kwargs["batch_size"] == -1:
-                kwargs["batch_size"] = len(dataset)
-            return self.iterator_train(dataset, **kwargs)
-        kwargs = self._loader_kwargs(
-            "iterator_valid", self.inference_batch_size or self.batch_size
-        )
+            return super().get_iterator(dataset, training=True)
+        kwargs = self.get_params_for("iterator_valid")
+        kwargs.setdefault("batch_size", self.inference_batch_size or self.batch_size)
         if kwargs["batch_size"] == -1:
             kwargs["batch_size"] = len(dataset)
-        iterator = self.iterator_valid(dataset, **kwargs)
-        if (
-            isinstance(iterator, torch.utils.data.DataLoader)
-            and iterator.generator is None
-        ):
-            iterator.generator = torch.Generator()
-        return iterator
-
-    def _loader_kwargs(self, prefix, batch_size):
-        """The user's ``iterator_*`` arguments, with the batch size default.
-
-        Memory is not pinned unless the user asks (``iterator_*__pin_memory=
-        True``; :meth:`infer` then copies pinned batches to the GPU without
-        blocking). Measured on an H200, an entropy query over 200,000 uint8
-        images with 4 loader workers took 1.105x a plain loop pinned and
-        0.958x unpinned (1.19x and 1.10x without workers).
-        """
-        kwargs = self.get_params_for(prefix)
-        kwargs.setdefault("batch_size", batch_size)
-        return kwargs
+        return _with_private_generator(self.iterator_valid(dataset, **kwargs))
 
     def encode_labels(self, y) -> np.ndarray:
         """Indices of the labels ``y`` in ``classes_`` (int64).
@@ -519,11 +498,8 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         dataset = NeuralNetClassifier.get_dataset(self, X)
         loader = self.get_iterator(dataset, training=False)
         if batch_size is not None:
-            kwargs = self._loader_kwargs("iterator_valid", batch_size)
-            kwargs["batch_size"] = batch_size
-            loader = self.iterator_valid(dataset, **kwargs)
-            if isinstance(loader, torch.utils.data.DataLoader):
-                loader.generator = loader.generator or torch.Generator()
+            kwargs = {**self.get_params_for("iterator_valid"), "batch_size": batch_size}
+            loader = _with_private_generator(self.iterator_valid(dataset, **kwargs))
         start = 0
         for xb, _ in loader:
             xb = to_module_dtype(to_device(xb, self.device))
@@ -593,6 +569,13 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         return {
             name: to_numpy(torch.cat([b[name] for b in batches])) for name in layers
         }
+
+
+def _with_private_generator(iterator):
+    """An evaluation loader that leaves torch's global generator alone."""
+    if isinstance(iterator, torch.utils.data.DataLoader) and iterator.generator is None:
+        iterator.generator = torch.Generator()
+    return iterator
 
 
 def _encoded_accuracy(net, X, y):

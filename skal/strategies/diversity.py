@@ -459,10 +459,10 @@ def _sq(x):
     return (x * x).sum(1)
 
 
-def _row_sq(x, dtype=None):
-    """``_sq`` in blocks of rows (in ``dtype``): no temporary the size of ``x``."""
+def _row_sq(x):
+    """``_sq`` in blocks of rows: no temporary the size of ``x``."""
     blocks = [x[s : s + _ROWS] for s in range(0, x.shape[0], _ROWS)] or [x]
-    return torch.cat([_sq(b if dtype is None else b.to(dtype)) for b in blocks])
+    return torch.cat([_sq(b) for b in blocks])
 
 
 def _stride(n_lab):
@@ -595,11 +595,8 @@ class _GradientSeeding:
         self.n = a.shape[0]
         a2, h2 = _row_sq(a), _row_sq(h)
         self.g2 = a2 * h2
-        self.ah = (a2 * h2).sqrt_()
+        self.ah = self.g2.sqrt()
         self.h_norm = h2.sqrt()
-        # |a|, raised by what underflow may have lost from a2
-        floor = a.shape[1] * torch.finfo(a.dtype).tiny
-        self.a_norm = (a2 + floor).sqrt_()
         # twice a bound on the rounding error of a computed distance,
         # relative to g2 + g2' + 2 |a||a'||h||h'|
         self.rel_err = (
@@ -608,6 +605,9 @@ class _GradientSeeding:
         # embeddings after a ReLU have h.h' >= 0: then a.a' < 0 can only add
         self.non_negative = bool((h >= 0).all()) if bounds else False
         self.classes = _ClassBounds.of(a) if bounds else None
+        if self.classes is not None:
+            # |a|, raised by what underflow may have lost from a2
+            self.a_norm = a2.add(a.shape[1] * torch.finfo(a.dtype).tiny).sqrt_()
 
     def run(self, n, random_state):
         """Step by step, computing only the distances that may shrink."""
