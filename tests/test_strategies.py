@@ -25,9 +25,12 @@ from skal.strategies import (
 from skal.strategies.context import QueryContext
 from skal.strategies.diversity import (
     _NEAR_TIES,
-    _ClassBounds,
+    _ClassSortedSeeding,
     _GradientSeeding,
+    _has_class_form,
+    _kmeans_pp,
     _LazyKCenter,
+    _permute_rows_,
 )
 
 
@@ -361,30 +364,91 @@ def test_kmeans_pp_gradient_on_rows_of_any_sign_as_the_previous_version():
     # rows with several negative entries have no class structure to bound by
     rng = np.random.RandomState(6)
     a, h = torch.tensor(rng.randn(3000, 8)), torch.tensor(rng.randn(3000, 16))
-    assert _ClassBounds.of(a) is None
+    assert not _has_class_form(a)
     picked = kmeans_pp_gradient(a, h, 100, random_state=np.random.RandomState(2))
     expected = previous_kmeans_pp_gradient(a, h, 100, np.random.RandomState(2))
     np.testing.assert_array_equal(picked, expected)
 
 
+def imbalanced_badge_factors(n, n_classes, dim, *, signed=False, seed=8):
+    """Factors whose predicted classes are far from balanced (as from an
+    untrained net): a few classes hold most rows, one class a single row,
+    and a few rows put all their probability on one class (a = 0)."""
+    rng = np.random.RandomState(seed)
+    logits = rng.randn(n, n_classes) + np.linspace(2.0, 0.0, n_classes)
+    a = torch.softmax(torch.tensor(logits * 0.7), 1)
+    a[torch.arange(n), a.argmax(1)] -= 1
+    a[:5] = 0.0
+    a[5] = torch.softmax(torch.tensor(rng.randn(n_classes)), 0)
+    a[5, -1] -= 1.0  # the only row of the last class
+    h = rng.randn(n, dim)
+    return a, torch.tensor(h if signed else np.maximum(h, 0))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("signed", [False, True])
+@pytest.mark.parametrize("owned", [False, True])
+def test_class_sorted_seeding_picks_as_the_previous_version(dtype, signed, owned):
+    # blocks of rows skipped at once, rows tested one by one, and whole
+    # passes, over classes of very different sizes; owned: the factors are
+    # reordered in place (as in BADGE.select)
+    a, h = imbalanced_badge_factors(6000, 25, 48, signed=signed)
+    a, h = a.to(dtype), h.to(dtype)
+    expected = previous_kmeans_pp_gradient(a, h, 300, np.random.RandomState(2))
+    picked = _kmeans_pp(
+        a.clone(), h.clone(), 300, np.random.RandomState(2), owned=owned
+    )
+    np.testing.assert_array_equal(picked, expected)
+
+
+def test_kmeans_pp_gradient_leaves_its_inputs_unchanged():
+    a, h = imbalanced_badge_factors(1000, 10, 8)
+    a0, h0 = a.clone(), h.clone()
+    kmeans_pp_gradient(a, h, 50, random_state=np.random.RandomState(0))
+    assert torch.equal(a, a0) and torch.equal(h, h0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_permute_rows_in_place_equals_indexing(seed):
+    rng = np.random.RandomState(seed)
+    order = np.arange(500)  # fixed points at 100:110
+    order[:100] = rng.permutation(100)
+    order[110:] = 110 + rng.permutation(390)
+    x, y = rng.randn(500, 7), rng.randn(500).astype(np.float32)
+    expected_x, expected_y = x[order], y[order]
+    _permute_rows_([x, y], order)
+    np.testing.assert_array_equal(x, expected_x)
+    np.testing.assert_array_equal(y, expected_y)
+
+
+@pytest.mark.parametrize("signed", [False, True])
 @pytest.mark.parametrize("sharpness", [0.0, 0.3, 3.0, 30.0])
-def test_class_bounds_enclose_the_inner_products(sharpness):
-    a, _ = badge_factors(500, 12, 4, sharpness, seed=7)
+def test_cross_class_bounds_enclose_the_inner_products(sharpness, signed):
+    a, h = badge_factors(600, 12, 4, sharpness, signed=signed, seed=7)
     a = a.float()
     # a row with every probability on one class: a = 0 and no negative entry
     a[0] = 0.0
-    bounds = _ClassBounds.of(a)
-    exact = a.double() @ a.double().T
-    for idx in (0, 1, 17, 499):
-        low, high = bounds.inner_product_bounds(a, idx)
-        # up to float32 rounding of the bounds, and underflow below its
-        # smallest normal number (the seeding adds a margin for both)
-        norms = a.double().norm(dim=1)
-        tol = 1e-5 * norms * norms[idx] + torch.finfo(torch.float32).tiny
-        assert bool((low.double() <= exact[:, idx] + tol).all())
-        assert bool((exact[:, idx] <= high.double() + tol).all())
-        # the top two classes are exact: only the rest's product is open
-        assert float((high - low).max()) <= 1.0
+    seeding = _ClassSortedSeeding(a, h.float(), in_place=False)
+    sa = seeding.a.double()
+    classes = torch.as_tensor(seeding.b_class)[seeding.row_block]
+    blocks = seeding.row_block
+    for p in (0, 1, 17, 599):
+        rows = torch.nonzero(classes != classes[p]).flatten()
+        exact = sa[rows] @ sa[p]
+        # the bound of a.a' as it enters the distance, for each row and for
+        # its block (both times |h| of the row)
+        h_norm = seeding.h_norm[rows].double()
+        per_row = seeding._coupling(p, rows)
+        coupling = exact.abs() if signed else exact.clamp(min=0.0)
+        norms = sa.norm(dim=1)
+        tol = 1e-5 * norms[rows] * norms[p] + torch.finfo(torch.float32).tiny
+        assert bool((coupling * h_norm <= (per_row + tol * h_norm)).all())
+        blocks_bound = seeding._coupling(p)[blocks[rows]]
+        assert bool((per_row <= blocks_bound * (1 + 1e-12)).all())
+        if not signed and sharpness > 0:
+            # not vacuous: far below |a||a'| for most rows
+            loose = norms[rows] * norms[p] * h_norm
+            assert float((per_row < 0.5 * loose).double().mean()) > 0.5
 
 
 def test_dense_seeding_picks_as_the_pruned_one():

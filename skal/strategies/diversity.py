@@ -40,6 +40,8 @@ _ROWS = 4096
 # and the most near-ties a step of that loop settles itself
 _DENSE_ROWS = 65536
 _NEAR_TIES = 256
+# rows of one class that BADGE's seeding on the CPU skips at once
+_BLOCK = 256
 _EMBEDDING_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
@@ -171,7 +173,8 @@ class BADGE(QueryStrategy):
 
     def select(self, context, X, n):
         a, h = gradient_embedding_factors(context, X)
-        return kmeans_pp_gradient(a, h, n, random_state=context.random_state)
+        # the factors are this call's own: the seeding may reorder them
+        return _kmeans_pp(a, h, n, context.random_state, owned=True)
 
 
 def k_center_greedy(candidates, centers, n, *, random_state, chunk_size=2048):
@@ -530,23 +533,27 @@ def kmeans_pp_gradient(a, h, n, *, random_state):
 
     The picks are those of computing every squared distance
     ``|a|^2 |h|^2 + |a'|^2 |h'|^2 - 2 (a.a') (h.h')`` at every step; the
-    work is not. On the CPU a step computes ``a.a'`` and ``h.h'`` only for
-    the samples whose distance to the new point may be below their current
-    one. They are found by lower bounds of the distance that cost O(N),
-    with a margin for rounding:
+    work is not. On the CPU, when every row of ``a`` has at most one
+    negative entry (BADGE's rows are probabilities minus the one-hot vector
+    of the predicted class ``k``), the rows are grouped by ``k`` (in a
+    copy of ``a`` and ``h``), and a step computes:
 
-    - ``|h.h'| <= |h||h'|``, and ``h.h' >= 0`` when every embedding is
-      non-negative (as after a ReLU);
-    - when every row of ``a`` has at most one negative entry, at ``k``
-      (BADGE's rows are probabilities minus the one-hot vector of the
-      predicted class ``k``), ``a.a'`` is known up to the sum over the
-      classes other than ``k`` and the new point's ``k'``, which lies
-      between 0 and the product of the rows' norms over those classes (one
-      column of ``a`` is read, no row);
-    - for the samples left, the exact ``a.a'``.
+    - every distance to the new point within its class, in two
+      matrix-vector products over contiguous rows;
+    - in the other classes, only the distances that may be below their
+      current value. For rows of different classes, ``a.a'`` is at most the
+      product of the norms of the rows' positive parts (their negative
+      entries are at different classes), and ``|h.h'| <= |h||h'|``; with a
+      margin for rounding, this bounds the distance from below by a product
+      of one number per row and one per new point. Blocks of up to 256 rows
+      of one class are skipped at once by the largest such number in the
+      block and the smallest gap between the rows' bound and current
+      distance; the rows of the other blocks are tested one by one.
 
-    On other devices (a GPU) every distance is computed at every step, in
-    two matrix-vector products, and the loop does not wait for the device.
+    Rows of any other form, and embeddings of either sign, work too, with
+    weaker bounds. On other devices (a GPU) every distance is computed at
+    every step, in two matrix-vector products, and the loop does not wait
+    for the device.
 
     Parameters
     ----------
@@ -572,23 +579,58 @@ def kmeans_pp_gradient(a, h, n, *, random_state):
     >>> kmeans_pp_gradient(a, h, 1, random_state=np.random.RandomState(0))
     array([0])
     """
+    return _kmeans_pp(a, h, n, random_state, owned=False)
+
+
+def _kmeans_pp(a, h, n, random_state, *, owned):
+    """kmeans_pp_gradient; ``owned``: ``a`` and ``h`` may be reordered in place."""
     n_samples = a.shape[0]
     if not 1 <= n <= n_samples:
         raise ValueError(f"n must be between 1 and {n_samples}, got n={n}")
-    seeding = _GradientSeeding(a, h, bounds=a.device.type == "cpu")
     if a.device.type != "cpu":
         state = random_state.get_state()
-        picked = seeding.run_dense(n, random_state)
+        picked = _GradientSeeding(a, h, bounds=False).run_dense(n, random_state)
         if picked is not None:
             return picked
         # a step found every distance zero: the step-by-step loop draws
         # differently there
         random_state.set_state(state)
-    return seeding.run(n, random_state)
+        return _GradientSeeding(a, h, bounds=False).run(n, random_state)
+    if _has_class_form(a):
+        return _ClassSortedSeeding(a, h, in_place=owned).run(n, random_state)
+    return _GradientSeeding(a, h).run(n, random_state)
+
+
+def _d2_draw(min_dist, picked, step, random_state):
+    """The index drawn with probability proportional to ``min_dist``, or
+    uniformly among the samples not in ``picked[:step]`` if all are zero."""
+    cumsum = min_dist.cumsum(0, dtype=torch.float64)
+    total = float(cumsum[-1])
+    n = min_dist.shape[0]
+    if total > 0:
+        target = torch.tensor(
+            random_state.random_sample() * total,
+            dtype=torch.float64,
+            device=cumsum.device,
+        )
+        return min(int(torch.searchsorted(cumsum, target, right=True)), n - 1)
+    rest = np.setdiff1d(np.arange(n), picked[:step])
+    return int(rest[random_state.randint(len(rest))])
+
+
+def _first_pick(g2, random_state):
+    """The sample with the largest ``|g|^2``, or a uniform draw if all are zero."""
+    if bool(g2.max() > 0):
+        return int(g2.argmax())
+    return int(random_state.randint(g2.shape[0]))
 
 
 class _GradientSeeding:
-    """k-means++ seeding on factored gradient embeddings (kmeans_pp_gradient)."""
+    """k-means++ seeding on factored gradient embeddings, rows in any order.
+
+    The GPU loop, and the CPU loop for rows of ``a`` without BADGE's class
+    structure (see ``_ClassSortedSeeding`` for those).
+    """
 
     def __init__(self, a, h, *, bounds=True):
         self.a, self.h = a, h
@@ -597,42 +639,19 @@ class _GradientSeeding:
         self.g2 = a2 * h2
         self.ah = self.g2.sqrt()
         self.h_norm = h2.sqrt()
-        # twice a bound on the rounding error of a computed distance,
-        # relative to g2 + g2' + 2 |a||a'||h||h'|
-        self.rel_err = (
-            4.0 * (a.shape[1] + h.shape[1] + 8) * _unit_roundoff(a.dtype, a.device)
-        )
+        self.rel_err = _distance_rel_err(a, h)
         # embeddings after a ReLU have h.h' >= 0: then a.a' < 0 can only add
         self.non_negative = bool((h >= 0).all()) if bounds else False
-        self.classes = _ClassBounds.of(a) if bounds else None
-        if self.classes is not None:
-            # |a|, raised by what underflow may have lost from a2
-            self.a_norm = a2.add(a.shape[1] * torch.finfo(a.dtype).tiny).sqrt_()
 
     def run(self, n, random_state):
-        """Step by step, computing only the distances that may shrink."""
-        g2 = self.g2
-        min_dist = torch.full_like(g2, float("inf"))
+        """Step by step, computing ``h.h'`` only where a distance may shrink."""
+        min_dist = torch.full_like(self.g2, float("inf"))
         picked = np.empty(n, dtype=np.intp)
         for step in range(n):
-            idx = None
             if step == 0:
-                if bool(g2.max() > 0):
-                    idx = int(g2.argmax())
+                idx = _first_pick(self.g2, random_state)
             else:
-                cumsum = min_dist.cumsum(0, dtype=torch.float64)
-                total = float(cumsum[-1])
-                if total > 0:
-                    target = torch.tensor(
-                        random_state.random_sample() * total,
-                        dtype=torch.float64,
-                        device=cumsum.device,
-                    )
-                    idx = int(torch.searchsorted(cumsum, target, right=True))
-                    idx = min(idx, self.n - 1)
-            if idx is None:
-                rest = np.setdiff1d(np.arange(self.n), picked[:step])
-                idx = int(rest[random_state.randint(len(rest))])
+                idx = _d2_draw(min_dist, picked, step, random_state)
             picked[step] = idx
             self._update(min_dist, idx)
             min_dist[idx] = 0.0
@@ -675,116 +694,258 @@ class _GradientSeeding:
         g2, a, h = self.g2, self.a, self.h
         margin = torch.add(g2, g2[idx]).addcmul_(self.ah, self.ah[idx], value=2.0)
         margin.mul_(self.rel_err)
-        aa = rows = None
-        if self.classes is not None:
-            low, high = self.classes.inner_product_bounds(a, idx)
-            # the bounds' own rounding: their terms are at most |a||a'|
-            # (and the smallest normal number where products underflow)
-            slack = self.a_norm * (self.rel_err * float(self.a_norm[idx]))
-            slack.add_(torch.finfo(a.dtype).tiny)
-            if self.non_negative:
-                coupling = high.add_(slack).clamp_(min=0.0)
-            else:
-                coupling = torch.maximum(
-                    low.sub_(slack).abs_(), high.add_(slack).abs_()
-                )
-            rows = self._candidates(coupling, idx, margin, min_dist)
-        if rows is None or rows.numel() > self.n // 4:
-            aa = a @ a[idx]
-            rows = self._candidates(self._coupling(aa), idx, margin, min_dist)
-            if rows.numel() > self.n // 4:
-                dist = torch.addcmul(g2, aa, h @ h[idx], value=-2.0)
-                dist.add_(g2[idx]).clamp_(min=0.0)
-                torch.minimum(min_dist, dist, out=min_dist)
-                return
-            aa = aa[rows]
-        elif rows.numel():
-            aa = a.index_select(0, rows) @ a[idx]
-            keep = self._candidates(self._coupling(aa), idx, margin, min_dist, rows)
-            rows, aa = rows[keep], aa[keep]
-        if rows.numel():
-            hh = h.index_select(0, rows) @ h[idx]
-            dist = torch.addcmul(g2[rows], aa, hh, value=-2.0)
-            dist.add_(g2[idx]).clamp_(min=0.0)
-            min_dist[rows] = torch.minimum(min_dist[rows], dist)
-
-    def _coupling(self, aa):
-        return aa.clamp(min=0.0) if self.non_negative else aa.abs()
-
-    def _candidates(self, coupling, idx, margin, min_dist, rows=None):
-        """Where ``coupling``, a bound of ``a.a'`` as it enters the distance,
-        leaves a lower bound below ``min_dist``.
-
-        ``coupling`` covers every sample, or ``rows`` only; the positions
-        returned index the same.
-        """
-        g2, h_norm = self.g2, self.h_norm
-        if rows is not None:
-            g2, h_norm = g2[rows], h_norm[rows]
-            margin, min_dist = margin[rows], min_dist[rows]
+        aa = a @ a[idx]
+        coupling = aa.clamp(min=0.0) if self.non_negative else aa.abs()
         # the bound's own rounding is covered by scaling the coupling term
         # by 1 + rel_err (rel_err is many units of roundoff)
         scale = -2.0 * (1.0 + self.rel_err) * float(self.h_norm[idx])
-        gap = torch.addcmul(g2 + self.g2[idx], coupling, h_norm, value=scale)
-        return torch.nonzero(gap.sub_(margin) < min_dist).flatten()
+        gap = torch.addcmul(g2 + g2[idx], coupling, self.h_norm, value=scale)
+        rows = torch.nonzero(gap.sub_(margin) < min_dist).flatten()
+        if rows.numel() > self.n // 4:
+            dist = torch.addcmul(g2, aa, h @ h[idx], value=-2.0)
+            dist.add_(g2[idx]).clamp_(min=0.0)
+            torch.minimum(min_dist, dist, out=min_dist)
+        elif rows.numel():
+            hh = h.index_select(0, rows) @ h[idx]
+            dist = torch.addcmul(g2[rows], aa[rows], hh, value=-2.0)
+            dist.add_(g2[idx]).clamp_(min=0.0)
+            min_dist[rows] = torch.minimum(min_dist[rows], dist)
 
 
-class _ClassBounds:
-    """Bounds of ``a.a'`` for rows with at most one negative entry.
+def _distance_rel_err(a, h):
+    """Twice a bound on the rounding error of a computed distance, relative
+    to ``g2 + g2' + 2 |a||a'||h||h'|``."""
+    return 4.0 * (a.shape[1] + h.shape[1] + 8) * _unit_roundoff(a.dtype, a.device)
 
-    BADGE's rows ``p - onehot(k)`` have one, at the predicted class ``k``.
-    With ``k'`` that of the other row ``a'``, ``a.a'`` is ``a[k] a'[k] +
-    a[k'] a'[k']`` (one term if ``k = k'``) plus the sum over the other
-    classes, where both rows are non-negative: that rest lies between 0 and
-    the product of the two rows' norms over those classes.
+
+def _has_class_form(a):
+    """Whether each row of ``a`` has at most one negative entry (C >= 2)."""
+    if a.shape[1] < 2:
+        return False
+    return not any(
+        bool((a[s : s + _ROWS] < 0).sum(1).gt(1).any())
+        for s in range(0, a.shape[0], _ROWS)
+    )
+
+
+class _ClassSortedSeeding:
+    """k-means++ seeding on CPU factors whose rows have BADGE's class form.
+
+    Each row of ``a`` has at most one negative entry; its class ``k`` is the
+    position of its smallest entry. The rows of ``a`` and ``h`` are grouped
+    by class (in place when the caller owns them) and, within a class, by
+    decreasing ``w = |a+| |h|`` (``a+`` the positive part of the row), in
+    blocks of at most ``_BLOCK`` rows. A new point of class ``k'`` is
+    compared with every row of its class, in contiguous matrix-vector
+    products. For a row of another class, ``a.a' <= |a+| |a'+|`` (their
+    negative entries are at different classes) and ``|h.h'| <= |h||h'|``,
+    so with ``c = |a'+| |h'|`` its distance is at least ``g2 + g2' - 2 w
+    c``, less a margin for rounding (for embeddings of either sign, ``|a.a'|
+    <= |a+||a'+| + |a[k]| max a'+ + max a+ |a'[k']|`` adds two such
+    products). A block is skipped when the bound with its largest ``w``
+    (and ``|a||h|`` in the margin) stays above the smallest gap ``g2 -
+    min_dist`` of its rows, which is kept up to date (as a lower bound) for
+    each block; the rows of the other blocks are tested one by one, and
+    ``a.a'`` and ``h.h'`` computed for those that fail.
+
+    The D^2 draw runs over the distances in the caller's order, so the picks
+    are those of computing every distance at every step.
     """
 
-    def __init__(self, k, own, rest_up, columns):
-        self.k = k  # the class of each row (the position of its negative entry)
-        self.own = own  # a[k] of each row
-        self.rest_up = rest_up  # an upper bound of the sum of a[j]^2, j != k
-        self.columns = columns  # the columns of a, each contiguous
-
-    @classmethod
-    def of(cls, a):
-        """The bounds for ``a``, or None if its rows do not have the form."""
-        if a.shape[1] < 2:
-            return None
-        # at most one negative entry per row, at k
-        if bool((a < 0).sum(1).gt(1).any()):
-            return None
-        k = a.argmin(1)
-        own = a.gather(1, k[:, None]).squeeze(1)
-        # summed without a[k]^2, so that the rounding is relative to the
-        # rest; then raised by a bound of the rounding and of the squares
-        # lost to underflow, as every square of the rest's below
-        rest = torch.cat(
-            [
-                _sq(a[s : s + _ROWS].scatter(1, k[s : s + _ROWS, None], 0.0))
-                for s in range(0, a.shape[0], _ROWS)
-            ]
-        )
-        n_classes = a.shape[1]
+    def __init__(self, a, h, *, in_place):
+        n, n_classes = a.shape
+        self.n = n
+        self.rel_err = _distance_rel_err(a, h)
+        self.signed = not bool((h >= 0).all())
+        a2, h2 = _row_sq(a), _row_sq(h)
+        g2 = a2 * h2
+        self.first = int(g2.argmax()) if bool(g2.max() > 0) else None
+        # |a+|, raised by a bound of its rounding and of squares lost to
+        # underflow
         eps = 4.0 * (n_classes + 2) * _unit_roundoff(a.dtype, a.device)
         floor = 2.0 * n_classes * torch.finfo(a.dtype).tiny
-        rest_up = rest.mul_(1.0 + eps).add_(floor)
-        return cls(k, own, rest_up, a.T.contiguous())
+        pos = torch.cat(
+            [_sq(a[s : s + _ROWS].clamp(min=0.0)) for s in range(0, n, _ROWS)]
+        )
+        pos_norm = pos.mul_(1.0 + eps).add_(floor).sqrt_()
+        h_norm = h2.sqrt_()
+        k = a.argmin(1)
+        order = np.lexsort(((-(pos_norm * h_norm)).numpy(), k.numpy()))
+        order_t = torch.from_numpy(order)
+        self.inv = torch.empty_like(order_t)
+        self.inv[order_t] = torch.arange(n)
+        if in_place and _permutable(a) and _permutable(h):
+            _permute_rows_([a.detach().numpy(), h.detach().numpy()], order)
+        else:
+            a, h = a[order_t], h[order_t]
+        self.a, self.h = a, h
+        k = k[order_t]
+        self.g2, self.h_norm = g2[order_t], h_norm[order_t]
+        self.pos_norm = pos_norm[order_t]
+        self.ah = self.g2.sqrt()
+        if self.signed:
+            own = a.gather(1, k[:, None]).squeeze(1).abs_()
+            top = torch.cat(
+                [a[s : s + _ROWS].clamp(min=0.0).amax(1) for s in range(0, n, _ROWS)]
+            )
+            self.own, self.top = own, top
+        self._blocks(k, n_classes)
 
-    def inner_product_bounds(self, a, idx):
-        """Lower and upper bounds of ``a @ a[idx]`` (fresh tensors)."""
-        k = self.k
-        kc = int(k[idx])
-        center = a[idx]
-        same = k == kc
-        col = self.columns[kc].masked_fill(same, 0.0)  # a[k'] where k != k'
-        cen = center[k].masked_fill_(same, 0.0)  # a'[k] where k != k'
-        # a[k] a'[k] + a[k'] a'[k'], or a[k] a'[k] where k = k'
-        base = torch.mul(self.own, center[k]).addcmul_(col, center[kc])
-        # the norms of the rest: the row's without k', the centre's without k
-        row = torch.sub(self.rest_up, col * col).clamp_(min=0.0).sqrt_()
-        rest_c = float(self.rest_up[idx])
-        width = torch.sub(rest_c, cen * cen).clamp_(min=0.0).sqrt_().mul_(row)
-        return base, width.add_(base)
+    def _blocks(self, k, n_classes):
+        counts = torch.bincount(k, minlength=n_classes).numpy()
+        ends = np.cumsum(counts)
+        starts = ends - counts
+        per_class = -(-counts // _BLOCK)
+        b_class = np.repeat(np.arange(n_classes), per_class)
+        self.first_block = np.concatenate([[0], np.cumsum(per_class)])
+        b_start = starts[b_class] + _BLOCK * (
+            np.arange(len(b_class)) - self.first_block[b_class]
+        )
+        b_len = np.minimum(_BLOCK, ends[b_class] - b_start)
+        self.class_start, self.class_end = starts, ends
+        self.b_start = torch.from_numpy(b_start)
+        self.b_len = torch.from_numpy(b_len)
+        self.row_block = torch.repeat_interleave(torch.arange(len(b_class)), self.b_len)
+        self.b_class = b_class
+
+        def block_max(v):
+            out = torch.zeros(len(b_class), dtype=torch.float64)
+            return out.scatter_reduce_(
+                0, self.row_block, v.double(), "amax", include_self=False
+            )
+
+        h_norm = self.h_norm.double()
+        self.w_max = block_max(self.pos_norm.double() * h_norm)
+        self.ah_max = block_max(self.ah)
+        if self.signed:
+            self.own_max = block_max(self.own.double() * h_norm)
+            self.top_max = block_max(self.top.double() * h_norm)
+        # the smallest (1 - rel_err) g2 - min_dist of each block, or a lower
+        # bound of it
+        self.gap = torch.full((len(b_class),), -float("inf"), dtype=torch.float64)
+
+    def run(self, n, random_state):
+        min_dist = torch.full_like(self.g2, float("inf"))
+        picked = np.empty(n, dtype=np.intp)
+        for step in range(n):
+            if step == 0:
+                idx = self.first
+                if idx is None:
+                    idx = int(random_state.randint(self.n))
+            else:
+                in_order = min_dist.index_select(0, self.inv)
+                idx = _d2_draw(in_order, picked, step, random_state)
+            picked[step] = idx
+            p = int(self.inv[idx])
+            self._update(min_dist, p)
+            min_dist[p] = 0.0
+        return picked
+
+    def _coupling(self, p, rows=None):
+        """The bound of ``|a.a'|`` over ``|h||h'|`` for the rows of other
+        classes than row ``p``'s: per block (float64), or for ``rows``."""
+        pc = float(self.pos_norm[p])
+        if rows is None:
+            out = self.w_max * pc
+            if self.signed:
+                out += self.own_max * float(self.top[p])
+                out += self.top_max * float(self.own[p])
+            return out
+        h_norm = self.h_norm[rows].double()
+        out = self.pos_norm[rows].double() * pc
+        if self.signed:
+            out += self.own[rows].double() * float(self.top[p])
+            out += self.top[rows].double() * float(self.own[p])
+        return out.mul_(h_norm)
+
+    def _update(self, min_dist, p):
+        """Lower ``min_dist`` to the distances to (sorted) row ``p``."""
+        rel = self.rel_err
+        kc = int(self.b_class[int(self.row_block[p])])
+        s, e = int(self.class_start[kc]), int(self.class_end[kc])
+        b0, b1 = int(self.first_block[kc]), int(self.first_block[kc + 1])
+        g2c, ahc = float(self.g2[p]), float(self.ah[p])
+        scale = 2.0 * (1.0 + rel) * float(self.h_norm[p])
+        # blocks of other classes whose rows may come closer
+        low = self.gap + (1.0 - rel) * g2c
+        low.sub_(self.ah_max, alpha=2.0 * rel * ahc)
+        low.sub_(self._coupling(p), alpha=scale)
+        low[b0:b1] = 0.0
+        blocks = torch.nonzero(low < 0).flatten()
+        if blocks.numel():
+            lens = self.b_len[blocks]
+            size = int(lens.sum())
+            if size + e - s > self.n // 4:
+                self._exact(min_dist, p, 0, self.n)
+                return
+            rows = torch.repeat_interleave(
+                self.b_start[blocks] - (lens.cumsum(0) - lens), lens
+            ).add_(torch.arange(size))
+            g2 = self.g2[rows].double()
+            bound = g2 * (1.0 - rel) + (1.0 - rel) * g2c
+            bound.sub_(self.ah[rows].double(), alpha=2.0 * rel * ahc)
+            bound.sub_(self._coupling(p, rows), alpha=scale)
+            near = rows[bound < min_dist[rows]]
+            if near.numel():
+                aa = self.a.index_select(0, near) @ self.a[p]
+                hh = self.h.index_select(0, near) @ self.h[p]
+                dist = torch.addcmul(self.g2[near], aa, hh, value=-2.0)
+                dist.add_(g2c).clamp_(min=0.0)
+                min_dist[near] = torch.minimum(min_dist[near], dist)
+            self._refresh_gap(min_dist, rows)
+        self._exact(min_dist, p, s, e)
+
+    def _exact(self, min_dist, p, s, e):
+        """Every distance of rows ``s:e`` to row ``p``."""
+        a, h, g2 = self.a, self.h, self.g2
+        dist = torch.addcmul(g2[s:e], a[s:e] @ a[p], h[s:e] @ h[p], value=-2.0)
+        dist.add_(g2[p]).clamp_(min=0.0)
+        torch.minimum(min_dist[s:e], dist, out=min_dist[s:e])
+        self._refresh_gap(min_dist, slice(s, e))
+
+    def _refresh_gap(self, min_dist, rows):
+        # (out of place: rows may be a view, and float64 stays itself)
+        gap = self.g2[rows].double() * (1.0 - self.rel_err)
+        gap.sub_(min_dist[rows].double())
+        self.gap.scatter_reduce_(
+            0, self.row_block[rows], gap, "amin", include_self=False
+        )
+
+
+def _permutable(x):
+    return x.is_contiguous() and x.dtype in (
+        torch.float16,
+        torch.float32,
+        torch.float64,
+    )
+
+
+def _permute_rows_(arrays, order):
+    """``x[i] = x[order[i]]`` for the rows of each array, in place.
+
+    Follows the cycles of the permutation with one row of scratch per array:
+    no copy of the arrays.
+    """
+    n = len(order)
+    todo = order != np.arange(n)
+    order = order.tolist()
+    scratch = [np.empty(x.shape[1:], x.dtype) for x in arrays]
+    for start in np.flatnonzero(todo).tolist():
+        if not todo[start]:
+            continue
+        for x, row in zip(arrays, scratch):
+            row[...] = x[start]
+        i = start
+        while True:
+            j = order[i]
+            todo[i] = False
+            if j == start:
+                for x, row in zip(arrays, scratch):
+                    x[i] = row
+                break
+            for x in arrays:
+                x[i] = x[j]
+            i = j
 
 
 def _proba_minus_onehot(proba):
