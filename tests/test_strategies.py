@@ -14,6 +14,7 @@ import skal
 from skal.strategies import (
     ALBL,
     BALD,
+    diversity,
     exp4p_probabilities,
     exp4p_update,
     get_strategy,
@@ -25,12 +26,11 @@ from skal.strategies import (
 from skal.strategies.context import QueryContext
 from skal.strategies.diversity import (
     _NEAR_TIES,
-    _ClassSortedSeeding,
     _GradientSeeding,
+    _half_products_accumulate_in_float32,
+    _HalfRows,
     _has_class_form,
-    _kmeans_pp,
     _LazyKCenter,
-    _permute_rows_,
 )
 
 
@@ -387,17 +387,25 @@ def imbalanced_badge_factors(n, n_classes, dim, *, signed=False, seed=8):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("signed", [False, True])
-@pytest.mark.parametrize("owned", [False, True])
-def test_class_sorted_seeding_picks_as_the_previous_version(dtype, signed, owned):
+@pytest.mark.parametrize("half", [True, False])
+def test_class_sorted_seeding_picks_as_the_previous_version(
+    dtype, signed, half, monkeypatch
+):
     # blocks of rows skipped at once, rows tested one by one, and whole
-    # passes, over classes of very different sizes; owned: the factors are
-    # reordered in place (as in BADGE.select)
+    # passes, over classes of very different sizes; half: rows of the new
+    # point's class prefiltered through float16 copies (where float16
+    # products accumulate in float32, as checked at run time), or not
+    assert _half_products_accumulate_in_float32(100, 48)
+    if not half:
+        monkeypatch.setattr(
+            diversity, "_half_products_accumulate_in_float32", lambda *_: False
+        )
     a, h = imbalanced_badge_factors(6000, 25, 48, signed=signed)
     a, h = a.to(dtype), h.to(dtype)
     expected = previous_kmeans_pp_gradient(a, h, 300, np.random.RandomState(2))
-    picked = _kmeans_pp(
-        a.clone(), h.clone(), 300, np.random.RandomState(2), owned=owned
-    )
+    seeding = diversity._ClassSortedSeeding(a, h)
+    assert (seeding.half is not None) == half
+    picked = seeding.run(300, np.random.RandomState(2))
     np.testing.assert_array_equal(picked, expected)
 
 
@@ -408,17 +416,26 @@ def test_kmeans_pp_gradient_leaves_its_inputs_unchanged():
     assert torch.equal(a, a0) and torch.equal(h, h0)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_permute_rows_in_place_equals_indexing(seed):
-    rng = np.random.RandomState(seed)
-    order = np.arange(500)  # fixed points at 100:110
-    order[:100] = rng.permutation(100)
-    order[110:] = 110 + rng.permutation(390)
-    x, y = rng.randn(500, 7), rng.randn(500).astype(np.float32)
-    expected_x, expected_y = x[order], y[order]
-    _permute_rows_([x, y], order)
-    np.testing.assert_array_equal(x, expected_x)
-    np.testing.assert_array_equal(y, expected_y)
+@pytest.mark.parametrize("scale", [1e-30, 1e-3, 1.0, 1e6])
+def test_half_rows_products_lie_within_their_error_bound(scale):
+    # rows of very different norms (some all zero, some with entries in
+    # float16's subnormal range after scaling), against float64 products
+    rng = np.random.RandomState(4)
+    x = rng.randn(3000, 64) * np.exp(rng.uniform(-8, 3, size=(3000, 1)))
+    x[:10] = 0.0
+    x[10:20, :60] = 0.0
+    x = torch.tensor(x * scale, dtype=torch.float32)
+    norms = x.double().norm(dim=1).float()
+    order = torch.from_numpy(rng.permutation(3000))
+    half = _HalfRows(x, norms[order], order)
+    exact = x.double()[order]
+    for p in (0, 15, 100, 2999):
+        value, err = half.products(0, 3000, p)
+        true = exact @ exact[p]
+        assert bool(((value - true).abs() <= err).all())
+        # and not vacuous: within a few thousandths of |x||x'|
+        big = exact.norm(dim=1) * exact[p].norm()
+        assert bool((err <= 0.01 * big + 1e-6 * big.max()).all())
 
 
 @pytest.mark.parametrize("signed", [False, True])
@@ -428,8 +445,8 @@ def test_cross_class_bounds_enclose_the_inner_products(sharpness, signed):
     a = a.float()
     # a row with every probability on one class: a = 0 and no negative entry
     a[0] = 0.0
-    seeding = _ClassSortedSeeding(a, h.float(), in_place=False)
-    sa = seeding.a.double()
+    seeding = diversity._ClassSortedSeeding(a, h.float())
+    sa = seeding.a.double()[seeding.order]  # in the seeding's order
     classes = torch.as_tensor(seeding.b_class)[seeding.row_block]
     blocks = seeding.row_block
     for p in (0, 1, 17, 599):

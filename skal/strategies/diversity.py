@@ -18,6 +18,8 @@ factors the squared distance between two gradient embeddings ``a (x) h`` and
 
 from __future__ import annotations
 
+import functools
+import math
 from functools import partial
 from numbers import Integral
 
@@ -173,8 +175,7 @@ class BADGE(QueryStrategy):
 
     def select(self, context, X, n):
         a, h = gradient_embedding_factors(context, X)
-        # the factors are this call's own: the seeding may reorder them
-        return _kmeans_pp(a, h, n, context.random_state, owned=True)
+        return kmeans_pp_gradient(a, h, n, random_state=context.random_state)
 
 
 def k_center_greedy(candidates, centers, n, *, random_state, chunk_size=2048):
@@ -579,11 +580,6 @@ def kmeans_pp_gradient(a, h, n, *, random_state):
     >>> kmeans_pp_gradient(a, h, 1, random_state=np.random.RandomState(0))
     array([0])
     """
-    return _kmeans_pp(a, h, n, random_state, owned=False)
-
-
-def _kmeans_pp(a, h, n, random_state, *, owned):
-    """kmeans_pp_gradient; ``owned``: ``a`` and ``h`` may be reordered in place."""
     n_samples = a.shape[0]
     if not 1 <= n <= n_samples:
         raise ValueError(f"n must be between 1 and {n_samples}, got n={n}")
@@ -597,7 +593,7 @@ def _kmeans_pp(a, h, n, random_state, *, owned):
         random_state.set_state(state)
         return _GradientSeeding(a, h, bounds=False).run(n, random_state)
     if _has_class_form(a):
-        return _ClassSortedSeeding(a, h, in_place=owned).run(n, random_state)
+        return _ClassSortedSeeding(a, h).run(n, random_state)
     return _GradientSeeding(a, h).run(n, random_state)
 
 
@@ -641,7 +637,7 @@ class _GradientSeeding:
         self.h_norm = h2.sqrt()
         self.rel_err = _distance_rel_err(a, h)
         # embeddings after a ReLU have h.h' >= 0: then a.a' < 0 can only add
-        self.non_negative = bool((h >= 0).all()) if bounds else False
+        self.non_negative = _non_negative(h) if bounds else False
 
     def run(self, n, random_state):
         """Step by step, computing ``h.h'`` only where a distance may shrink."""
@@ -718,6 +714,11 @@ def _distance_rel_err(a, h):
     return 4.0 * (a.shape[1] + h.shape[1] + 8) * _unit_roundoff(a.dtype, a.device)
 
 
+def _non_negative(x):
+    """Whether every entry of ``x`` is >= 0 (no temporary of its size)."""
+    return all(bool((x[s : s + _ROWS] >= 0).all()) for s in range(0, x.shape[0], _ROWS))
+
+
 def _has_class_form(a):
     """Whether each row of ``a`` has at most one negative entry (C >= 2)."""
     if a.shape[1] < 2:
@@ -732,31 +733,35 @@ class _ClassSortedSeeding:
     """k-means++ seeding on CPU factors whose rows have BADGE's class form.
 
     Each row of ``a`` has at most one negative entry; its class ``k`` is the
-    position of its smallest entry. The rows of ``a`` and ``h`` are grouped
-    by class (in place when the caller owns them) and, within a class, by
-    decreasing ``w = |a+| |h|`` (``a+`` the positive part of the row), in
-    blocks of at most ``_BLOCK`` rows. A new point of class ``k'`` is
-    compared with every row of its class, in contiguous matrix-vector
-    products. For a row of another class, ``a.a' <= |a+| |a'+|`` (their
-    negative entries are at different classes) and ``|h.h'| <= |h||h'|``,
-    so with ``c = |a'+| |h'|`` its distance is at least ``g2 + g2' - 2 w
-    c``, less a margin for rounding (for embeddings of either sign, ``|a.a'|
-    <= |a+||a'+| + |a[k]| max a'+ + max a+ |a'[k']|`` adds two such
-    products). A block is skipped when the bound with its largest ``w``
-    (and ``|a||h|`` in the margin) stays above the smallest gap ``g2 -
-    min_dist`` of its rows, which is kept up to date (as a lower bound) for
-    each block; the rows of the other blocks are tested one by one, and
-    ``a.a'`` and ``h.h'`` computed for those that fail.
+    position of its smallest entry. The rows are numbered by class and,
+    within a class, by decreasing ``w = |a+| |h|`` (``a+`` the positive part
+    of the row), in blocks of at most ``_BLOCK`` rows; ``a`` and ``h`` stay
+    as they are, float16 copies are kept in that order.
+
+    - Rows of the new point's class: ``a.a'`` and ``h.h'`` from the float16
+      copies (contiguous products), with a bound of their error; the exact
+      distance where it may be below the current one.
+    - Rows of other classes: ``a.a' <= |a+| |a'+|`` (their negative entries
+      are at different classes) and ``|h.h'| <= |h||h'|``, so with ``c =
+      |a'+| |h'|`` a row's distance is at least ``g2 + g2' - 2 w c``, less a
+      margin for rounding (for embeddings of either sign, ``|a.a'| <=
+      |a+||a'+| + |a[k]| max a'+ + max a+ |a'[k']|`` adds two such
+      products). A block is skipped when the bound with its largest ``w``
+      (and ``|a||h|`` in the margin) stays above the smallest gap ``g2 -
+      min_dist`` of its rows, kept up to date (as a lower bound) for each
+      block; the rows of the other blocks are tested one by one, and the
+      exact distance computed for those that fail.
 
     The D^2 draw runs over the distances in the caller's order, so the picks
     are those of computing every distance at every step.
     """
 
-    def __init__(self, a, h, *, in_place):
+    def __init__(self, a, h):
         n, n_classes = a.shape
         self.n = n
+        self.a, self.h = a, h
         self.rel_err = _distance_rel_err(a, h)
-        self.signed = not bool((h >= 0).all())
+        self.signed = not _non_negative(h)
         a2, h2 = _row_sq(a), _row_sq(h)
         g2 = a2 * h2
         self.first = int(g2.argmax()) if bool(g2.max() > 0) else None
@@ -770,26 +775,30 @@ class _ClassSortedSeeding:
         pos_norm = pos.mul_(1.0 + eps).add_(floor).sqrt_()
         h_norm = h2.sqrt_()
         k = a.argmin(1)
-        order = np.lexsort(((-(pos_norm * h_norm)).numpy(), k.numpy()))
-        order_t = torch.from_numpy(order)
-        self.inv = torch.empty_like(order_t)
-        self.inv[order_t] = torch.arange(n)
-        if in_place and _permutable(a) and _permutable(h):
-            _permute_rows_([a.detach().numpy(), h.detach().numpy()], order)
-        else:
-            a, h = a[order_t], h[order_t]
-        self.a, self.h = a, h
-        k = k[order_t]
-        self.g2, self.h_norm = g2[order_t], h_norm[order_t]
-        self.pos_norm = pos_norm[order_t]
+        # position -> the caller's index, and back
+        order = torch.from_numpy(
+            np.lexsort(((-(pos_norm * h_norm)).numpy(), k.numpy()))
+        )
+        self.order = order
+        self.inv = torch.empty_like(order)
+        self.inv[order] = torch.arange(n)
+        self.g2, self.h_norm = g2[order], h_norm[order]
+        self.pos_norm = pos_norm[order]
         self.ah = self.g2.sqrt()
+        self.a_norm = a2[order].sqrt_()
         if self.signed:
-            own = a.gather(1, k[:, None]).squeeze(1).abs_()
-            top = torch.cat(
-                [a[s : s + _ROWS].clamp(min=0.0).amax(1) for s in range(0, n, _ROWS)]
+            self.own = a.gather(1, k[:, None]).squeeze(1).abs_()[order]
+            top = [a[s : s + _ROWS].clamp(min=0.0).amax(1) for s in range(0, n, _ROWS)]
+            self.top = torch.cat(top)[order]
+        self._blocks(k[order], n_classes)
+        self.half = None
+        if _half_products_accumulate_in_float32(
+            int(np.max(self.class_end - self.class_start)), h.shape[1]
+        ):
+            self.half = (
+                _HalfRows(a, self.a_norm, order),
+                _HalfRows(h, self.h_norm, order),
             )
-            self.own, self.top = own, top
-        self._blocks(k, n_classes)
 
     def _blocks(self, k, n_classes):
         counts = torch.bincount(k, minlength=n_classes).numpy()
@@ -876,7 +885,7 @@ class _ClassSortedSeeding:
             lens = self.b_len[blocks]
             size = int(lens.sum())
             if size + e - s > self.n // 4:
-                self._exact(min_dist, p, 0, self.n)
+                self._exact(min_dist, p)
                 return
             rows = torch.repeat_interleave(
                 self.b_start[blocks] - (lens.cumsum(0) - lens), lens
@@ -887,21 +896,43 @@ class _ClassSortedSeeding:
             bound.sub_(self._coupling(p, rows), alpha=scale)
             near = rows[bound < min_dist[rows]]
             if near.numel():
-                aa = self.a.index_select(0, near) @ self.a[p]
-                hh = self.h.index_select(0, near) @ self.h[p]
-                dist = torch.addcmul(self.g2[near], aa, hh, value=-2.0)
-                dist.add_(g2c).clamp_(min=0.0)
-                min_dist[near] = torch.minimum(min_dist[near], dist)
+                self._exact_rows(min_dist, p, near)
             self._refresh_gap(min_dist, rows)
-        self._exact(min_dist, p, s, e)
-
-    def _exact(self, min_dist, p, s, e):
-        """Every distance of rows ``s:e`` to row ``p``."""
-        a, h, g2 = self.a, self.h, self.g2
-        dist = torch.addcmul(g2[s:e], a[s:e] @ a[p], h[s:e] @ h[p], value=-2.0)
-        dist.add_(g2[p]).clamp_(min=0.0)
-        torch.minimum(min_dist[s:e], dist, out=min_dist[s:e])
+        if self.half is None:
+            self._exact_rows(min_dist, p, torch.arange(s, e))
+            self._refresh_gap(min_dist, slice(s, e))
+            return
+        # its own class: a.a' and h.h' from the float16 copies, within
+        # their error bounds, then exactly where the distance may shrink
+        (aa, aa_err), (hh, hh_err) = (x.products(s, e, p) for x in self.half)
+        coupling = aa.abs_().add_(aa_err).mul_(hh.abs_().add_(hh_err))
+        bound = self.g2[s:e].double() * (1.0 - rel)
+        bound.add_((1.0 - rel) * g2c)
+        bound.sub_(self.ah[s:e].double(), alpha=2.0 * rel * ahc)
+        bound.sub_(coupling, alpha=2.0 * (1.0 + rel))
+        near = torch.nonzero(bound < min_dist[s:e]).flatten().add_(s)
+        if near.numel():
+            self._exact_rows(min_dist, p, near)
         self._refresh_gap(min_dist, slice(s, e))
+
+    def _exact_rows(self, min_dist, p, rows):
+        """The distances of ``rows`` (positions, an index tensor) to ``p``."""
+        at, q = self.order[rows], int(self.order[p])
+        aa = self.a.index_select(0, at) @ self.a[q]
+        hh = self.h.index_select(0, at) @ self.h[q]
+        dist = torch.addcmul(self.g2[rows], aa, hh, value=-2.0)
+        dist.add_(self.g2[p]).clamp_(min=0.0)
+        min_dist[rows] = torch.minimum(min_dist[rows], dist)
+
+    def _exact(self, min_dist, p):
+        """Every distance to ``p``."""
+        q = int(self.order[p])
+        aa = (self.a @ self.a[q]).index_select(0, self.order)
+        hh = (self.h @ self.h[q]).index_select(0, self.order)
+        dist = torch.addcmul(self.g2, aa, hh, value=-2.0)
+        dist.add_(self.g2[p]).clamp_(min=0.0)
+        torch.minimum(min_dist, dist, out=min_dist)
+        self._refresh_gap(min_dist, slice(0, self.n))
 
     def _refresh_gap(self, min_dist, rows):
         # (out of place: rows may be a view, and float64 stays itself)
@@ -912,40 +943,59 @@ class _ClassSortedSeeding:
         )
 
 
-def _permutable(x):
-    return x.is_contiguous() and x.dtype in (
-        torch.float16,
-        torch.float32,
-        torch.float64,
-    )
+class _HalfRows:
+    """A float16 copy of the rows of ``x`` (in ``order``; ``norms`` in that
+    order too), scaled by a power of two, and a
+    bound of the error of inner products computed from it.
 
-
-def _permute_rows_(arrays, order):
-    """``x[i] = x[order[i]]`` for the rows of each array, in place.
-
-    Follows the cycles of the permutation with one row of scratch per array:
-    no copy of the arrays.
+    Scaled rows have norms of at most 128, so products stay far below
+    float16's largest number. For rows ``x``, ``y`` of norms ``|x|``,
+    ``|y|``, the copy's inner product (float16 products accumulated in
+    float32, rounded to float16) differs from ``x.y`` by at most
+    ``(2^-10 + 2^-11 + 2^-20 + 4 D 2^-24) |x||y|`` (the two rows' rounding,
+    the accumulation, the result's rounding), plus terms for float16's
+    subnormal numbers, in units of the scale.
     """
-    n = len(order)
-    todo = order != np.arange(n)
-    order = order.tolist()
-    scratch = [np.empty(x.shape[1:], x.dtype) for x in arrays]
-    for start in np.flatnonzero(todo).tolist():
-        if not todo[start]:
-            continue
-        for x, row in zip(arrays, scratch):
-            row[...] = x[start]
-        i = start
-        while True:
-            j = order[i]
-            todo[i] = False
-            if j == start:
-                for x, row in zip(arrays, scratch):
-                    x[i] = row
-                break
-            for x in arrays:
-                x[i] = x[j]
-            i = j
+
+    def __init__(self, x, norms, order):
+        self.norms = norms.double() * (1.0 + 2.0**-16)
+        top = float(self.norms.max())
+        exponent = math.floor(math.log2(128.0 / top)) if top > 0 else 0
+        self.scale = 2.0 ** min(max(exponent, -100), 100)
+        self.rows = torch.empty(x.shape, dtype=torch.float16)
+        # (scaling by a power of two is exact; a small temporary at a time)
+        step = max(1, 2**18 // max(1, x.shape[1]))
+        for s in range(0, x.shape[0], step):
+            rows = x.index_select(0, order[s : s + step])
+            self.rows[s : s + step] = rows.mul_(self.scale)
+        dim = x.shape[1]
+        self.relative = 2.0**-10 + 2.0**-11 + 2.0**-20 + 4.0 * dim * 2.0**-24
+        self.linear = 2.0**-23 * math.sqrt(dim) / self.scale
+        self.constant = (dim * 2.0**-48 + 2.0**-24) / self.scale**2
+
+    def products(self, s, e, p):
+        """``x[s:e] @ x[p]`` from the copy (float64), and a bound of its error."""
+        value = (self.rows[s:e] @ self.rows[p]).double().div_(self.scale**2)
+        norm_p = float(self.norms[p])
+        err = self.norms[s:e] * (self.relative * norm_p + self.linear)
+        return value, err.add_(self.linear * norm_p + self.constant)
+
+
+@functools.cache
+def _half_products_accumulate_in_float32(rows, dim):
+    """Whether float16 matrix-vector products of this shape accumulate in
+    float32 on the CPU (PyTorch's default; a float16 accumulator would lose
+    the ones added to 2048). Where they do not, BADGE uses float32 only."""
+    flag = getattr(torch._C, "_get_cpu_allow_fp16_reduced_precision_reduction", None)
+    if flag is not None and flag():
+        return False
+    rows, dim = max(rows, 1), max(dim, 2)
+    x = torch.ones(rows, dim, dtype=torch.float16)
+    x[:, 0] = 2048.0
+    v = torch.ones(dim, dtype=torch.float16)
+    exact = 2048.0 + (dim - 1)
+    out = (x @ v).double()
+    return bool(((out - exact).abs() <= 2.0**-11 * exact + 1e-3).all())
 
 
 def _proba_minus_onehot(proba):
