@@ -784,7 +784,9 @@ class _ClassSortedSeeding:
         self.inv[order] = torch.arange(n)
         self.g2, self.h_norm = g2[order], h_norm[order]
         self.pos_norm = pos_norm[order]
-        self.ah = self.g2.sqrt()
+        # float64, as the bounds use them: (1 - rel_err) g2 and |a||h|
+        self.base = self.g2.double() * (1.0 - self.rel_err)
+        self.ah = self.g2.double().sqrt()
         self.a_norm = a2[order].sqrt_()
         if self.signed:
             self.own = a.gather(1, k[:, None]).squeeze(1).abs_()[order]
@@ -890,10 +892,8 @@ class _ClassSortedSeeding:
             rows = torch.repeat_interleave(
                 self.b_start[blocks] - (lens.cumsum(0) - lens), lens
             ).add_(torch.arange(size))
-            g2 = self.g2[rows].double()
-            bound = g2 * (1.0 - rel) + (1.0 - rel) * g2c
-            bound.sub_(self.ah[rows].double(), alpha=2.0 * rel * ahc)
-            bound.sub_(self._coupling(p, rows), alpha=scale)
+            bound = torch.add(self.base[rows], self.ah[rows], alpha=-2.0 * rel * ahc)
+            bound.add_((1.0 - rel) * g2c).sub_(self._coupling(p, rows), alpha=scale)
             near = rows[bound < min_dist[rows]]
             if near.numel():
                 self._exact_rows(min_dist, p, near)
@@ -904,13 +904,12 @@ class _ClassSortedSeeding:
             return
         # its own class: a.a' and h.h' from the float16 copies, within
         # their error bounds, then exactly where the distance may shrink
-        (aa, aa_err), (hh, hh_err) = (x.products(s, e, p) for x in self.half)
-        coupling = aa.abs_().add_(aa_err).mul_(hh.abs_().add_(hh_err))
-        bound = self.g2[s:e].double() * (1.0 - rel)
-        bound.add_((1.0 - rel) * g2c)
-        bound.sub_(self.ah[s:e].double(), alpha=2.0 * rel * ahc)
-        bound.sub_(coupling, alpha=2.0 * (1.0 + rel))
-        near = torch.nonzero(bound < min_dist[s:e]).flatten().add_(s)
+        half_a, half_h = self.half
+        coupling = half_a.magnitude(s, e, p).mul_(half_h.magnitude(s, e, p))
+        units = half_a.scale**2 * half_h.scale**2
+        bound = torch.add(self.base[s:e], self.ah[s:e], alpha=-2.0 * rel * ahc)
+        bound.add_((1.0 - rel) * g2c).sub_(coupling, alpha=2.0 * (1.0 + rel) / units)
+        near = torch.nonzero(torch.lt(bound, min_dist[s:e])).flatten().add_(s)
         if near.numel():
             self._exact_rows(min_dist, p, near)
         self._refresh_gap(min_dist, slice(s, e))
@@ -935,9 +934,7 @@ class _ClassSortedSeeding:
         self._refresh_gap(min_dist, slice(0, self.n))
 
     def _refresh_gap(self, min_dist, rows):
-        # (out of place: rows may be a view, and float64 stays itself)
-        gap = self.g2[rows].double() * (1.0 - self.rel_err)
-        gap.sub_(min_dist[rows].double())
+        gap = torch.sub(self.base[rows], min_dist[rows])
         self.gap.scatter_reduce_(
             0, self.row_block[rows], gap, "amin", include_self=False
         )
@@ -958,10 +955,11 @@ class _HalfRows:
     """
 
     def __init__(self, x, norms, order):
-        self.norms = norms.double() * (1.0 + 2.0**-16)
-        top = float(self.norms.max())
+        norms = norms.double() * (1.0 + 2.0**-16)
+        top = float(norms.max())
         exponent = math.floor(math.log2(128.0 / top)) if top > 0 else 0
         self.scale = 2.0 ** min(max(exponent, -100), 100)
+        self.norms = norms.mul_(self.scale)  # in units of the scale
         self.rows = torch.empty(x.shape, dtype=torch.float16)
         # (scaling by a power of two is exact; a small temporary at a time)
         step = max(1, 2**18 // max(1, x.shape[1]))
@@ -970,15 +968,23 @@ class _HalfRows:
             self.rows[s : s + step] = rows.mul_(self.scale)
         dim = x.shape[1]
         self.relative = 2.0**-10 + 2.0**-11 + 2.0**-20 + 4.0 * dim * 2.0**-24
-        self.linear = 2.0**-23 * math.sqrt(dim) / self.scale
-        self.constant = (dim * 2.0**-48 + 2.0**-24) / self.scale**2
+        self.linear = 2.0**-23 * math.sqrt(dim)
+        self.constant = dim * 2.0**-48 + 2.0**-24
 
     def products(self, s, e, p):
-        """``x[s:e] @ x[p]`` from the copy (float64), and a bound of its error."""
-        value = (self.rows[s:e] @ self.rows[p]).double().div_(self.scale**2)
+        """``x[s:e] @ x[p]`` from the copy, and a bound of its error (float64,
+        in units of ``scale**2``)."""
+        value = (self.rows[s:e] @ self.rows[p]).double()
         norm_p = float(self.norms[p])
         err = self.norms[s:e] * (self.relative * norm_p + self.linear)
         return value, err.add_(self.linear * norm_p + self.constant)
+
+    def magnitude(self, s, e, p):
+        """A bound of ``|x[s:e] @ x[p]|`` (float64, in units of ``scale**2``)."""
+        value = (self.rows[s:e] @ self.rows[p]).double().abs_()
+        norm_p = float(self.norms[p])
+        value.add_(self.norms[s:e], alpha=self.relative * norm_p + self.linear)
+        return value.add_(self.linear * norm_p + self.constant)
 
 
 @functools.cache
