@@ -73,9 +73,9 @@ def coreset_memory(n, d, n_lab, b, chunk=2048):
 
 def badge_memory(n, c, d, device="cpu"):
     """Bytes BADGE keeps, as stated in the docs: the two factors (and on the
-    CPU a copy of ``a`` by columns) and about 100 bytes per candidate."""
-    columns = 4 * n * c if torch.device(device).type == "cpu" else 0
-    return 4 * n * (c + d) + columns + 100 * n
+    CPU their float16 copies) and about 100 bytes per candidate."""
+    copies = 2 * n * (c + d) if torch.device(device).type == "cpu" else 0
+    return 4 * n * (c + d) + copies + 100 * n
 
 
 def _mlp(n_classes, device):
