@@ -142,11 +142,11 @@ class BADGE(QueryStrategy):
     The N x (C * D) matrix of embeddings is never formed: only ``a = p -
     onehot(y_hat)`` (N x C) and ``h`` (N x D) are kept, and squared distances
     come from ``|a|^2 |h|^2 + |a'|^2 |h'|^2 - 2 (a.a') (h.h')``, so each
-    seeding step costs at most O(N (C + D)). A step computes ``h.h'`` only
-    for the samples whose distance to the new point may be below their
-    current one: with ``|h.h'| <= |h||h'|`` (and ``h.h' >= 0`` when every
-    embedding is non-negative, as after a ReLU), ``a.a'`` alone bounds the
-    distance from below, with a margin for rounding. The picks are those of
+    seeding step costs at most O(N (C + D)). On the CPU a step computes the
+    exact distance only for the samples whose distance to the new point may
+    be below their current one, found from bounds (see
+    :func:`~skal.strategies.kmeans_pp_gradient`); on a GPU it computes every
+    distance without waiting for the device. The picks are those of
     computing every distance.
 
     For a classifier that is not a skorch network, ``h`` is the input as the
@@ -536,23 +536,29 @@ def kmeans_pp_gradient(a, h, n, *, random_state):
     ``|a|^2 |h|^2 + |a'|^2 |h'|^2 - 2 (a.a') (h.h')`` at every step; the
     work is not. On the CPU, when every row of ``a`` has at most one
     negative entry (BADGE's rows are probabilities minus the one-hot vector
-    of the predicted class ``k``), the rows are grouped by ``k`` (in a
-    copy of ``a`` and ``h``), and a step computes:
+    of the predicted class ``k``), the rows are numbered by ``k`` and a step
+    computes:
 
-    - every distance to the new point within its class, in two
-      matrix-vector products over contiguous rows;
-    - in the other classes, only the distances that may be below their
-      current value. For rows of different classes, ``a.a'`` is at most the
-      product of the norms of the rows' positive parts (their negative
-      entries are at different classes), and ``|h.h'| <= |h||h'|``; with a
-      margin for rounding, this bounds the distance from below by a product
-      of one number per row and one per new point. Blocks of up to 256 rows
-      of one class are skipped at once by the largest such number in the
-      block and the smallest gap between the rows' bound and current
-      distance; the rows of the other blocks are tested one by one.
+    - for the rows of the new point's class, ``a.a'`` and ``h.h'`` from
+      float16 copies of ``a`` and ``h`` in that order (contiguous
+      matrix-vector products), with a bound of their error; the exact
+      distance only where it may be below the current one. This needs
+      float16 products to accumulate in float32 (PyTorch's default on CPUs),
+      which is checked at run time; otherwise float32 products are used;
+    - for the rows of other classes, only the distances that may be below
+      their current value. For rows of different classes, ``a.a'`` is at
+      most the product of the norms of the rows' positive parts (their
+      negative entries are at different classes), and ``|h.h'| <=
+      |h||h'|``; with a margin for rounding, this bounds the distance from
+      below by a product of one number per row and one per new point.
+      Blocks of up to 256 rows of one class are skipped at once by the
+      largest such number in the block and the smallest gap between the
+      rows' bound and current distance; the rows of the other blocks are
+      tested one by one.
 
-    Rows of any other form, and embeddings of either sign, work too, with
-    weaker bounds. On other devices (a GPU) every distance is computed at
+    ``a`` and ``h`` are not modified; the float16 copies take ``2 N (C +
+    D)`` bytes. Rows of any other form, and embeddings of either sign, work
+    too, with weaker bounds. On other devices (a GPU) every distance is computed at
     every step, in two matrix-vector products, and the loop does not wait
     for the device.
 
@@ -995,7 +1001,8 @@ def _half_products_accumulate_in_float32(rows, dim):
     flag = getattr(torch._C, "_get_cpu_allow_fp16_reduced_precision_reduction", None)
     if flag is not None and flag():
         return False
-    rows, dim = max(rows, 1), max(dim, 2)
+    # (at least 2047 ones: fewer could all be lost within float16's spacing)
+    rows, dim = min(max(rows, 1), 8192), max(dim, 2048)
     x = torch.ones(rows, dim, dtype=torch.float16)
     x[:, 0] = 2048.0
     v = torch.ones(dim, dtype=torch.float16)
