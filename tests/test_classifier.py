@@ -312,3 +312,32 @@ def test_learner_inference_leaves_torch_global_generator_alone(blobs):
     learner.predict_proba(X)
     learner.score(X, y)
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_loader_options_set_on_a_fitted_net_keep_its_weights(blobs):
+    # skorch raises for them on an initialized net; they only configure the
+    # next DataLoader
+    X, y = blobs
+    net = make_net(module=skal.nets.MLP, module__num_classes=3, max_epochs=2)
+    net = net.fit(X, y)
+    weights = {k: v.clone() for k, v in net.module_.state_dict().items()}
+    proba = net.predict_proba(X)
+    seen = []
+    net.set_params(iterator_valid__batch_size=7, iterator_valid__drop_last=False)
+    assert net.get_params()["iterator_valid__batch_size"] == 7
+    hook = net.module_.register_forward_hook(
+        lambda module, args, out: seen.append(len(args[0]))
+    )
+    try:
+        np.testing.assert_allclose(net.predict_proba(X), proba, rtol=1e-5)
+    finally:
+        hook.remove()
+    assert seen[0] == 7 and sum(seen) == len(X)
+    for key, value in net.module_.state_dict().items():
+        assert torch.equal(value, weights[key])
+    # with other parameters, skorch's own handling (re-initialization) stays
+    net.set_params(iterator_train__shuffle=False, module__hidden_units=(5,))
+    assert net.module_.layers[1].out_features == 5
+    assert net.iterator_train__shuffle is False
+    with pytest.raises(ValueError, match="iterator_valid__batch_size_"):
+        net.set_params(iterator_valid__batch_size_=3)

@@ -26,6 +26,10 @@ from .taps import LayerTap, last_linear_name
 _CLASS_COUNT_PARAMS = ("num_classes", "n_classes")
 
 
+# options of the loaders and the dataset: nothing to re-initialize
+_LOADER_PREFIXES = ("iterator_train__", "iterator_valid__", "dataset__")
+
+
 class NeuralNetClassifier(skorch.NeuralNetClassifier):
     """A skorch ``NeuralNetClassifier`` with the defaults active learning needs.
 
@@ -201,6 +205,44 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
                     "device='cpu', or install a CUDA build of torch on a GPU machine"
                 )
         return super().initialize()
+
+    def set_params(self, **kwargs):
+        """Set parameters as skorch does; loader and dataset options work on a
+        fitted net too.
+
+        skorch re-initializes the module, criterion or optimizer when their
+        parameters change on an initialized net, and raises for parameters
+        of no component (``iterator_train__*``, ``iterator_valid__*``,
+        ``dataset__*``). Those only configure the next ``DataLoader`` or
+        dataset, so here they are set without re-initializing anything: the
+        fitted weights stay.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import skal
+        >>> X = np.random.RandomState(0).randn(40, 3).astype(np.float32)
+        >>> net = skal.NeuralNetClassifier(skal.nets.MLP, max_epochs=1)
+        >>> net = net.fit(X, (X[:, 0] > 0).astype(int))
+        >>> net = net.set_params(iterator_valid__batch_size=8)
+        >>> net.predict_proba(X).shape
+        (40, 2)
+        """
+        loader = {k: v for k, v in kwargs.items() if k.startswith(_LOADER_PREFIXES)}
+        if not loader or not getattr(self, "initialized_", False):
+            return super().set_params(**kwargs)
+        for key in loader:
+            if key.endswith("_"):
+                raise ValueError(
+                    f"invalid parameter {key!r}: parameter names do not end "
+                    "with '_' (fitted attributes do)"
+                )
+        rest = {k: v for k, v in kwargs.items() if k not in loader}
+        if rest:
+            super().set_params(**rest)
+        for key, value in loader.items():
+            setattr(self, key, value)
+        return self
 
     def initialize_module(self):
         """Build the module, giving it one output per declared class."""
