@@ -118,10 +118,9 @@ def main(argv=None):
     def entropy():
         return learner.query(pool, n=args.query)
 
-    # pinned batches (set_params would raise on a fitted skorch net: a
-    # plain attribute)
+    # pinned batches
     pinned = copy.deepcopy(learner)
-    pinned.estimator_.iterator_valid__pin_memory = True
+    pinned.estimator_.set_params(iterator_valid__pin_memory=True)
 
     def pinned_query():
         return pinned.query(pool, n=args.query)
