@@ -454,17 +454,17 @@ def test_cross_class_bounds_enclose_the_inner_products(sharpness, signed):
     for p in (0, 1, 17, 599):
         rows = torch.nonzero(classes != classes[p]).flatten()
         exact = sa[rows] @ sa[p]
-        # the bound of a.a' as it enters the distance, for each row and for
-        # its block (both times |h| of the row)
+        # the bound of a.a' as it enters the distance, for each row (times its
+        # |h|) and for its block (times the block's largest |h|-weighted one)
         h_norm = seeding.h_norm[rows].double()
-        per_row = seeding._coupling(p, rows)
-        coupling = exact.abs() if signed else exact.clamp(min=0.0)
+        per_row = seeding._row_coupling(p, rows)
+        per_block = seeding._block_coupling(p)[blocks[rows]]
+        coupling = (exact.abs() if signed else exact.clamp(min=0.0)) * h_norm
         norms = sa.norm(dim=1)
-        tol = 1e-5 * norms[rows] * norms[p] + torch.finfo(torch.float32).tiny
-        assert bool((coupling * h_norm <= (per_row + tol * h_norm)).all())
-        blocks_bound = seeding._coupling(p)[blocks[rows]]
-        assert bool((per_row <= blocks_bound * (1 + 1e-12)).all())
-        if not signed and sharpness > 0:
+        tol = 1e-5 * norms[rows] * norms[p] * h_norm + torch.finfo(torch.float32).tiny
+        assert bool((coupling <= per_row + tol).all())
+        assert bool((coupling <= per_block + tol).all())
+        if sharpness > 0:
             # not vacuous: far below |a||a'| for most rows
             loose = norms[rows] * norms[p] * h_norm
             assert float((per_row < 0.5 * loose).double().mean()) > 0.5

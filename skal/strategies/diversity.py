@@ -793,11 +793,26 @@ class _ClassSortedSeeding:
         # float64, as the bounds use them: (1 - rel_err) g2 and |a||h|
         self.base = self.g2.double() * (1.0 - self.rel_err)
         self.ah = self.g2.double().sqrt()
-        self.a_norm = a2[order].sqrt_()
+        # |a|, raised by what underflow may have lost from a2
+        self.a_norm = a2[order].add_(n_classes * torch.finfo(a.dtype).tiny).sqrt_()
+        # a[k] of each row, and a bound of the sum of its other squares
+        self.own = a.gather(1, k[:, None]).squeeze(1)[order]
+        rest = torch.cat(
+            [
+                _sq(a[s : s + _ROWS].scatter(1, k[s : s + _ROWS, None], 0.0))
+                for s in range(0, n, _ROWS)
+            ]
+        )
+        self.rest_up = rest.mul_(1.0 + eps).add_(floor)[order]
+        self.a_columns = None
         if self.signed:
-            self.own = a.gather(1, k[:, None]).squeeze(1).abs_()[order]
             top = [a[s : s + _ROWS].clamp(min=0.0).amax(1) for s in range(0, n, _ROWS)]
             self.top = torch.cat(top)[order]
+            # the weaker block bounds leave most rows to be tested one by one:
+            # the columns of a in this order, each contiguous
+            self.a_columns = a.new_empty((n_classes, n))
+            for s in range(0, n, _ROWS):
+                self.a_columns[:, s : s + _ROWS] = a[order[s : s + _ROWS]].T
         self._blocks(k[order], n_classes)
         self.half = None
         if _half_products_accumulate_in_float32(
@@ -824,6 +839,8 @@ class _ClassSortedSeeding:
         self.b_len = torch.from_numpy(b_len)
         self.row_block = torch.repeat_interleave(torch.arange(len(b_class)), self.b_len)
         self.b_class = b_class
+        self.b_class_t = torch.from_numpy(b_class)
+        self.class_count = torch.from_numpy(counts)
 
         def block_max(v):
             out = torch.zeros(len(b_class), dtype=torch.float64)
@@ -835,7 +852,7 @@ class _ClassSortedSeeding:
         self.w_max = block_max(self.pos_norm.double() * h_norm)
         self.ah_max = block_max(self.ah)
         if self.signed:
-            self.own_max = block_max(self.own.double() * h_norm)
+            self.own_max = block_max(self.own.double().abs() * h_norm)
             self.top_max = block_max(self.top.double() * h_norm)
         # the smallest (1 - rel_err) g2 - min_dist of each block, or a lower
         # bound of it
@@ -858,22 +875,48 @@ class _ClassSortedSeeding:
             min_dist[p] = 0.0
         return picked
 
-    def _coupling(self, p, rows=None):
-        """The bound of ``|a.a'|`` over ``|h||h'|`` for the rows of other
-        classes than row ``p``'s: per block (float64), or for ``rows``."""
-        pc = float(self.pos_norm[p])
-        if rows is None:
-            out = self.w_max * pc
-            if self.signed:
-                out += self.own_max * float(self.top[p])
-                out += self.top_max * float(self.own[p])
-            return out
-        h_norm = self.h_norm[rows].double()
-        out = self.pos_norm[rows].double() * pc
+    def _block_coupling(self, p):
+        """For each block, a bound of ``a.a'`` as it enters the distance,
+        over ``|h'|``, for its rows (of other classes than row ``p``)."""
+        out = self.w_max * float(self.pos_norm[p])
         if self.signed:
-            out += self.own[rows].double() * float(self.top[p])
-            out += self.top[rows].double() * float(self.own[p])
-        return out.mul_(h_norm)
+            out += self.own_max * float(self.top[p])
+            out += self.top_max * float(self.own[p].abs())
+        return out
+
+    def _row_coupling(self, p, rows):
+        """For ``rows`` of other classes than row ``p``'s (class ``k'``), a
+        bound of ``a.a'`` as it enters the distance (its positive part, or
+        for embeddings of either sign its magnitude) times ``|h|``.
+
+        ``a.a'`` is ``a[k] a'[k] + a[k'] a'[k']`` (exact here, one column of
+        ``a`` read) plus the sum over the other classes, where both rows are
+        non-negative: between 0 and the product of the two rows' norms over
+        those classes.
+        """
+        kc = int(self.b_class[int(self.row_block[p])])
+        center = self.a[int(self.order[p])]
+        if isinstance(rows, slice):  # every row: no gathers
+            col = self.a[self.order, kc] if self.a_columns is None else None
+            col = self.a_columns[kc] if col is None else col
+            cen = center.repeat_interleave(self.class_count)
+        else:
+            col = self.a[self.order[rows], kc]  # a[k'] of each row
+            cen = center[self.b_class_t[self.row_block[rows]]]  # a'[k] for each
+        base = torch.mul(self.own[rows], cen).addcmul_(col, center[kc])
+        row_rest = torch.sub(self.rest_up[rows], col * col).clamp_(min=0.0).sqrt_()
+        rest_c = float(self.rest_up[p])
+        high = torch.sub(rest_c, cen * cen).clamp_(min=0.0).sqrt_().mul_(row_rest)
+        high.add_(base)
+        # the bounds' own rounding: their terms are at most |a||a'| (and the
+        # smallest normal number where products underflow)
+        slack = self.a_norm[rows] * (self.rel_err * float(self.a_norm[p]))
+        slack.add_(torch.finfo(slack.dtype).tiny)
+        if self.signed:
+            coupling = torch.maximum(base.sub_(slack).abs_(), high.add_(slack).abs_())
+        else:
+            coupling = high.add_(slack).clamp_(min=0.0)
+        return coupling.double().mul_(self.h_norm[rows])
 
     def _update(self, min_dist, p):
         """Lower ``min_dist`` to the distances to (sorted) row ``p``."""
@@ -886,21 +929,29 @@ class _ClassSortedSeeding:
         # blocks of other classes whose rows may come closer
         low = self.gap + (1.0 - rel) * g2c
         low.sub_(self.ah_max, alpha=2.0 * rel * ahc)
-        low.sub_(self._coupling(p), alpha=scale)
+        low.sub_(self._block_coupling(p), alpha=scale)
         low[b0:b1] = 0.0
         blocks = torch.nonzero(low < 0).flatten()
         if blocks.numel():
             lens = self.b_len[blocks]
             size = int(lens.sum())
-            if size + e - s > self.n // 4:
+            if size > (self.n - e + s) // 2:
+                rows = slice(0, self.n)  # most blocks: every row
+            else:
+                rows = torch.repeat_interleave(
+                    self.b_start[blocks] - (lens.cumsum(0) - lens), lens
+                ).add_(torch.arange(size))
+            bound = torch.add(self.base[rows], self.ah[rows], alpha=-2.0 * rel * ahc)
+            bound.add_((1.0 - rel) * g2c)
+            bound.sub_(self._row_coupling(p, rows), alpha=scale)
+            if isinstance(rows, slice):
+                bound[s:e] = float("inf")  # its own class: below
+                near = torch.nonzero(bound < min_dist).flatten()
+            else:
+                near = rows[bound < min_dist[rows]]
+            if near.numel() + e - s > self.n // 4:
                 self._exact(min_dist, p)
                 return
-            rows = torch.repeat_interleave(
-                self.b_start[blocks] - (lens.cumsum(0) - lens), lens
-            ).add_(torch.arange(size))
-            bound = torch.add(self.base[rows], self.ah[rows], alpha=-2.0 * rel * ahc)
-            bound.add_((1.0 - rel) * g2c).sub_(self._coupling(p, rows), alpha=scale)
-            near = rows[bound < min_dist[rows]]
             if near.numel():
                 self._exact_rows(min_dist, p, near)
             self._refresh_gap(min_dist, rows)
