@@ -557,7 +557,8 @@ def kmeans_pp_gradient(a, h, n, *, random_state):
       tested one by one.
 
     ``a`` and ``h`` are not modified; the float16 copies take ``2 N (C +
-    D)`` bytes. Rows of any other form, and embeddings of either sign, work
+    D)`` bytes (and for embeddings of either sign, a copy of ``a`` by
+    columns ``4 N C``). Rows of any other form, and embeddings of either sign, work
     too, with weaker bounds. On other devices (a GPU) every distance is computed at
     every step, in two matrix-vector products, and the loop does not wait
     for the device.
