@@ -748,16 +748,18 @@ class _ClassSortedSeeding:
     - Rows of the new point's class: ``a.a'`` and ``h.h'`` from the float16
       copies (contiguous products), with a bound of their error; the exact
       distance where it may be below the current one.
-    - Rows of other classes: ``a.a' <= |a+| |a'+|`` (their negative entries
-      are at different classes) and ``|h.h'| <= |h||h'|``, so with ``c =
-      |a'+| |h'|`` a row's distance is at least ``g2 + g2' - 2 w c``, less a
-      margin for rounding (for embeddings of either sign, ``|a.a'| <=
-      |a+||a'+| + |a[k]| max a'+ + max a+ |a'[k']|`` adds two such
-      products). A block is skipped when the bound with its largest ``w``
-      (and ``|a||h|`` in the margin) stays above the smallest gap ``g2 -
-      min_dist`` of its rows, kept up to date (as a lower bound) for each
-      block; the rows of the other blocks are tested one by one, and the
-      exact distance computed for those that fail.
+    - Rows of other classes, by blocks: ``a.a' <= |a+| |a'+|`` (their
+      negative entries are at different classes) and ``|h.h'| <= |h||h'|``,
+      so with ``c = |a'+| |h'|`` a row's distance is at least ``g2 + g2' - 2
+      w c``, less a margin for rounding (for embeddings of either sign,
+      ``|a.a'| <= |a+||a'+| + |a[k]| max a'+ + max a+ |a'[k']|`` adds two
+      such products). A block is skipped when the bound with its largest
+      ``w`` (and ``|a||h|`` in the margin) stays above the smallest gap
+      ``g2 - min_dist`` of its rows, kept up to date (as a lower bound) for
+      each block.
+    - Rows of the other blocks, one by one, with the tighter bounds of
+      ``_row_coupling`` (two terms of ``a.a'`` exact); the exact distance
+      for those that fail.
 
     The D^2 draw runs over the distances in the caller's order, so the picks
     are those of computing every distance at every step.
@@ -999,9 +1001,9 @@ class _ClassSortedSeeding:
 
 
 class _HalfRows:
-    """A float16 copy of the rows of ``x`` (in ``order``; ``norms`` in that
-    order too), scaled by a power of two, and a
-    bound of the error of inner products computed from it.
+    """A float16 copy of the rows of ``x`` in ``order``, scaled by a power of
+    two, and a bound of the error of inner products computed from it
+    (``norms``: an upper bound of the rows' norms, in that order).
 
     Scaled rows have norms of at most 128, so products stay far below
     float16's largest number. For rows ``x``, ``y`` of norms ``|x|``,
