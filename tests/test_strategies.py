@@ -808,3 +808,15 @@ def test_float16_prefilter_is_off_where_float16_may_accumulate_in_float16(
         assert diversity._ClassSortedSeeding(a, h).half is None
     finally:
         probe.cache_clear()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_kmeans_pp_gradient_to_the_last_sample_with_duplicates(dtype):
+    # every sample picked (the last draws are uniform among the rest, all
+    # distances being zero), rows repeated four times, reduced precision
+    a, h = badge_factors(75, 5, 8, 1.0, seed=2)
+    a, h = a.repeat(4, 1).to(dtype), h.repeat(4, 1).to(dtype)
+    picked = kmeans_pp_gradient(a, h, 300, random_state=np.random.RandomState(0))
+    expected = previous_kmeans_pp_gradient(a, h, 300, np.random.RandomState(0))
+    np.testing.assert_array_equal(picked, expected)
+    assert sorted(picked) == list(range(300))

@@ -786,7 +786,7 @@ class _ClassSortedSeeding:
         k = a.argmin(1)
         # position -> the caller's index, and back
         order = torch.from_numpy(
-            np.lexsort(((-(pos_norm * h_norm)).numpy(), k.numpy()))
+            np.lexsort(((-(pos_norm * h_norm)).double().numpy(), k.numpy()))
         )
         self.order = order
         self.inv = torch.empty_like(order)
