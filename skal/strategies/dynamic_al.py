@@ -138,20 +138,22 @@ class DynamicAL(QueryStrategy):
                 )
                 g_s = sum_gradient(module, labelled)
             targets = self._targets(context.random_state)
+            # kept on the net's device until the end: on a GPU the loop does
+            # not wait for each batch's results
             sq, dots = [], []
             for xb, _ in net.iter_batches(X, batch_size=self.batch_size):
                 stats = engine.stats(
                     xb, targets, vector=g_s, norms=not math.isinf(gamma)
                 )
                 if stats.sq_norms is not None:
-                    sq.append(to_numpy(stats.sq_norms).astype(np.float64))
+                    sq.append(stats.sq_norms)
                 if stats.dots is not None:
-                    dots.append(to_numpy(stats.dots).astype(np.float64))
+                    dots.append(stats.dots)
         if math.isinf(gamma):
-            return np.concatenate(dots) if dots else np.empty(0)
-        out = np.concatenate(sq) if sq else np.empty(0)
+            return _to_host(dots)
+        out = _to_host(sq)
         if gamma != 0.0:
-            out = out + gamma * np.concatenate(dots)
+            out = out + gamma * _to_host(dots)
         return out
 
     def _targets(self, random_state):
@@ -162,6 +164,13 @@ class DynamicAL(QueryStrategy):
     def validate(self, estimator):
         super().validate(estimator)
         check_net(estimator, "dynamic_al")
+
+
+def _to_host(parts):
+    """Per-batch values, concatenated, as a float64 array."""
+    if not parts:
+        return np.empty(0)
+    return to_numpy(torch.cat(parts)).astype(np.float64)
 
 
 def _sample(logits, random_state):
