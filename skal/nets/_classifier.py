@@ -207,8 +207,7 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         return super().initialize()
 
     def set_params(self, **kwargs):
-        """Set parameters as skorch does; loader and dataset options work on a
-        fitted net too.
+        """Set parameters as skorch does, loader options on a fitted net too.
 
         skorch re-initializes the module, criterion or optimizer when their
         parameters change on an initialized net, and raises for parameters
@@ -216,6 +215,16 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         ``dataset__*``). Those only configure the next ``DataLoader`` or
         dataset, so here they are set without re-initializing anything: the
         fitted weights stay.
+
+        Parameters
+        ----------
+        **kwargs : dict
+            Parameter names and values, as in ``sklearn``'s ``set_params``
+            (``<component>__<name>`` for a component's parameters).
+
+        Returns
+        -------
+        self : NeuralNetClassifier
 
         Examples
         --------
