@@ -795,19 +795,14 @@ def test_float16_prefilter_is_off_where_float16_may_accumulate_in_float16(
     # PyTorch's switch for float16 reductions on the CPU (where it exists)
     # turns the prefilter off, and BADGE's seeding uses float32 products
     probe = diversity._half_products_accumulate_in_float32
-    probe.cache_clear()
     assert probe(100, 48)
     name = "_get_cpu_allow_fp16_reduced_precision_reduction"
     if not hasattr(torch._C, name):
         pytest.skip("this torch has no CPU float16 reduced-precision switch")
     monkeypatch.setattr(torch._C, name, lambda: True)
-    probe.cache_clear()
-    try:
-        assert not probe(100, 48)
-        a, h = imbalanced_badge_factors(500, 5, 8)
-        assert diversity._ClassSortedSeeding(a, h).half is None
-    finally:
-        probe.cache_clear()
+    assert not probe(100, 48)
+    a, h = imbalanced_badge_factors(500, 5, 8)
+    assert diversity._ClassSortedSeeding(a, h).half is None
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])

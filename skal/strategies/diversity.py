@@ -1047,7 +1047,6 @@ class _HalfRows:
         return value.add_(self.linear * norm_p + self.constant)
 
 
-@functools.cache
 def _half_products_accumulate_in_float32(rows, dim):
     """Whether float16 matrix-vector products of this shape accumulate in
     float32 on the CPU (PyTorch's default; a float16 accumulator would lose
@@ -1056,7 +1055,11 @@ def _half_products_accumulate_in_float32(rows, dim):
     if flag is not None and flag():
         return False
     # (at least 2047 ones: fewer could all be lost within float16's spacing)
-    rows, dim = min(max(rows, 1), 8192), max(dim, 2048)
+    return _half_probe(min(max(rows, 1), 8192), max(dim, 2048))
+
+
+@functools.cache
+def _half_probe(rows, dim):
     x = torch.ones(rows, dim, dtype=torch.float16)
     x[:, 0] = 2048.0
     v = torch.ones(dim, dtype=torch.float16)
