@@ -36,6 +36,7 @@ import time
 
 import numpy as np
 import torch
+from label_efficiency import _subsample  # a stratified subsample
 from sklearn.model_selection import train_test_split
 
 import skal
@@ -67,16 +68,6 @@ def load(name, args):
     test = np.arange(len(y_pool), len(y))
     module_kw = {"module__in_channels": 1, "module__input_size": 28}
     return X, y, train, test, skal.nets.TutorialCNN, module_kw
-
-
-def _subsample(X, y, size):
-    if size is None or size >= len(y):
-        return X, y
-    keep, _ = train_test_split(
-        np.arange(len(y)), train_size=size, stratify=y, random_state=0
-    )
-    keep.sort()
-    return X[keep], y[keep]
 
 
 def main(argv=None):

@@ -48,6 +48,14 @@ def _single_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def seeded():
+    """torch's global generator seeded with 0, its state restored after."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        yield
+
+
 @pytest.fixture(scope="session")
 def blobs():
     """Three well-separated classes, float64, 4 features."""
@@ -86,3 +94,13 @@ def net_factory():
 @pytest.fixture
 def rng():
     return np.random.RandomState(0)
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Three classes in 6 features: 60 labelled rows, then a pool of 200
+    (``X_lab, y_lab, X_pool, y_pool``); modules may define their own."""
+    rng = np.random.RandomState(0)
+    X = rng.randn(260, 6).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5).astype(int)
+    return X[:60], y[:60], X[60:], y[60:]

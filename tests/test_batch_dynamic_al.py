@@ -21,7 +21,7 @@ from skal.strategies import (
     get_strategy,
 )
 
-from .test_dynamic_al import _build, _context
+from .test_dynamic_al import _cached_cases, _context
 
 # models of test_dynamic_al with Linear, Conv (grouped, dilated, 1-d),
 # BatchNorm, shared layers, in-place ops and parameters without closed form
@@ -80,21 +80,7 @@ def _greedy_reference(G, g_s, gamma, n, lam=1.0):
 
 @pytest.fixture(scope="module")
 def cases():
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            module, X, X_lab, y_lab = _build(name)
-            cache[name] = (
-                module,
-                X,
-                X_lab,
-                y_lab,
-                *_full_gradients(module, X, X_lab, y_lab),
-            )
-        return cache[name]
-
-    return get
+    return _cached_cases(_full_gradients)
 
 
 @pytest.mark.parametrize("name", EXACT_MODELS)

@@ -108,6 +108,23 @@ class _Killed(BaseException):
     """Stands for the process dying: raised right after a commit."""
 
 
+def _interrupted_run(X, y, tmp_path, learner, monkeypatch):
+    """A run committed up to round 2, then killed; its directory."""
+    save = _checkpoint.RunCheckpoint.save
+
+    def save_then_die(self, round_, *args, **kwargs):
+        save(self, round_, *args, **kwargs)
+        if round_ == 2:
+            raise _Killed
+
+    monkeypatch.setattr(_checkpoint.RunCheckpoint, "save", save_then_die)
+    with pytest.raises(_Killed):
+        active_learning_curve(learner, X, y, checkpoint_dir=tmp_path, **KW)
+    monkeypatch.setattr(_checkpoint.RunCheckpoint, "save", save)
+    (run_dir,) = tmp_path.iterdir()
+    return run_dir
+
+
 @pytest.mark.parametrize("kind, name", _CASES)
 def test_every_strategy_resumes_exactly(
     kind, name, images, flat, tmp_path, monkeypatch
@@ -119,18 +136,7 @@ def test_every_strategy_resumes_exactly(
     _, ref_scores, ref_queried = active_learning_curve(
         _learner(kind, name), X, y, return_queried=True, **KW
     )
-    save = _checkpoint.RunCheckpoint.save
-
-    def save_then_die(self, round_, *args, **kwargs):
-        save(self, round_, *args, **kwargs)
-        if round_ == 2:
-            raise _Killed
-
-    monkeypatch.setattr(_checkpoint.RunCheckpoint, "save", save_then_die)
-    with pytest.raises(_Killed):
-        active_learning_curve(_learner(kind, name), X, y, checkpoint_dir=tmp_path, **KW)
-    monkeypatch.setattr(_checkpoint.RunCheckpoint, "save", save)
-    (run_dir,) = tmp_path.iterdir()
+    run_dir = _interrupted_run(X, y, tmp_path, _learner(kind, name), monkeypatch)
     assert json.loads((run_dir / "state.json").read_text())["round"] == 2
     with _no_checkpoint_warning():
         _, scores, queried = active_learning_curve(
@@ -195,23 +201,6 @@ def test_state_that_needs_pickling_is_refused_before_the_round_is_written(
 
 
 # ------------------------------------------------------ damaged checkpoints
-def _interrupted_run(X, y, tmp_path, learner, monkeypatch):
-    """A network run committed up to round 2, then killed."""
-    save = _checkpoint.RunCheckpoint.save
-
-    def save_then_die(self, round_, *args, **kwargs):
-        save(self, round_, *args, **kwargs)
-        if round_ == 2:
-            raise _Killed
-
-    monkeypatch.setattr(_checkpoint.RunCheckpoint, "save", save_then_die)
-    with pytest.raises(_Killed):
-        active_learning_curve(learner, X, y, checkpoint_dir=tmp_path, **KW)
-    monkeypatch.setattr(_checkpoint.RunCheckpoint, "save", save)
-    (run_dir,) = tmp_path.iterdir()
-    return run_dir
-
-
 def _flip_bytes(path, offset, n=8):
     data = bytearray(path.read_bytes())
     for i in range(offset, offset + n):

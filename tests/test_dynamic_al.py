@@ -182,23 +182,23 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def references():
+def _cached_cases(reference):
+    """A function of a model name returning, built once, its module, data
+    and ``reference(module, X, X_lab, y_lab)`` unpacked after them."""
     cache = {}
 
     def get(name):
         if name not in cache:
             module, X, X_lab, y_lab = _build(name)
-            cache[name] = (
-                module,
-                X,
-                X_lab,
-                y_lab,
-                *_reference(module, X, X_lab, y_lab),
-            )
+            cache[name] = (module, X, X_lab, y_lab, *reference(module, X, X_lab, y_lab))
         return cache[name]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def references():
+    return _cached_cases(_reference)
 
 
 @pytest.mark.parametrize("name", list(MODELS))

@@ -15,15 +15,8 @@ from skal.nets import AuxiliaryHead, LayerTap, TutorialCNN, global_average_pool
 TAPS = ["conv1", "conv2", "fc1", "fc2"]
 
 
-@pytest.fixture(autouse=True)
-def _single_thread_seeded():
-    """One thread (shared cores), a fixed seed, global RNG state restored."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        yield
-    torch.set_num_threads(threads)
+# a fixed seed, the global RNG state restored (conftest.py: one thread)
+pytestmark = pytest.mark.usefixtures("seeded")
 
 
 # ------------------------------------------------- global average pooling

@@ -31,15 +31,8 @@ from skal.strategies import LLoss, TiDAL, get_strategy
 MLP_TAPS = ["layers.2", "layers.4"]  # the two hidden ReLUs of MLP(32, 16)
 
 
-@pytest.fixture(autouse=True)
-def _single_thread_seeded():
-    """One thread (shared cores), a fixed seed, global RNG state restored."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        yield
-    torch.set_num_threads(threads)
+# a fixed seed, the global RNG state restored (conftest.py: one thread)
+pytestmark = pytest.mark.usefixtures("seeded")
 
 
 @pytest.fixture(scope="module")

@@ -34,14 +34,6 @@ from skal.strategies.diversity import (
 )
 
 
-@pytest.fixture(scope="module")
-def data():
-    rng = np.random.RandomState(0)
-    X = rng.randn(260, 6).astype(np.float32)
-    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5).astype(int)
-    return X[:60], y[:60], X[60:], y[60:]
-
-
 def make_net(**kwargs):
     params = dict(
         module__hidden_units=(16,),

@@ -82,14 +82,6 @@ def _reset_counters():
     CountingMLP.forwards = CountingLR.fits = 0
 
 
-@pytest.fixture(scope="module")
-def data():
-    rng = np.random.RandomState(0)
-    X = rng.randn(260, 6).astype(np.float32)
-    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5).astype(int)
-    return X[:60], y[:60], X[60:], y[60:]
-
-
 def make_net(cls=skal.NeuralNetClassifier, dropout=0.3, **kwargs):
     params = dict(
         module=CountingMLP,
