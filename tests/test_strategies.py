@@ -401,6 +401,21 @@ def test_class_sorted_seeding_picks_as_the_previous_version(
     np.testing.assert_array_equal(picked, expected)
 
 
+def test_class_sorted_seeding_gathers_rows_in_parts_with_the_same_picks(monkeypatch):
+    # exact distances gathered _ROWS rows at a time (a whole class can need
+    # them): parts of 37 rows over classes of hundreds give the same picks
+    monkeypatch.setattr(diversity, "_ROWS", 37)
+    monkeypatch.setattr(
+        diversity, "_half_products_accumulate_in_float32", lambda *_: False
+    )
+    a, h = imbalanced_badge_factors(3000, 12, 20)
+    expected = previous_kmeans_pp_gradient(a, h, 120, np.random.RandomState(4))
+    seeding = diversity._ClassSortedSeeding(a, h)
+    assert int(seeding.class_count.max()) > 10 * diversity._ROWS
+    picked = seeding.run(120, np.random.RandomState(4))
+    np.testing.assert_array_equal(picked, expected)
+
+
 def test_kmeans_pp_gradient_leaves_its_inputs_unchanged():
     a, h = imbalanced_badge_factors(1000, 10, 8)
     a0, h0 = a.clone(), h.clone()

@@ -448,6 +448,15 @@ class _LazyKCenter:
         return self.exact[idx]
 
 
+def _products_at(x, index, v):
+    """``x[index] @ v``, gathering ``_ROWS`` rows at a time (``index`` may
+    name a large share of ``x``)."""
+    parts = [
+        x.index_select(0, index[s : s + _ROWS]) @ v for s in range(0, len(index), _ROWS)
+    ]
+    return torch.cat(parts) if parts else x.new_empty(0)
+
+
 def _exact_min(rows, centers, center_sq):
     """Float64 squared distance of each row to its nearest centre (a tensor)."""
     row_sq = _sq(rows)
@@ -977,8 +986,8 @@ class _ClassSortedSeeding:
     def _exact_rows(self, min_dist, p, rows):
         """The distances of ``rows`` (positions, an index tensor) to ``p``."""
         at, q = self.order[rows], int(self.order[p])
-        aa = self.a.index_select(0, at) @ self.a[q]
-        hh = self.h.index_select(0, at) @ self.h[q]
+        aa = _products_at(self.a, at, self.a[q])
+        hh = _products_at(self.h, at, self.h[q])
         dist = torch.addcmul(self.g2[rows], aa, hh, value=-2.0)
         dist.add_(self.g2[p]).clamp_(min=0.0)
         min_dist[rows] = torch.minimum(min_dist[rows], dist)
