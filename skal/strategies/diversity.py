@@ -552,13 +552,10 @@ def kmeans_pp_gradient(a, h, n, *, random_state):
     of the predicted class ``k``), the rows are numbered by ``k`` and a step
     computes:
 
-    - for the rows of the new point's class, ``h.h'`` from a float16 copy
-      of ``h`` in that order (a contiguous matrix-vector product), with a
-      bound of its error, and ``|a.a'| <= |a[k] a'[k]| + |r||r'|`` (``r``
-      the rest of the row: within a class every other term is
-      non-negative); where that may not be enough, ``a.a'`` from a float16
-      copy of ``a`` too; the exact distance only where it may be below the
-      current one. This needs
+    - for the rows of the new point's class, ``a.a'`` and ``h.h'`` from
+      float16 copies of ``a`` and ``h`` in that order (contiguous
+      matrix-vector products), with a bound of their error; the exact
+      distance only where it may be below the current one. This needs
       float16 products to accumulate in float32 (PyTorch's default on CPUs),
       which is checked at run time; otherwise float32 products are used;
     - for the rows of other classes, only the distances that may be below
@@ -761,13 +758,9 @@ class _ClassSortedSeeding:
     of the row), in blocks of at most ``_BLOCK`` rows; ``a`` and ``h`` stay
     as they are, float16 copies are kept in that order.
 
-    - Rows of the new point's class: ``h.h'`` from the float16 copy (a
-      contiguous product) and ``|a.a'| <= |a[k] a'[k]| + |r||r'|`` (``r``
-      the row without its class entry; these terms are all non-negative
-      within a class), each with a bound of its error; ``a.a'`` from the
-      float16 copy too for the rows that this leaves (gathered, or the
-      class in one product when they are many); the exact distance where
-      it may be below the current one.
+    - Rows of the new point's class: ``a.a'`` and ``h.h'`` from the float16
+      copies (contiguous products), with a bound of their error; the exact
+      distance where it may be below the current one.
     - Rows of other classes, by blocks: ``a.a' <= |a+| |a'+|`` (their
       negative entries are at different classes) and ``|h.h'| <= |h||h'|``,
       so with ``c = |a'+| |h'|`` a row's distance is at least ``g2 + g2' - 2
