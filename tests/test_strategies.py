@@ -442,10 +442,6 @@ def test_half_rows_products_lie_within_their_error_bound(scale):
         assert bool(((value - true).abs() <= err).all())
         magnitude = half.magnitude(0, 3000, p) / half.scale**2
         assert bool((true.abs() <= magnitude).all())
-        # the same bound for gathered rows
-        rows = torch.from_numpy(rng.choice(3000, 400, replace=False))
-        gathered = half.magnitude(0, 3000, p, rows=rows) / half.scale**2
-        assert bool((true[rows].abs() <= gathered).all())
         # and not vacuous: within a few thousandths of |x||x'|
         big = exact.norm(dim=1) * exact[p].norm()
         assert bool((err <= 0.01 * big + 1e-6 * big.max()).all())
@@ -479,35 +475,6 @@ def test_cross_class_bounds_enclose_the_inner_products(sharpness, signed):
             # not vacuous: far below |a||a'| for most rows
             loose = norms[rows] * norms[p] * h_norm
             assert float((per_row < 0.5 * loose).double().mean()) > 0.5
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("sharpness", [0.0, 0.3, 3.0, 30.0])
-def test_own_class_bound_encloses_the_inner_products(sharpness, dtype):
-    a, h = badge_factors(800, 6, 4, sharpness, seed=9)
-    a = a.to(dtype)
-    a[0] = 0.0  # every probability on one class: a = 0
-    # rows whose squares underflow (in float32) or nearly
-    a[1:40] *= torch.logspace(-40, 0, 39, dtype=torch.float64)[:, None].to(dtype)
-    seeding = diversity._ClassSortedSeeding(a, h.to(dtype))
-    sa = seeding.a.double()[seeding.order]  # in the seeding's order
-    classes = torch.as_tensor(seeding.b_class)[seeding.row_block]
-    scaled = torch.zeros(800, dtype=torch.bool)
-    scaled[seeding.inv[:40]] = True
-    for p in torch.cat([seeding.inv[:40], torch.arange(0, 800, 37)]).tolist():
-        k = int(classes[p])
-        s, e = int(seeding.class_start[k]), int(seeding.class_end[k])
-        exact = (sa[s:e] @ sa[p]).abs()
-        bound = seeding._own_class_coupling(p, s, e)
-        assert bound.dtype == torch.float64
-        assert bool((exact <= bound).all())
-        if not scaled[p]:
-            # never looser than |a||a'|, beyond its margins (for rounding,
-            # and for squares lost to underflow: about sqrt(tiny))
-            normal = ~scaled[s:e]
-            whole = sa[s:e][normal].norm(dim=1) * sa[p].norm()
-            margin = 10.0 * torch.finfo(dtype).tiny ** 0.5
-            assert bool((bound[normal] <= whole * (1 + 1e-5) + margin).all())
 
 
 def test_dense_seeding_picks_as_the_pruned_one():

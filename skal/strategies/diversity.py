@@ -44,10 +44,6 @@ _DENSE_ROWS = 65536
 _NEAR_TIES = 256
 # rows of one class that BADGE's seeding on the CPU skips at once
 _BLOCK = 256
-# BADGE's seeding on the CPU: rows of the new point's class that a cheap
-# bound leaves are refined through gathered float16 rows while they are at
-# most this share of the class (one contiguous product of the class beyond)
-_REFINE_SHARE = 8
 _EMBEDDING_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
@@ -975,50 +971,17 @@ class _ClassSortedSeeding:
             self._exact_rows(min_dist, p, torch.arange(s, e))
             self._refresh_gap(min_dist, slice(s, e))
             return
-        # its own class: h.h' from the float16 copy and a.a' from the rows'
-        # own and other terms, within their error bounds; where that may not
-        # be enough, a.a' from the float16 copy as well; then exactly where
-        # the distance may shrink
+        # its own class: a.a' and h.h' from the float16 copies, within
+        # their error bounds, then exactly where the distance may shrink
         half_a, half_h = self.half
-        h_mag = half_h.magnitude(s, e, p)
-        alpha = 2.0 * (1.0 + rel) / half_h.scale**2
+        coupling = half_a.magnitude(s, e, p).mul_(half_h.magnitude(s, e, p))
+        units = half_a.scale**2 * half_h.scale**2
         bound = torch.add(self.base[s:e], self.ah[s:e], alpha=-2.0 * rel * ahc)
-        bound.add_((1.0 - rel) * g2c)
-        a_mag = self._own_class_coupling(p, s, e)
-        near = torch.lt(torch.addcmul(bound, a_mag, h_mag, value=-alpha), min_dist[s:e])
-        near = torch.nonzero(near).flatten()
-        if near.numel() > (e - s) // _REFINE_SHARE:
-            # many: one contiguous product over the class
-            a_mag = torch.minimum(a_mag, half_a.magnitude(s, e, p) / half_a.scale**2)
-            near = torch.lt(
-                torch.addcmul(bound, a_mag, h_mag, value=-alpha), min_dist[s:e]
-            )
-            near = torch.nonzero(near).flatten()
-        elif near.numel():
-            rows = near + s
-            a_near = half_a.magnitude(s, e, p, rows=rows) / half_a.scale**2
-            a_near = torch.minimum(a_mag[near], a_near)
-            keep = torch.addcmul(bound[near], a_near, h_mag[near], value=-alpha)
-            near = near[torch.lt(keep, min_dist[rows])]
+        bound.add_((1.0 - rel) * g2c).sub_(coupling, alpha=2.0 * (1.0 + rel) / units)
+        near = torch.nonzero(torch.lt(bound, min_dist[s:e])).flatten().add_(s)
         if near.numel():
-            self._exact_rows(min_dist, p, near.add_(s))
+            self._exact_rows(min_dist, p, near)
         self._refresh_gap(min_dist, slice(s, e))
-
-    def _own_class_coupling(self, p, s, e):
-        """A bound of ``|a.a'|`` (float64) for rows ``s:e`` of the class of
-        row ``p``.
-
-        Rows of one class ``k`` have their only negative entry at ``k``, so
-        ``a.a'`` is ``a[k] a'[k]`` plus terms that are all non-negative, at
-        most the product of the two rows' norms over the other classes. The
-        products of float32 (or float64) values below are exact (or within
-        a few units of float64's last place, covered by the margin).
-        """
-        # (out of place: .double() of float64 rows is the rows themselves)
-        own = torch.mul(self.own[s:e].double(), float(self.own[p])).abs_()
-        rest = torch.mul(self.rest_up[s:e].double(), float(self.rest_up[p])).sqrt_()
-        out = own.add_(rest).mul_(1.0 + 2.0**-48)
-        return out.add_(torch.finfo(torch.float64).tiny)
 
     def _exact_rows(self, min_dist, p, rows):
         """The distances of ``rows`` (positions, an index tensor) to ``p``."""
@@ -1085,17 +1048,11 @@ class _HalfRows:
         err = self.norms[s:e] * (self.relative * norm_p + self.linear)
         return value, err.add_(self.linear * norm_p + self.constant)
 
-    def magnitude(self, s, e, p, rows=None):
-        """A bound of ``|x[s:e] @ x[p]|`` (float64, in units of ``scale**2``),
-        or of ``|x[rows] @ x[p]|`` for ``rows`` (positions, an index tensor)."""
-        if rows is None:
-            value, norms = self.rows[s:e] @ self.rows[p], self.norms[s:e]
-        else:
-            value = self.rows.index_select(0, rows) @ self.rows[p]
-            norms = self.norms[rows]
-        value = value.double().abs_()
+    def magnitude(self, s, e, p):
+        """A bound of ``|x[s:e] @ x[p]|`` (float64, in units of ``scale**2``)."""
+        value = (self.rows[s:e] @ self.rows[p]).double().abs_()
         norm_p = float(self.norms[p])
-        value.add_(norms, alpha=self.relative * norm_p + self.linear)
+        value.add_(self.norms[s:e], alpha=self.relative * norm_p + self.linear)
         return value.add_(self.linear * norm_p + self.constant)
 
 
