@@ -73,11 +73,12 @@ def coreset_memory(n, d, n_lab, b, chunk=2048):
     )
 
 
-def badge_memory(n, c, d, device="cpu"):
-    """Bytes BADGE keeps, as stated in the docs: the two factors (and on the
-    CPU their float16 copies) and about 100 bytes per candidate."""
+def badge_memory(n, c, d, device="cpu", h_bytes=4):
+    """Bytes BADGE keeps, as stated in the docs: the two factors (``h`` in
+    ``h_bytes`` per number), on the CPU their float16 copies, and about 100
+    bytes per candidate."""
     copies = 2 * n * (c + d) if torch.device(device).type == "cpu" else 0
-    return 4 * n * (c + d) + copies + 100 * n
+    return 4 * n * c + h_bytes * n * d + copies + 100 * n
 
 
 def _mlp(n_classes, device):
@@ -121,6 +122,9 @@ def select_rows(args):
         "forward": forward,
         "coreset": lambda: CoreSet().select(context(), X_pool, b),
         "badge": lambda: BADGE().select(context(), X_pool, b),
+        "badge16": lambda: BADGE(embedding_dtype="float16").select(
+            context(), X_pool, b
+        ),
     }
     best = dict.fromkeys(calls, float("inf"))
     peak = {}
@@ -146,6 +150,9 @@ def select_rows(args):
     seconds, mem = best["badge"], peak["badge"]
     formula = badge_memory(n, c, D, args.device)
     rows.append(_row(f"badge b={b}", n, c, seconds, base, mem, formula, "-"))
+    seconds, mem = best["badge16"], peak["badge16"]
+    formula = badge_memory(n, c, D, args.device, h_bytes=2)
+    rows.append(_row(f"badge b={b} float16 h", n, c, seconds, base, mem, formula, "-"))
     if not args.skip_reference:
         a, h = gradient_embedding_factors(context(), X_pool)
         new, _, ours = measure(

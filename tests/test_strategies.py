@@ -223,6 +223,68 @@ def test_coreset_rejects_bad_embedding_dtype(data, fitted):
         learner.query(data[2], n=2)
 
 
+@pytest.mark.parametrize("kind", ["class form", "imbalanced", "signed", "any rows"])
+def test_kmeans_pp_gradient_on_float16_embeddings_is_float32_on_rounded_ones(kind):
+    # h stored in float16 (BADGE's embedding_dtype="float16"), read in
+    # float32 where it is used: the picks of float32 on the rounded values
+    if kind == "any rows":
+        rng = np.random.RandomState(6)
+        a, h = torch.tensor(rng.randn(2000, 8)), torch.tensor(rng.randn(2000, 16))
+    elif kind == "imbalanced":
+        a, h = imbalanced_badge_factors(3000, 12, 24)
+    else:
+        a, h = badge_factors(3000, 12, 24, 1.0, signed=kind == "signed")
+    a, h16 = a.float(), (h * 300.0).half()  # entries beyond float16's 256**2
+    picked = kmeans_pp_gradient(a, h16, 150, random_state=np.random.RandomState(5))
+    expected = previous_kmeans_pp_gradient(
+        a, h16.float(), 150, np.random.RandomState(5)
+    )
+    np.testing.assert_array_equal(picked, expected)
+
+
+def test_dense_seeding_on_float16_embeddings():
+    a, h = badge_factors(1500, 10, 32, 1.0)
+    a, h16 = a.float(), (h * 300.0).half()
+    dense = _GradientSeeding(a, h16, bounds=False).run_dense(
+        120, np.random.RandomState(3)
+    )
+    expected = previous_kmeans_pp_gradient(
+        a, h16.float(), 120, np.random.RandomState(3)
+    )
+    np.testing.assert_array_equal(dense, expected)
+
+
+def test_badge_float16_embeddings(data, fitted):
+    X_lab, y_lab, X_pool, _ = data
+    net = fitted.estimator_
+
+    def context():
+        return QueryContext(net, net.classes_, X_lab, y_lab, np.random.RandomState(0))
+
+    a, h = gradient_embedding_factors(context(), X_pool)
+    a16, h16 = gradient_embedding_factors(context(), X_pool, dtype=torch.float16)
+    assert h16.dtype == torch.float16 and a16.dtype == a.dtype
+    assert torch.equal(h16, h.half()) and torch.equal(a16, a)
+    picked = skal.strategies.BADGE(embedding_dtype="float16").select(
+        context(), X_pool, 10
+    )
+    expected = previous_kmeans_pp_gradient(a, h16.float(), 10, np.random.RandomState(0))
+    np.testing.assert_array_equal(picked, expected)
+    # the default keeps the network's float32 embeddings
+    np.testing.assert_array_equal(
+        skal.strategies.BADGE().select(context(), X_pool, 10),
+        previous_kmeans_pp_gradient(a, h, 10, np.random.RandomState(0)),
+    )
+
+
+def test_badge_rejects_bad_embedding_dtype(data, fitted):
+    learner = learner_with(fitted, skal.strategies.BADGE(embedding_dtype="int8"))
+    with pytest.raises(
+        ValueError, match="'embedding_dtype' parameter of BADGE must be .*'int8'"
+    ):
+        learner.query(data[2], n=2)
+
+
 def test_coreset_uses_the_penultimate_embedding(data, fitted):
     _, _, X_pool, _ = data
     net = fitted.estimator_
@@ -819,6 +881,9 @@ def test_kmeans_pp_gradient_to_the_last_sample_with_duplicates(dtype):
     a, h = badge_factors(75, 5, 8, 1.0, seed=2)
     a, h = a.repeat(4, 1).to(dtype), h.repeat(4, 1).to(dtype)
     picked = kmeans_pp_gradient(a, h, 300, random_state=np.random.RandomState(0))
-    expected = previous_kmeans_pp_gradient(a, h, 300, np.random.RandomState(0))
+    # float16 and bfloat16 factors are computed in float32
+    expected = previous_kmeans_pp_gradient(
+        a.float(), h.float(), 300, np.random.RandomState(0)
+    )
     np.testing.assert_array_equal(picked, expected)
     assert sorted(picked) == list(range(300))

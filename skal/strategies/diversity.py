@@ -152,6 +152,19 @@ class BADGE(QueryStrategy):
     For a classifier that is not a skorch network, ``h`` is the input as the
     classifier sees it and ``p`` its ``predict_proba``.
 
+    Memory: the two factors, ``a`` (N x C, 4 bytes per number) and ``h``
+    (N x D, 4 bytes per number, 2 with ``embedding_dtype="float16"``), and
+    on the CPU float16 copies of both in class order and about 100 bytes
+    per candidate; never the N x C D matrix.
+
+    Parameters
+    ----------
+    embedding_dtype : {"float32", "float16"}, default="float32"
+        How the N x D penultimate embeddings ``h`` are stored.
+        ``"float16"`` halves their memory; distances are still computed in
+        float32 (exactly as on float32 embeddings, but on the
+        float16-rounded ones, so picks can differ from float32's).
+
     References
     ----------
     .. [1] J. T. Ash, C. Zhang, A. Krishnamurthy, J. Langford and A. Agarwal,
@@ -172,9 +185,18 @@ class BADGE(QueryStrategy):
     """
 
     per_sample = False
+    _parameter_constraints = {
+        "embedding_dtype": [StrOptions(set(_EMBEDDING_DTYPES))],
+    }
+
+    def __init__(self, embedding_dtype="float32"):
+        self.embedding_dtype = embedding_dtype
 
     def select(self, context, X, n):
-        a, h = gradient_embedding_factors(context, X)
+        self.validate(context.estimator)
+        # float32: the embeddings as the network returns them
+        dtype = None if self.embedding_dtype == "float32" else torch.float16
+        a, h = gradient_embedding_factors(context, X, dtype=dtype)
         return kmeans_pp_gradient(a, h, n, random_state=context.random_state)
 
 
@@ -451,10 +473,12 @@ class _LazyKCenter:
 def _products_at(x, index, v):
     """``x[index] @ v``, gathering ``_ROWS`` rows at a time (``index`` may
     name a large share of ``x``)."""
+    v = _computed(v)
     parts = [
-        x.index_select(0, index[s : s + _ROWS]) @ v for s in range(0, len(index), _ROWS)
+        _computed(x.index_select(0, index[s : s + _ROWS])) @ v
+        for s in range(0, len(index), _ROWS)
     ]
-    return torch.cat(parts) if parts else x.new_empty(0)
+    return torch.cat(parts) if parts else v.new_empty(0)
 
 
 def _exact_min(rows, centers, center_sq):
@@ -473,9 +497,28 @@ def _sq(x):
 
 
 def _row_sq(x):
-    """``_sq`` in blocks of rows: no temporary the size of ``x``."""
+    """``_sq`` in blocks of rows: no temporary the size of ``x``; float16
+    and bfloat16 rows in float32."""
     blocks = [x[s : s + _ROWS] for s in range(0, x.shape[0], _ROWS)] or [x]
-    return torch.cat([_sq(b) for b in blocks])
+    return torch.cat([_sq(_computed(b)) for b in blocks])
+
+
+# stored in these to save memory, computed in float32
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _computed(x):
+    """``x`` in the dtype its arithmetic runs in."""
+    return x.float() if x.dtype in _LOW_PRECISION else x
+
+
+def _matmul_rows(x, m):
+    """``x @ m``; float16 and bfloat16 rows in float32, ``_ROWS`` at a time."""
+    if x.dtype not in _LOW_PRECISION:
+        return x @ m
+    m = m.float()
+    parts = [x[s : s + _ROWS].float() @ m for s in range(0, x.shape[0], _ROWS)]
+    return torch.cat(parts) if parts else x.float() @ m
 
 
 def _stride(n_lab):
@@ -493,7 +536,7 @@ def _unit_roundoff(dtype, device):
     return eps
 
 
-def gradient_embedding_factors(context, X):
+def gradient_embedding_factors(context, X, *, dtype=None):
     """The two factors of BADGE's gradient embeddings.
 
     The gradient of the cross-entropy at the predicted label with respect to
@@ -506,6 +549,9 @@ def gradient_embedding_factors(context, X):
     ----------
     context : QueryContext
     X : array-like of shape (n_samples, ...)
+    dtype : torch.dtype or None, default=None
+        The dtype ``h`` is stored in, batch by batch (``torch.float16``
+        halves its memory); None keeps the embeddings' own.
 
     Returns
     -------
@@ -513,10 +559,11 @@ def gradient_embedding_factors(context, X):
     h : torch.Tensor of shape (n_samples, n_features_embedding)
         Both on the net's device (CPU for other classifiers).
     """
-    parts = [p for p in context.map_rows(_factors, X) if p[0].shape[0]]
+    factors = partial(_factors, dtype=dtype)
+    parts = [p for p in context.map_rows(factors, X) if p[0].shape[0]]
     device = _device(context)
     if not parts:
-        return _factors(context, X)
+        return factors(context, X)
     if len(parts) == 1:
         return parts[0][0].to(device), parts[0][1].to(device)
     return (
@@ -525,17 +572,19 @@ def gradient_embedding_factors(context, X):
     )
 
 
-def _factors(context, X):
+def _factors(context, X, dtype=None):
     if isinstance(context.estimator, NeuralNet):
         batches = context.estimator.iter_features(X, embedding=True)
         a, h = _Rows(n_samples(X)), _Rows(n_samples(X))
         for logits, feats in batches:
             a.add(_proba_minus_onehot(torch.softmax(logits.float(), dim=1)))
-            h.add(feats["embedding"])
+            emb = feats["embedding"]
+            h.add(emb if dtype is None else emb.to(dtype))
         device = context.estimator.device
         return a.result(device), h.result(device)
     proba = torch.as_tensor(context.predict_proba(X))
-    return _proba_minus_onehot(proba), _embedding_part(context, X).to(proba.dtype)
+    h = _embedding_part(context, X).to(proba.dtype if dtype is None else dtype)
+    return _proba_minus_onehot(proba), h
 
 
 def kmeans_pp_gradient(a, h, n, *, random_state):
@@ -575,7 +624,11 @@ def kmeans_pp_gradient(a, h, n, *, random_state):
     Parameters
     ----------
     a : torch.Tensor of shape (n_samples, n_classes)
+        Float64 or float32; float16 and bfloat16 are converted to float32.
     h : torch.Tensor of shape (n_samples, n_features), same device as ``a``
+        Float64 or float32, or float16 or bfloat16 to save memory: those are
+        read in float32, 4,096 rows at a time, where they are used, so the
+        picks are those of float32 on their values.
     n : int
         How many samples to select, ``1 <= n <= n_samples``.
     random_state : numpy.random.RandomState
@@ -599,6 +652,7 @@ def kmeans_pp_gradient(a, h, n, *, random_state):
     n_samples = a.shape[0]
     if not 1 <= n <= n_samples:
         raise ValueError(f"n must be between 1 and {n_samples}, got n={n}")
+    a = _computed(a)  # N x C: converted; h is read in float32 as it is used
     if a.device.type != "cpu":
         state = random_state.get_state()
         picked = _GradientSeeding(a, h, bounds=False).run_dense(n, random_state)
@@ -692,7 +746,7 @@ class _GradientSeeding:
                 idx.clamp_(max=self.n - 1)
             picked[step : step + 1] = idx
             aa = (a @ a.index_select(0, idx).T).squeeze(1)
-            hh = (h @ h.index_select(0, idx).T).squeeze(1)
+            hh = _matmul_rows(h, h.index_select(0, idx).T).squeeze(1)
             dist = torch.addcmul(g2, aa, hh, value=-2.0)
             dist.add_(g2.index_select(0, idx)).clamp_(min=0.0)
             torch.minimum(min_dist, dist, out=min_dist)
@@ -714,11 +768,11 @@ class _GradientSeeding:
         gap = torch.addcmul(g2 + g2[idx], coupling, self.h_norm, value=scale)
         rows = torch.nonzero(gap.sub_(margin) < min_dist).flatten()
         if rows.numel() > self.n // 4:
-            dist = torch.addcmul(g2, aa, h @ h[idx], value=-2.0)
+            dist = torch.addcmul(g2, aa, _matmul_rows(h, h[idx]), value=-2.0)
             dist.add_(g2[idx]).clamp_(min=0.0)
             torch.minimum(min_dist, dist, out=min_dist)
         elif rows.numel():
-            hh = h.index_select(0, rows) @ h[idx]
+            hh = _products_at(h, rows, h[idx])
             dist = torch.addcmul(g2[rows], aa[rows], hh, value=-2.0)
             dist.add_(g2[idx]).clamp_(min=0.0)
             min_dist[rows] = torch.minimum(min_dist[rows], dist)
@@ -726,8 +780,14 @@ class _GradientSeeding:
 
 def _distance_rel_err(a, h):
     """Twice a bound on the rounding error of a computed distance, relative
-    to ``g2 + g2' + 2 |a||a'||h||h'|``."""
-    return 4.0 * (a.shape[1] + h.shape[1] + 8) * _unit_roundoff(a.dtype, a.device)
+    to ``g2 + g2' + 2 |a||a'||h||h'|`` (in the coarser of the two factors'
+    arithmetic)."""
+    unit = max(_unit_roundoff(_computed_dtype(x.dtype), x.device) for x in (a, h))
+    return 4.0 * (a.shape[1] + h.shape[1] + 8) * unit
+
+
+def _computed_dtype(dtype):
+    return torch.float32 if dtype in _LOW_PRECISION else dtype
 
 
 def _non_negative(x):
@@ -996,7 +1056,7 @@ class _ClassSortedSeeding:
         """Every distance to ``p``."""
         q = int(self.order[p])
         aa = (self.a @ self.a[q]).index_select(0, self.order)
-        hh = (self.h @ self.h[q]).index_select(0, self.order)
+        hh = _matmul_rows(self.h, self.h[q]).index_select(0, self.order)
         dist = torch.addcmul(self.g2, aa, hh, value=-2.0)
         dist.add_(self.g2[p]).clamp_(min=0.0)
         torch.minimum(min_dist, dist, out=min_dist)
@@ -1033,7 +1093,7 @@ class _HalfRows:
         # (scaling by a power of two is exact; a small temporary at a time)
         step = max(1, 2**18 // max(1, x.shape[1]))
         for s in range(0, x.shape[0], step):
-            rows = x.index_select(0, order[s : s + step])
+            rows = _computed(x.index_select(0, order[s : s + step]))
             self.rows[s : s + step] = rows.mul_(self.scale)
         dim = x.shape[1]
         self.relative = 2.0**-10 + 2.0**-11 + 2.0**-20 + 4.0 * dim * 2.0**-24
