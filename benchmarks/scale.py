@@ -6,7 +6,7 @@ Three parts, each printed as a table measured side by side in one run:
   784-512-C on random 1x28x28 inputs, L labelled samples, a query of b).
   "One forward" is one plain forward pass of that MLP over the same N
   candidates (``forward_iter``), timed in turns with the two strategies
-  (best of ``--repeats`` each; peak memory from the first call of each);
+  (best of ``--repeats`` each; peak memory of one call in a fresh process);
   the strategies' times include their own forward passes (N candidates and
   L labelled). ``peak_mem`` is the peak
   resident set above the level before the call (CUDA: peak allocation);
@@ -31,6 +31,7 @@ Usage (from the repository root, so that the tests import)::
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -94,12 +95,8 @@ def _mlp(n_classes, device):
     ).initialize()
 
 
-def select_rows(args):
-    from tests.test_strategies import (
-        previous_k_center_greedy,
-        previous_kmeans_pp_gradient,
-    )
-
+def select_calls(args):
+    """The net, data and the calls that ``select`` times, by name."""
     rng = np.random.RandomState(0)
     n, c, n_lab, b = args.n, args.n_classes, args.n_labeled, args.query_size
     net = _mlp(c, args.device)
@@ -114,10 +111,6 @@ def select_rows(args):
         for _ in net.forward_iter(X_pool, device=net.device):
             pass
 
-    # the three in turns, best of --repeats each, so that other jobs on the
-    # machine slow them alike; peak memory: of the first call of each, in
-    # that order (later calls find the heap glibc kept from the others, and
-    # their peaks vary by tens of MB with it)
     calls = {
         "forward": forward,
         "coreset": lambda: CoreSet().select(context(), X_pool, b),
@@ -126,15 +119,41 @@ def select_rows(args):
             context(), X_pool, b
         ),
     }
+    return net, X_pool, X_lab, context, calls
+
+
+def first_call_peak(args, key):
+    """Peak memory of one call of ``key`` in a fresh process (bytes or None).
+
+    In the process that times the calls, each finds the heap that glibc
+    kept from the others, and its peak varies by tens of MB with it; a fresh
+    process measures what a user's first query takes.
+    """
+    argv = [sys.executable, __file__, "--peak-of", key, "--device", args.device]
+    for name in ("n", "n_classes", "n_labeled", "query_size"):
+        argv += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    value = out.strip().splitlines()[-1]
+    return None if value == "None" else int(value)
+
+
+def select_rows(args):
+    from tests.test_strategies import (
+        previous_k_center_greedy,
+        previous_kmeans_pp_gradient,
+    )
+
+    n, c, n_lab, b = args.n, args.n_classes, args.n_labeled, args.query_size
+    net, X_pool, X_lab, context, calls = select_calls(args)
+    # in turns, best of --repeats each, so that other jobs on the machine
+    # slow them alike; peak memory from a first call in a fresh process
     best = dict.fromkeys(calls, float("inf"))
-    peak = {}
     results = {}
-    for round_ in range(args.repeats):
+    for _ in range(args.repeats):
         for key, call in calls.items():
-            seconds, mem, results[key] = measure(call, device=args.device, repeats=1)
+            seconds, _, results[key] = measure(call, device=args.device, repeats=1)
             best[key] = min(best[key], seconds)
-            if round_ == 0:
-                peak[key] = mem
+    peak = {key: first_call_peak(args, key) for key in calls}
     rows = []
     base = best["forward"]
     rows.append(_row("forward (one)", n, c, base, base, peak["forward"], None, "-"))
@@ -246,8 +265,13 @@ def main(argv=None):
     parser.add_argument("--query-size", type=int, default=1000)
     parser.add_argument("--dask-n", type=int, default=20_000)
     parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--peak-of", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     check_device(parser, args.device)
+    if args.peak_of:  # one call, in this fresh process (see first_call_peak)
+        _, _, _, _, calls = select_calls(args)
+        print(measure(calls[args.peak_of], device=args.device, repeats=1)[1])
+        return
     print(f"device={args.device} torch threads={torch.get_num_threads()}")
     if "select" in args.parts:
         rows = select_rows(args)
