@@ -6,7 +6,8 @@ Three parts, each printed as a table measured side by side in one run:
   784-512-C on random 1x28x28 inputs, L labelled samples, a query of b).
   "One forward" is one plain forward pass of that MLP over the same N
   candidates (``forward_iter``), timed in turns with the two strategies
-  (best of ``--repeats`` each; peak memory of one call in a fresh process);
+  (best of ``--repeats`` each; peak memory of one call in a fresh process,
+  glibc's mmap threshold fixed at 1 MiB there);
   the strategies' times include their own forward passes (N candidates and
   L labelled). ``peak_mem`` is the peak
   resident set above the level before the call (CUDA: peak allocation);
@@ -31,6 +32,7 @@ Usage (from the repository root, so that the tests import)::
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -126,13 +128,19 @@ def first_call_peak(args, key):
     """Peak memory of one call of ``key`` in a fresh process (bytes or None).
 
     In the process that times the calls, each finds the heap that glibc
-    kept from the others, and its peak varies by tens of MB with it; a fresh
-    process measures what a user's first query takes.
+    kept from the others, and its peak varies by tens of MB with it. The
+    fresh process also fixes glibc's mmap threshold at 1 MiB (instead of
+    one that grows with the blocks freed), so that large freed blocks go
+    back to the system at once and the peak follows the live memory: with
+    the default, the same call's peak varied by up to 90 MB between runs.
     """
     argv = [sys.executable, __file__, "--peak-of", key, "--device", args.device]
     for name in ("n", "n_classes", "n_labeled", "query_size"):
         argv += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(2**20))
+    out = subprocess.run(
+        argv, capture_output=True, text=True, check=True, env=env
+    ).stdout
     value = out.strip().splitlines()[-1]
     return None if value == "None" else int(value)
 
