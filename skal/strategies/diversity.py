@@ -513,11 +513,13 @@ def _computed(x):
 
 
 def _matmul_rows(x, m):
-    """``x @ m``; float16 and bfloat16 rows in float32, ``_ROWS`` at a time."""
+    """``x @ m``; float16 and bfloat16 rows in float32, ``_ROWS`` at a time
+    (``_DENSE_ROWS`` on a GPU, where each block is a few kernel launches)."""
     if x.dtype not in _LOW_PRECISION:
         return x @ m
     m = m.float()
-    parts = [x[s : s + _ROWS].float() @ m for s in range(0, x.shape[0], _ROWS)]
+    rows = _ROWS if x.device.type == "cpu" else _DENSE_ROWS
+    parts = [x[s : s + rows].float() @ m for s in range(0, x.shape[0], rows)]
     return torch.cat(parts) if parts else x.float() @ m
 
 
