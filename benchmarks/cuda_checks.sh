@@ -42,7 +42,7 @@ for part in "${parts[@]}"; do
         run tests 240 "$py" -m pytest -q -p no:cacheprovider -rs -k cuda \
             tests/test_classifier.py tests/test_strategies.py ;;
     select)
-        run select 240 "$py" benchmarks/scale.py --parts select --device cuda ;;
+        run select 300 "$py" benchmarks/scale.py --parts select --device cuda ;;
     pool)
         run pool_uint8 150 "$py" benchmarks/pool_scale.py --device cuda \
             --n 200000 --pool uint8 --num-workers 4 --repeats 2 ;;
@@ -50,7 +50,7 @@ for part in "${parts[@]}"; do
         run pool_million 400 "$py" benchmarks/pool_scale.py --device cuda \
             --n 1000000 --repeats 1 ;;
     tidal)
-        run tidal 120 "$py" benchmarks/tidal_overhead.py --device cuda \
+        run tidal 180 "$py" benchmarks/tidal_overhead.py --device cuda \
             --repeats 3 --n-cnn 20000 --n-resnet 10000 ;;
     query_cost)
         run query_cost 300 "$py" benchmarks/query_cost.py --device cuda ;;
