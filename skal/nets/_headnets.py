@@ -157,14 +157,10 @@ class TrainingDynamicsBuffer:
             self.mean = proba.new_zeros((self.n_rows, proba.shape[1]))
             self.count = proba.new_zeros(self.n_rows)
         index = torch.as_tensor(index, dtype=torch.long)
-        distinct = None
-        if index.device.type == "cpu":
-            # decided on the host, where the batch's index comes from: on a
-            # GPU, torch.unique would make the host wait for the device
-            distinct = len(torch.unique(index)) == len(index)
+        # decided where the index is (the host, for a DataLoader's batch)
+        # before it moves: on a GPU, torch.unique would make the host wait
+        distinct = len(torch.unique(index)) == len(index)
         index = index.to(proba.device)
-        if distinct is None:
-            distinct = len(torch.unique(index)) == len(index)
         if distinct:
             # Every row once (the batches of an epoch): the same arithmetic
             # row by row, in the batch's order, without the regrouping.

@@ -470,15 +470,18 @@ class _LazyKCenter:
         return self.exact[idx]
 
 
+def _by_rows(fn, x, rows=_ROWS):
+    """``fn`` applied to ``rows`` rows of ``x`` at a time, results
+    concatenated: no temporary the size of ``x`` (one empty block if ``x``
+    has no row, so the result has ``fn``'s dtype)."""
+    return torch.cat([fn(x[s : s + rows]) for s in range(0, max(len(x), 1), rows)])
+
+
 def _products_at(x, index, v):
     """``x[index] @ v``, gathering ``_ROWS`` rows at a time (``index`` may
     name a large share of ``x``)."""
     v = _computed(v)
-    parts = [
-        _computed(x.index_select(0, index[s : s + _ROWS])) @ v
-        for s in range(0, len(index), _ROWS)
-    ]
-    return torch.cat(parts) if parts else v.new_empty(0)
+    return _by_rows(lambda part: _computed(x.index_select(0, part)) @ v, index)
 
 
 def _exact_min(rows, centers, center_sq):
@@ -497,19 +500,21 @@ def _sq(x):
 
 
 def _row_sq(x):
-    """``_sq`` in blocks of rows: no temporary the size of ``x``; float16
-    and bfloat16 rows in float32."""
-    blocks = [x[s : s + _ROWS] for s in range(0, x.shape[0], _ROWS)] or [x]
-    return torch.cat([_sq(_computed(b)) for b in blocks])
+    """``_sq`` in blocks of rows; float16 and bfloat16 rows in float32."""
+    return _by_rows(lambda block: _sq(_computed(block)), x)
 
 
 # stored in these to save memory, computed in float32
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
+def _computed_dtype(dtype):
+    return torch.float32 if dtype in _LOW_PRECISION else dtype
+
+
 def _computed(x):
     """``x`` in the dtype its arithmetic runs in."""
-    return x.float() if x.dtype in _LOW_PRECISION else x
+    return x.to(_computed_dtype(x.dtype))
 
 
 def _matmul_rows(x, m):
@@ -519,8 +524,7 @@ def _matmul_rows(x, m):
         return x @ m
     m = m.float()
     rows = _ROWS if x.device.type == "cpu" else _DENSE_ROWS
-    parts = [x[s : s + rows].float() @ m for s in range(0, x.shape[0], rows)]
-    return torch.cat(parts) if parts else x.float() @ m
+    return _by_rows(lambda block: block.float() @ m, x, rows)
 
 
 def _stride(n_lab):
@@ -788,10 +792,6 @@ def _distance_rel_err(a, h):
     return 4.0 * (a.shape[1] + h.shape[1] + 8) * unit
 
 
-def _computed_dtype(dtype):
-    return torch.float32 if dtype in _LOW_PRECISION else dtype
-
-
 def _non_negative(x):
     """Whether every entry of ``x`` is >= 0 (no temporary of its size)."""
     return all(bool((x[s : s + _ROWS] >= 0).all()) for s in range(0, x.shape[0], _ROWS))
@@ -849,9 +849,7 @@ class _ClassSortedSeeding:
         # underflow
         eps = 4.0 * (n_classes + 2) * _unit_roundoff(a.dtype, a.device)
         floor = 2.0 * n_classes * torch.finfo(a.dtype).tiny
-        pos = torch.cat(
-            [_sq(a[s : s + _ROWS].clamp(min=0.0)) for s in range(0, n, _ROWS)]
-        )
+        pos = _by_rows(lambda block: _sq(block.clamp(min=0.0)), a)
         pos_norm = pos.mul_(1.0 + eps).add_(floor).sqrt_()
         h_norm = h2.sqrt_()
         k = a.argmin(1)
@@ -880,8 +878,7 @@ class _ClassSortedSeeding:
         self.rest_up = rest.mul_(1.0 + eps).add_(floor)[order]
         self.a_columns = None
         if self.signed:
-            top = [a[s : s + _ROWS].clamp(min=0.0).amax(1) for s in range(0, n, _ROWS)]
-            self.top = torch.cat(top)[order]
+            self.top = _by_rows(lambda block: block.clamp(min=0.0).amax(1), a)[order]
             # the weaker block bounds leave most rows to be tested one by one:
             # the columns of a in this order, each contiguous
             self.a_columns = a.new_empty((n_classes, n))
