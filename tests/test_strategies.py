@@ -449,7 +449,7 @@ def test_class_sorted_seeding_picks_as_the_previous_version(
     # passes, over classes of very different sizes; half: rows of the new
     # point's class prefiltered through float16 copies (where float16
     # products accumulate in float32, as checked at run time), or not
-    assert _half_products_accumulate_in_float32(100, 48)
+    assert _half_products_accumulate_in_float32(48)
     if not half:
         monkeypatch.setattr(
             diversity, "_half_products_accumulate_in_float32", lambda *_: False
@@ -864,12 +864,12 @@ def test_float16_prefilter_is_off_where_float16_may_accumulate_in_float16(
     # PyTorch's switch for float16 reductions on the CPU (where it exists)
     # turns the prefilter off, and BADGE's seeding uses float32 products
     probe = diversity._half_products_accumulate_in_float32
-    assert probe(100, 48)
+    assert probe(48)
     name = "_get_cpu_allow_fp16_reduced_precision_reduction"
     if not hasattr(torch._C, name):
         pytest.skip("this torch has no CPU float16 reduced-precision switch")
     monkeypatch.setattr(torch._C, name, lambda: True)
-    assert not probe(100, 48)
+    assert not probe(48)
     a, h = imbalanced_badge_factors(500, 5, 8)
     assert diversity._ClassSortedSeeding(a, h).half is None
 

@@ -42,6 +42,8 @@ _ROWS = 4096
 # and the most near-ties a step of that loop settles itself
 _DENSE_ROWS = 65536
 _NEAR_TIES = 256
+# the fewest columns the float16 accumulation check multiplies
+_PROBE_COLUMNS = 2048
 # rows of one class that BADGE's seeding on the CPU skips at once
 _BLOCK = 256
 _EMBEDDING_DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -196,6 +198,9 @@ class BADGE(QueryStrategy):
         self.validate(context.estimator)
         # float32: the embeddings as the network returns them
         dtype = None if self.embedding_dtype == "float32" else torch.float16
+        if _device(context).type == "cpu":
+            # the seeding's float16 check, cached, while memory is low
+            _half_products_accumulate_in_float32(_PROBE_COLUMNS)
         a, h = gradient_embedding_factors(context, X, dtype=dtype)
         return kmeans_pp_gradient(a, h, n, random_state=context.random_state)
 
@@ -886,9 +891,7 @@ class _ClassSortedSeeding:
                 self.a_columns[:, s : s + _ROWS] = a[order[s : s + _ROWS]].T
         self._blocks(k[order], n_classes)
         self.half = None
-        if _half_products_accumulate_in_float32(
-            int(np.max(self.class_end - self.class_start)), h.shape[1]
-        ):
+        if _half_products_accumulate_in_float32(max(n_classes, h.shape[1])):
             self.half = (
                 _HalfRows(a, self.a_norm, order),
                 _HalfRows(h, self.h_norm, order),
@@ -1115,19 +1118,24 @@ class _HalfRows:
         return value.add_(self.linear * norm_p + self.constant)
 
 
-def _half_products_accumulate_in_float32(rows, dim):
-    """Whether float16 matrix-vector products of this shape accumulate in
-    float32 on the CPU (PyTorch's default; a float16 accumulator would lose
-    the ones added to 2048). Where they do not, BADGE uses float32 only."""
+def _half_products_accumulate_in_float32(dim):
+    """Whether float16 matrix-vector products of up to ``dim`` columns
+    accumulate in float32 on the CPU (PyTorch's default; a float16
+    accumulator would lose the ones added to 2048). Where they do not,
+    BADGE uses float32 only.
+
+    Checked once per process and width, on 8,192 rows and at least 2,048
+    columns (32 MiB of float16); BADGE runs the check before its forward
+    pass, so that its memory never comes on top of the factors'."""
     flag = getattr(torch._C, "_get_cpu_allow_fp16_reduced_precision_reduction", None)
     if flag is not None and flag():
         return False
     # (at least 2047 ones: fewer could all be lost within float16's spacing)
-    return _half_probe(min(max(rows, 1), 8192), max(dim, 2048))
+    return _half_probe(max(dim, _PROBE_COLUMNS))
 
 
 @functools.cache
-def _half_probe(rows, dim):
+def _half_probe(dim, rows=8192):
     x = torch.ones(rows, dim, dtype=torch.float16)
     x[:, 0] = 2048.0
     v = torch.ones(dim, dtype=torch.float16)
