@@ -277,6 +277,31 @@ def test_badge_float16_embeddings(data, fitted):
     )
 
 
+def test_badge_checks_float16_products_before_its_forward_pass(
+    data, fitted, monkeypatch
+):
+    # the check's 32 MiB matrix is gone before the factors take memory
+    calls = []
+    probe = diversity._half_products_accumulate_in_float32
+    factors = diversity.gradient_embedding_factors
+
+    def probe_logged(dim):
+        calls.append(("probe", dim))
+        return probe(dim)
+
+    def factors_logged(*args, **kwargs):
+        calls.append(("factors",))
+        return factors(*args, **kwargs)
+
+    monkeypatch.setattr(diversity, "_half_products_accumulate_in_float32", probe_logged)
+    monkeypatch.setattr(diversity, "gradient_embedding_factors", factors_logged)
+    X_lab, y_lab, X_pool, _ = data
+    net = fitted.estimator_
+    context = QueryContext(net, net.classes_, X_lab, y_lab, np.random.RandomState(0))
+    skal.strategies.BADGE().select(context, X_pool, 5)
+    assert calls[:2] == [("probe", diversity._PROBE_COLUMNS), ("factors",)]
+
+
 def test_badge_rejects_bad_embedding_dtype(data, fitted):
     learner = learner_with(fitted, skal.strategies.BADGE(embedding_dtype="int8"))
     with pytest.raises(
