@@ -934,6 +934,9 @@ class _ClassSortedSeeding:
 
     def run(self, n, random_state):
         min_dist = torch.full_like(self.g2, float("inf"))
+        # the same distances in the caller's order, for the draw: written
+        # where min_dist is, instead of gathered from it at every step
+        self.drawn = torch.full_like(self.g2, float("inf"))
         picked = np.empty(n, dtype=np.intp)
         for step in range(n):
             if step == 0:
@@ -941,12 +944,12 @@ class _ClassSortedSeeding:
                 if idx is None:
                     idx = int(random_state.randint(self.n))
             else:
-                in_order = min_dist.index_select(0, self.inv)
-                idx = _d2_draw(in_order, picked, step, random_state)
+                idx = _d2_draw(self.drawn, picked, step, random_state)
             picked[step] = idx
             p = int(self.inv[idx])
             self._update(min_dist, p)
             min_dist[p] = 0.0
+            self.drawn[idx] = 0.0
         return picked
 
     def _block_coupling(self, p):
@@ -1052,7 +1055,9 @@ class _ClassSortedSeeding:
         hh = _products_at(self.h, at, self.h[q])
         dist = torch.addcmul(self.g2[rows], aa, hh, value=-2.0)
         dist.add_(self.g2[p]).clamp_(min=0.0)
-        min_dist[rows] = torch.minimum(min_dist[rows], dist)
+        dist = torch.minimum(min_dist[rows], dist)
+        min_dist[rows] = dist
+        self.drawn[at] = dist
 
     def _exact(self, min_dist, p):
         """Every distance to ``p``."""
@@ -1062,6 +1067,7 @@ class _ClassSortedSeeding:
         dist = torch.addcmul(self.g2, aa, hh, value=-2.0)
         dist.add_(self.g2[p]).clamp_(min=0.0)
         torch.minimum(min_dist, dist, out=min_dist)
+        self.drawn = min_dist.index_select(0, self.inv)
         self._refresh_gap(min_dist, slice(0, self.n))
 
     def _refresh_gap(self, min_dist, rows):
