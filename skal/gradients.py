@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +51,9 @@ from ._utils import logits_of
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _FALLBACKS = ("vmap", "loop")
+# the most bytes of temporaries a layer's closed forms take at a time on the
+# CPU (see _by_samples)
+_CHUNK_BYTES = 8 * 2**20
 
 
 @dataclass
@@ -402,12 +406,18 @@ def _layer_stats(module, params, calls, vector, norms):
 
 def _linear_weight(module, calls, vw, norms):
     """Weight statistics of an ``nn.Linear``; inputs may have token dims."""
-    n = calls[0][1].shape[0]
-    us = [inp.reshape(n, -1, inp.shape[-1]) for inp, _ in calls]  # (n, L, K)
-    dys = [dy.reshape(n, -1, dy.shape[-1]) for _, dy in calls]  # (n, L, M)
-    length = sum(u.shape[1] for u in us)
-    k_in, m_out = us[0].shape[2], dys[0].shape[2]
-    sq = dot = None
+    route, floats = _linear_route(calls, norms)
+    return _by_samples(
+        partial(_linear_rows, route=route, vw=vw, norms=norms), calls, floats
+    )
+
+
+def _linear_route(calls, norms):
+    """How ``_linear_weight`` computes, and the floats per sample of its
+    largest temporaries."""
+    inp, dy = calls[0]
+    k_in, m_out = inp.shape[-1], dy.shape[-1]
+    length = sum(u[0].numel() // k_in for u, _ in calls)
     # Why this cost rule: per sample, with L positions (tokens), K inputs and
     # M outputs, materializing the weight gradient dYᵀU costs L·K·M
     # multiply-adds and K·M memory; the ghost norm ⟨dY dYᵀ, U Uᵀ⟩ costs
@@ -418,12 +428,24 @@ def _linear_weight(module, calls, vw, norms):
     # needed (gamma=inf), no per-sample gradient is needed at all:
     # ⟨dY, U vᵀ⟩ is one extra matrix product per layer.
     if length == 1:
+        return "outer", k_in + m_out
+    if not norms or length * (k_in + m_out) < k_in * m_out:
+        return "ghost", 2 * length * length + length * m_out
+    return "materialized", k_in * m_out
+
+
+def _linear_rows(calls, *, route, vw, norms):
+    n = calls[0][1].shape[0]
+    us = [inp.reshape(n, -1, inp.shape[-1]) for inp, _ in calls]  # (n, L, K)
+    dys = [dy.reshape(n, -1, dy.shape[-1]) for _, dy in calls]  # (n, L, M)
+    sq = dot = None
+    if route == "outer":
         u, dy = us[0][:, 0], dys[0][:, 0]
         if norms:
             sq = u.pow(2).sum(1) * dy.pow(2).sum(1)
         if vw is not None:
             dot = (dy * (u @ vw.T)).sum(1)
-    elif not norms or length * (k_in + m_out) < k_in * m_out:
+    elif route == "ghost":
         if norms:
             sq = _ghost_norm(_cat(us), _cat(dys))
         if vw is not None:
@@ -445,6 +467,15 @@ def _conv_weight(conv, calls, vw, norms):
     with fewer than 32 input channels per group) or by one grouped
     convolution weight-gradient call with the samples as groups.
     """
+    route, floats = _conv_route(conv, calls, norms)
+    return _by_samples(
+        partial(_conv_rows, conv=conv, route=route, vw=vw, norms=norms), calls, floats
+    )
+
+
+def _conv_route(conv, calls, norms):
+    """How ``_conv_weight`` computes, and the floats per sample of its
+    largest temporaries."""
     m_out = conv.out_channels
     k_in = conv.weight[0].numel()
     length = sum(dy[0, 0].numel() for _, dy in calls)
@@ -457,8 +488,26 @@ def _conv_weight(conv, calls, vw, norms):
         and conv.groups == 1
         and length * (k_in + m_out) < k_in * m_out
     )
+    if not norms:
+        return "ghost", m_out * length
+    if ghost:
+        return "ghost", k_in * length + 2 * length * length
+    # Why a channel threshold: the grouped call runs one weight-gradient
+    # convolution with n·groups groups, and oneDNN's grouped kernels are
+    # slow when each group has few input channels (the 3-channel first layer
+    # of image models above all); there a batched matmul over unfolded
+    # patches is faster. The patches take kh·kw times the memory of the
+    # input, which grows with the channels, so wide layers keep the grouped
+    # call. The crossover depends on the CPU's kernels; 32 input channels
+    # per group is a coarse bound, not a tuned constant.
+    if isinstance(conv, nn.Conv2d) and conv.in_channels // conv.groups < 32:
+        return "unfold", k_in * length + k_in * m_out
+    return "grouped", 2 * k_in * m_out
+
+
+def _conv_rows(calls, *, conv, route, vw, norms):
     sq = dot = None
-    if ghost or not norms:
+    if route == "ghost":
         if norms:
             us = [_unfold(conv, inp).transpose(1, 2) for inp, _ in calls]
             dys = [dy.flatten(2).transpose(1, 2) for _, dy in calls]
@@ -469,24 +518,41 @@ def _conv_weight(conv, calls, vw, norms):
                 for inp, dy in calls
             )
         return sq, dot
-    # Why a channel threshold: the grouped call runs one weight-gradient
-    # convolution with n·groups groups, and oneDNN's grouped kernels are
-    # slow when each group has few input channels (the 3-channel first layer
-    # of image models above all); there a batched matmul over unfolded
-    # patches is faster. The patches take kh·kw times the memory of the
-    # input, which grows with the channels, so wide layers keep the grouped
-    # call. The crossover depends on the CPU's kernels; 32 input channels
-    # per group is a coarse bound, not a tuned constant.
     per_sample = (
-        _per_sample_conv_grad_unfold
-        if isinstance(conv, nn.Conv2d) and conv.in_channels // conv.groups < 32
-        else _per_sample_conv_grad
+        _per_sample_conv_grad_unfold if route == "unfold" else _per_sample_conv_grad
     )
     gw = sum(per_sample(conv, inp, dy) for inp, dy in calls)
     sq = gw.pow(2).sum(1)
     if vw is not None:
         dot = gw @ vw.reshape(-1)
     return sq, dot
+
+
+def _by_samples(fn, calls, floats):
+    """``fn(calls) -> (sq, dot)``, on the CPU in chunks of samples whose
+    temporaries (``floats`` per sample) take at most ``_CHUNK_BYTES``.
+
+    Each sample's values are computed as in one pass (the closed forms never
+    mix samples). Large temporaries are slow on a CPU: they leave the cache,
+    and glibc maps fresh pages for every block above its mmap threshold
+    (32 MiB at most), each page faulted in at first touch. The unfolded
+    patches of the tutorial CNN's first layer take 236 KB a sample: 60 MB
+    for 256 samples, which took 15 times as long as chunks of 32.
+    """
+    dy = calls[0][1]
+    n = dy.shape[0]
+    if dy.device.type != "cpu":
+        return fn(calls)
+    step = max(1, _CHUNK_BYTES // max(1, floats * dy.element_size()))
+    if step >= n:
+        return fn(calls)
+    parts = [
+        fn([(inp[s : s + step], g[s : s + step]) for inp, g in calls])
+        for s in range(0, n, step)
+    ]
+    return tuple(
+        None if values[0] is None else torch.cat(values) for values in zip(*parts)
+    )
 
 
 def _per_sample_conv_grad_unfold(conv, x, dy):

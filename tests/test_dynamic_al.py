@@ -14,6 +14,7 @@ from sklearn.preprocessing import FunctionTransformer
 from torch import nn
 
 import skal
+from skal import gradients
 from skal.gradients import PerSampleGradients, sum_gradient
 from skal.nets import MLP, ResNet18, TutorialCNN
 from skal.strategies import DynamicAL, QueryContext, get_strategy_names
@@ -216,6 +217,54 @@ def test_utility_matches_per_sample_loop(name, references):
     np.testing.assert_array_equal(stats.targets.numpy(), labels)
     per_sample = np.abs(stats.sq_norms.double().numpy() - sq) / sq
     assert per_sample.max() <= 1e-4
+
+
+def _route_floats(module, calls):
+    """Floats per sample of a layer's closed forms' largest temporaries."""
+    if isinstance(module, nn.Linear):
+        return gradients._linear_route(calls, True)[1]
+    return gradients._conv_route(module, calls, True)[1]
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_closed_forms_in_chunks_of_samples_give_the_same_stats(
+    name, references, monkeypatch
+):
+    # each layer's closed forms on one sample at a time, then on three at
+    # a time for the layer with the largest temporaries (as a small budget
+    # splits them on the CPU): the values of one pass, and the loop's
+    module, X, X_lab, y_lab, sq, dots, _ = references(name)
+    x = torch.as_tensor(X)
+    g_s = sum_gradient(module, [(torch.as_tensor(X_lab), torch.as_tensor(y_lab))])
+
+    def run():
+        stats = PerSampleGradients(module).stats(x, lambda z: z.argmax(1), vector=g_s)
+        return stats.sq_norms.double().numpy(), stats.dots.double().numpy()
+
+    whole = run()
+    sizes = []
+    for rows in ("_linear_rows", "_conv_rows"):
+        original = getattr(gradients, rows)
+
+        def counted(calls, *args, original=original, **kwargs):
+            sizes.append(calls[0][1].shape[0])
+            return original(calls, *args, **kwargs)
+
+        monkeypatch.setattr(gradients, rows, counted)
+    layers = PerSampleGradients(module).layer_gradients(x, lambda z: z.argmax(1))
+    floats = [
+        _route_floats(m, calls)
+        for m, ps, calls in layers.layers
+        if "weight" in ps and not isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
+    for budget, largest in ((1, 1), (3 * 4 * max(floats), 3)):
+        sizes.clear()
+        monkeypatch.setattr(gradients, "_CHUNK_BYTES", budget)
+        got = run()
+        assert min(sizes) >= 1 and largest in sizes and len(sizes) > len(floats)
+        for value, one_pass, ref in zip(got, whole, (sq, dots)):
+            assert _rel_err(value, one_pass) <= 1e-6, name
+            assert _rel_err(value, ref) <= 1e-4, name
 
 
 @pytest.mark.parametrize(
