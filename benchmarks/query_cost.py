@@ -35,6 +35,7 @@ COLUMNS = [
     "method",
     "N",
     "C",
+    "batch",
     "seconds",
     "ratio",
     "baseline",

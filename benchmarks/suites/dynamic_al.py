@@ -4,9 +4,14 @@ For each model and pool size N, three timings in the same run:
 
 - baseline: one forward+backward pass over the N pool samples (eval mode,
   batches of ``--dal-batch-size``, gradients accumulated);
-- ``dynamic_al``: ``DynamicAL(gamma=2).utility`` through a QueryContext,
-  including G_S over a labelled set S of ``--dal-labeled`` samples (default
-  N // 8, at least 16);
+- ``dynamic_al``: ``DynamicAL(gamma=2, batch_size=--dal-batch-size)
+  .utility`` through a QueryContext, including G_S over a labelled set S of
+  ``--dal-labeled`` samples (default N // 8, at least 16);
+
+``--dal-batch-size`` defaults to the strategy's own default, the net's
+inference batch size (``skal.NeuralNetClassifier``'s default, 512), used by
+all three rows, so that the ratios are those of the defaults; the
+``batch`` column shows it.
 - ``backpack BatchGrad``: what the official code does, made exact in eval
   mode: per batch, BackPACK's per-sample gradients of every parameter
   (materialized), then their squared norms and inner products with the same
@@ -59,7 +64,13 @@ FACTORIES = {
 
 def add_arguments(parser):
     group = parser.add_argument_group("dynamic_al suite")
-    group.add_argument("--dal-batch-size", type=int, default=128)
+    group.add_argument(
+        "--dal-batch-size",
+        type=int,
+        default=None,
+        help="DynamicAL's batch_size, and the other rows' (default: the "
+        "strategy's default, the net's inference batch size)",
+    )
     group.add_argument(
         "--dal-labeled",
         type=int,
@@ -83,7 +94,6 @@ def rows(args):
 
 
 def _measure_model(name, n, with_backpack, args, device):
-    bs = args.dal_batch_size
     module = _module(name, device)
     rng = np.random.RandomState(0)
     X = rng.randn(n, 3, 32, 32).astype(np.float32)
@@ -96,7 +106,9 @@ def _measure_model(name, n, with_backpack, args, device):
     context = QueryContext(
         net, np.arange(N_CLASSES), X_lab, y_lab, np.random.RandomState(0)
     )
-    strategy = DynamicAL(gamma=2.0, batch_size=bs)
+    strategy = DynamicAL(gamma=2.0, batch_size=args.dal_batch_size)
+    # what the strategy's default batch_size (None) resolves to
+    bs = args.dal_batch_size or net.inference_batch_size or net.batch_size
     methods = [
         ("forward+backward", lambda X: _forward_backward(module, X, bs, device)),
         (
@@ -111,7 +123,13 @@ def _measure_model(name, n, with_backpack, args, device):
                 lambda X: _backpack_utility(module, X, X_lab, y_lab, bs, device, name),
             )
         )
-    common = {"model": name, "N": n, "C": N_CLASSES, "baseline": "fwd+bwd"}
+    common = {
+        "model": name,
+        "N": n,
+        "C": N_CLASSES,
+        "batch": bs,
+        "baseline": "fwd+bwd",
+    }
     out, results, base = [], [], None
     for method, fn in methods:
         fn(X[: min(bs, n)])  # warm-up: library initialization, first shapes
