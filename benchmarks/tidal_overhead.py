@@ -12,7 +12,9 @@ machinery.
 
 ``--phases N`` times N training steps of the tutorial CNN on one fixed batch
 instead, phase by phase (forward, loss, backward, optimizer step; the 20th
-percentile of each, in microseconds): where the head's extra time goes.
+percentile of each, in microseconds), for the three skal nets and the two
+hand-written ones: where the head's extra time goes, in skal and in eager
+PyTorch.
 
 Usage::
 
@@ -82,13 +84,17 @@ def one_epoch(net, X, y):
     return fn
 
 
-def torch_epochs(module, taps, state, X, y, device, batch_size):
-    """Hand-written PyTorch epochs: the backbone alone and with TiDAL's head.
+def torch_steps(module, taps, state, X, y, device):
+    """Hand-written PyTorch training steps: the backbone alone and with
+    TiDAL's head.
 
-    Same initial backbone weights, Adam(lr=1e-3), batches and shuffling for
-    both; the head net also keeps TiDAL's running mean of each sample's
-    softmax and adds KL(mean || softmax(head)) to the loss. Returns a dict of
-    functions that train one epoch each and return the process CPU time.
+    Same initial backbone weights and Adam(lr=1e-3) for both; the head net
+    also keeps TiDAL's running mean of each sample's softmax and adds
+    KL(mean || softmax(head)) to the loss. Returns a dict of functions that
+    train one step on the rows ``index`` of ``X`` and return the seconds of
+    its phases (forward, loss, backward, optimizer, all four); the buffer is
+    written after the optimizer phase, untimed (skal writes it in
+    ``on_batch_end``, which ``step_phases`` does not time either).
     """
     X = torch.as_tensor(X, device=device)
     y = torch.as_tensor(y, device=device)
@@ -115,34 +121,53 @@ def torch_epochs(module, taps, state, X, y, device, batch_size):
         mean = torch.zeros(len(X), 10, device=device)
         count = torch.zeros(len(X), device=device)
 
+        def step(index):
+            t0 = time.perf_counter()
+            net.train()
+            optimizer.zero_grad()
+            logits = net(X[index])
+            out = head([features[name] for name in taps]) if with_head else None
+            t1 = time.perf_counter()
+            loss = F.cross_entropy(logits, y[index])
+            if with_head:
+                proba = torch.softmax(logits.detach(), dim=1)
+                n = count[index]
+                target = (mean[index] * n[:, None] + proba) / (n + 1)[:, None]
+                kl = F.kl_div(F.log_softmax(out, dim=1), target, reduction="batchmean")
+                loss = loss + kl
+            t2 = time.perf_counter()
+            loss.backward()
+            t3 = time.perf_counter()
+            optimizer.step()
+            t4 = time.perf_counter()
+            if with_head:
+                mean[index] = target
+                count[index] = n + 1
+            return t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0
+
+        return step
+
+    return {"torch": make(False), "torch+tidal": make(True)}
+
+
+def torch_epochs(module, taps, state, X, y, device, batch_size):
+    """Hand-written PyTorch epochs (``torch_steps``) over batches of
+    ``batch_size`` in a random order. Returns a dict of functions that
+    train one epoch each and return the process CPU time."""
+    steps = torch_steps(module, taps, state, X, y, device)
+
+    def make(step):
         def epoch():
             torch.manual_seed(0)
             start = time.process_time()
-            net.train()
             order = torch.randperm(len(X), device=device)
             for index in order.split(batch_size):
-                optimizer.zero_grad()
-                logits = net(X[index])
-                loss = F.cross_entropy(logits, y[index])
-                if with_head:
-                    out = head([features[name] for name in taps])
-                    proba = torch.softmax(logits.detach(), dim=1)
-                    n = count[index]
-                    target = (mean[index] * n[:, None] + proba) / (n + 1)[:, None]
-                    kl = F.kl_div(
-                        F.log_softmax(out, dim=1), target, reduction="batchmean"
-                    )
-                    loss = loss + kl
-                loss.backward()
-                optimizer.step()
-                if with_head:
-                    mean[index] = target
-                    count[index] = n + 1
+                step(index)
             return time.process_time() - start
 
         return epoch
 
-    return {"torch": make(False), "torch+tidal": make(True)}
+    return {key: make(step) for key, step in steps.items()}
 
 
 PHASES = ("forward", "loss", "backward", "optimizer", "step")
@@ -184,27 +209,51 @@ def phases_table(args):
         net.notify("on_train_begin", X=X, y=y)
         torch.manual_seed(0)
         batches[key] = next(iter(net.get_iterator(net.get_dataset(X, y), True)))
-    times = {key: {phase: [] for phase in PHASES} for key in nets}
-    for _ in range(10):  # in turns, so that other jobs slow all three alike
+    state = nets["plain"].module_.state_dict()
+    by_hand = torch_steps(module, taps, state, X, y, args.device)
+    torch.manual_seed(0)
+    index = torch.randperm(len(X))[: args.batch_size]
+    for step in by_hand.values():  # warm-up
+        step(index)
+    keys = [*nets, *by_hand]
+    times = {key: {phase: [] for phase in PHASES} for key in keys}
+    for _ in range(10):  # in turns, so that other jobs slow all five alike
         for key, net in nets.items():
             for phase, seconds in step_phases(
                 net, batches[key], args.phases // 10
             ).items():
                 times[key][phase] += seconds
+        for key, step in by_hand.items():
+            for _ in range(args.phases // 10):
+                for phase, seconds in zip(PHASES, step(index)):
+                    times[key][phase].append(seconds)
     rows = []
     for phase in PHASES:
         row = dict(phase=phase)
-        for key in nets:
+        for key in keys:
             row[key] = f"{np.percentile(times[key][phase], 20) * 1e6:.0f}"
         for key in ("tidal", "lloss"):
             row[f"{key}-plain"] = f"{float(row[key]) - float(row['plain']):+.0f}"
+        row["by hand"] = f"{float(row['torch+tidal']) - float(row['torch']):+.0f}"
         rows.append(row)
     print(
         f"device={args.device} threads={torch.get_num_threads()} "
         f"TutorialCNN batch={args.batch_size}: microseconds per training step "
-        f"on one batch, 20th percentile of {args.phases // 10 * 10} steps each"
+        f"on one batch, 20th percentile of {args.phases // 10 * 10} steps each; "
+        "torch, torch+tidal: the hand-written loop's step (by hand = "
+        "torch+tidal - torch)"
     )
-    columns = ["phase", "plain", "tidal", "lloss", "tidal-plain", "lloss-plain"]
+    columns = [
+        "phase",
+        "plain",
+        "tidal",
+        "lloss",
+        "torch",
+        "torch+tidal",
+        "tidal-plain",
+        "lloss-plain",
+        "by hand",
+    ]
     print_table(rows, columns)
 
 
