@@ -541,9 +541,7 @@ def _by_samples(fn, calls, floats):
     """
     dy = calls[0][1]
     n = dy.shape[0]
-    if dy.device.type != "cpu":
-        return fn(calls)
-    step = max(1, _CHUNK_BYTES // max(1, floats * dy.element_size()))
+    step = _samples_per_chunk(dy, floats)
     if step >= n:
         return fn(calls)
     parts = [
@@ -555,13 +553,30 @@ def _by_samples(fn, calls, floats):
     )
 
 
+def _samples_per_chunk(dy, floats):
+    """How many samples of ``floats`` temporaries each fit ``_CHUNK_BYTES``
+    (all of them off the CPU)."""
+    if dy.device.type != "cpu":
+        return dy.shape[0]
+    return max(1, _CHUNK_BYTES // max(1, floats * dy.element_size()))
+
+
 def _per_sample_conv_grad_unfold(conv, x, dy):
     """Per-sample weight gradients of a ``Conv2d`` from unfolded patches.
 
     Faster than the grouped call for few input channels per group, where
-    the grouped weight-gradient kernels of oneDNN are slow.
+    the grouped weight-gradient kernels of oneDNN are slow. On the CPU the
+    patches are built for chunks of samples (see ``_by_samples``).
     """
     n, g = x.shape[0], conv.groups
+    step = _samples_per_chunk(dy, conv.weight[0].numel() * dy[0, 0].numel())
+    if step < n:
+        return torch.cat(
+            [
+                _per_sample_conv_grad_unfold(conv, x[s : s + step], dy[s : s + step])
+                for s in range(0, n, step)
+            ]
+        )
     u = _unfold(conv, x)
     u = u.reshape(n, g, u.shape[1] // g, u.shape[2])
     d = dy.reshape(n, g, dy.shape[1] // g, -1)

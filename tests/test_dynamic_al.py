@@ -267,6 +267,41 @@ def test_closed_forms_in_chunks_of_samples_give_the_same_stats(
             assert _rel_err(value, ref) <= 1e-4, name
 
 
+@pytest.mark.parametrize("groups", [1, 3])
+def test_unfolded_conv_gradients_in_chunks(groups, monkeypatch):
+    # BatchDynamicAL materializes per-sample gradients through this too:
+    # chunks of three samples give each sample's autograd weight gradient
+    conv = nn.Conv2d(6, 9, 3, padding=1, groups=groups)
+    gen = torch.Generator().manual_seed(0)
+    x, dy = (
+        torch.randn(7, 6, 8, 8, generator=gen),
+        torch.randn(7, 9, 8, 8, generator=gen),
+    )
+    expected = torch.stack(
+        [
+            torch.autograd.grad(
+                (conv(x[i : i + 1]) * dy[i : i + 1]).sum(), conv.weight
+            )[0].flatten()
+            for i in range(7)
+        ]
+    )
+    whole = gradients._per_sample_conv_grad_unfold(conv, x, dy)
+    patches = conv.weight[0].numel() * 64  # floats of one sample's patches
+    monkeypatch.setattr(gradients, "_CHUNK_BYTES", 3 * 4 * patches)
+    sizes = []
+    original = gradients._unfold
+
+    def counted(module, inp):
+        sizes.append(inp.shape[0])
+        return original(module, inp)
+
+    monkeypatch.setattr(gradients, "_unfold", counted)
+    chunked = gradients._per_sample_conv_grad_unfold(conv, x, dy)
+    assert sizes == [3, 3, 1]
+    torch.testing.assert_close(chunked, whole)
+    torch.testing.assert_close(chunked, expected, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "name",
     ["mlp", "bn_dropout_cnn", "tv_resnet18", "shared_inplace", "conv_variants"],
