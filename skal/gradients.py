@@ -529,8 +529,9 @@ def _conv_rows(calls, *, conv, route, vw, norms):
 
 
 def _by_samples(fn, calls, floats):
-    """``fn(calls) -> (sq, dot)``, on the CPU in chunks of samples whose
-    temporaries (``floats`` per sample) take at most ``_CHUNK_BYTES``.
+    """``fn(calls)``, a tuple of per-sample tensors (or None), on the CPU in
+    chunks of samples whose temporaries (``floats`` per sample) take at most
+    ``_CHUNK_BYTES``.
 
     Each sample's values are computed as in one pass (the closed forms never
     mix samples). Large temporaries are slow on a CPU: they leave the cache,
@@ -568,19 +569,17 @@ def _per_sample_conv_grad_unfold(conv, x, dy):
     the grouped weight-gradient kernels of oneDNN are slow. On the CPU the
     patches are built for chunks of samples (see ``_by_samples``).
     """
-    n, g = x.shape[0], conv.groups
-    step = _samples_per_chunk(dy, conv.weight[0].numel() * dy[0, 0].numel())
-    if step < n:
-        return torch.cat(
-            [
-                _per_sample_conv_grad_unfold(conv, x[s : s + step], dy[s : s + step])
-                for s in range(0, n, step)
-            ]
-        )
-    u = _unfold(conv, x)
-    u = u.reshape(n, g, u.shape[1] // g, u.shape[2])
-    d = dy.reshape(n, g, dy.shape[1] // g, -1)
-    return torch.matmul(d, u.transpose(-1, -2)).reshape(n, -1)
+    patches = conv.weight[0].numel() * dy[0, 0].numel()  # floats of a sample
+
+    def grads(calls):
+        ((x, dy),) = calls
+        n, g = x.shape[0], conv.groups
+        u = _unfold(conv, x)
+        u = u.reshape(n, g, u.shape[1] // g, u.shape[2])
+        d = dy.reshape(n, g, dy.shape[1] // g, -1)
+        return (torch.matmul(d, u.transpose(-1, -2)).reshape(n, -1),)
+
+    return _by_samples(grads, [(x, dy)], patches)[0]
 
 
 def _per_sample_conv_grad(conv, x, dy):
