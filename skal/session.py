@@ -12,12 +12,9 @@ from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNet
 
 from ._data import n_samples, take
+from ._persistence import load_state_dicts, write_file
 from ._utils import final_step
-from .model_selection._checkpoint import (
-    RunCheckpoint,
-    load_state_dicts,
-    write_file,
-)
+from .model_selection._checkpoint import RunCheckpoint
 from .model_selection._simulation import _net_of
 
 _LABELS = "labels.json"

@@ -21,7 +21,7 @@ resumes from it; a damaged or foreign checkpoint raises
 without pickling, for other resumable loops.
 """
 
-from ._checkpoint import CheckpointError, restore_strategy_state, strategy_state
+from .._persistence import CheckpointError, restore_strategy_state, strategy_state
 from ._compare import StrategyComparison, compare_strategies, plot_learning_curves
 from ._curve import active_learning_curve
 from ._estimator import ActiveLearningSimulation

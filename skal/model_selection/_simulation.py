@@ -17,16 +17,11 @@ from skorch import NeuralNet
 from tqdm.auto import tqdm
 
 from .._data import DatasetOracle, is_torch_dataset, n_samples, take
+from .._persistence import load_state_dicts, state_dicts
 from .._utils import final_step
 from ..strategies import get_strategy
-from ._checkpoint import (
-    RunCheckpoint,
-    _unusable,
-    code_fingerprints,
-    load_state_dicts,
-    stable_token,
-    state_dicts,
-)
+from ._checkpoint import RunCheckpoint, _unusable
+from ._fingerprint import code_fingerprints, stable_token
 
 INITIAL_MODES = ("random", "stratified")
 
