@@ -21,7 +21,7 @@ loads the data sets the examples and benchmarks use.
 from . import datasets, gradients, model_selection, nets, ntk, strategies
 from .learner import ActiveLearner
 from .nets import LLossClassifier, NeuralNetClassifier, TiDALClassifier
-from .session import LabelingSession
+from .session import LabelingSession, SessionLockedError
 
 __version__ = "0.1.0.dev0"
 
@@ -29,6 +29,7 @@ __all__ = [
     "ActiveLearner",
     "LLossClassifier",
     "LabelingSession",
+    "SessionLockedError",
     "NeuralNetClassifier",
     "TiDALClassifier",
     "datasets",

@@ -31,6 +31,7 @@ from ._data import (
     take,
     to_array,
 )
+from ._persistence import load_state_dicts, restore_strategy_state
 from ._utils import draw_seed, encode_labels, final_step, torch_seed
 from .strategies import get_strategy
 from .strategies.context import QueryContext, expand_proba
@@ -167,9 +168,125 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             strategy is invalid, or if the strategy cannot work with the
             estimator (see :meth:`skal.strategies.QueryStrategy.validate`).
         """
+        X, y, y_enc = self._setup(X, y, "fit")
+        with torch_seed(draw_seed(self.random_state_)):
+            self.estimator_.fit(X, y_enc)
+        return self
+
+    def restore(
+        self,
+        X,
+        y=None,
+        *,
+        weights=None,
+        n_initial=None,
+        random_state=None,
+        strategy_state=None,
+    ):
+        """Rebuild a fitted learner from saved state, without training.
+
+        This is how a saved learner comes back (a resumed simulation, a
+        reopened :class:`skal.LabelingSession`): the labelled set, the
+        network's weights, the query generator and the strategy's state are
+        put back, and the learner continues exactly where the saved one
+        stood. It is the only other writer of the fitted attributes besides
+        :meth:`fit` and :meth:`teach`.
+
+        A network is built as :meth:`fit` builds it (modules, optimizer,
+        callbacks, a pipeline's earlier steps), trained for zero epochs, and
+        given ``weights``. Other estimators have no weights to load: they
+        are refitted on ``(X, y)``, which is what :meth:`teach` does for them.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_labeled, ...), tensor or torch Dataset
+            The labelled inputs, in the order they were taught.
+        y : array-like of shape (n_labeled,) or None, default=None
+            Their labels; None reads them from the items of a Dataset.
+        weights : dict or None, default=None
+            For a network: the state dict of each module it registered, by
+            name without the trailing underscore (``{"module":
+            net.module_.state_dict(), ...}``; a TiDAL net also has
+            ``"tidal_module"``). Required for a network; must be None for
+            other estimators.
+        n_initial : int or None, default=None
+            How many of the first rows :meth:`fit` was called with (the
+            others came through :meth:`teach`). Under ``warm_start``, a
+            pipeline's earlier steps were fitted on those rows only and are
+            fitted on them again. None means all rows.
+        random_state : tuple or None, default=None
+            The query generator's state, as
+            ``numpy.random.RandomState.get_state()`` returned it; None keeps
+            the generator drawn from ``random_state`` as :meth:`fit` does.
+        strategy_state : tuple of (dict, dict) or None, default=None
+            The strategy's fitted state, as
+            :func:`skal.model_selection.strategy_state` returned it.
+
+        Returns
+        -------
+        self : ActiveLearner
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn.datasets import load_digits
+        >>> import skal
+        >>> from skal.nets import MLP
+        >>> X, y = load_digits(return_X_y=True)
+        >>> X = X.astype(np.float32) / 16
+        >>> net = skal.NeuralNetClassifier(MLP, max_epochs=2, lr=1e-2)
+        >>> learner = skal.ActiveLearner(net, random_state=0).fit(X[:50], y[:50])
+        >>> weights = {"module": learner.estimator_.module_.state_dict()}
+        >>> same = skal.ActiveLearner(net, random_state=0).restore(
+        ...     X[:50], y[:50], weights=weights,
+        ...     random_state=learner.random_state_.get_state(),
+        ... )
+        >>> bool((same.query(X[50:], 5) == learner.query(X[50:], 5)).all())
+        True
+        """
+        X, y, y_enc = self._setup(X, y, "restore")
+        final = final_step(self.estimator_)
+        if isinstance(final, NeuralNet):
+            if weights is None:
+                raise ValueError(
+                    "restore: weights is None, but the estimator is a network; "
+                    "pass the state dicts of its modules"
+                )
+            rows = len(y)
+            if n_initial is not None and self.warm_start:
+                rows = _check_n_initial(n_initial, len(y))
+            X_fit = X if rows == len(y) else take(X, np.arange(rows))
+            # zero epochs: everything fit builds, nothing trained
+            epochs = final.max_epochs
+            final.max_epochs = 0
+            try:
+                with torch_seed(draw_seed(self.random_state_)):
+                    self.estimator_.fit(X_fit, y_enc[:rows])
+            finally:
+                final.max_epochs = epochs
+            load_state_dicts(final, weights)
+        else:
+            if weights is not None:
+                raise ValueError(
+                    "restore: weights must be None for an estimator that is not "
+                    f"a network (got {type(final).__name__}); it is refitted on "
+                    "the labelled set"
+                )
+            with torch_seed(draw_seed(self.random_state_)):
+                self.estimator_.fit(X, y_enc)
+        # last: fitting drew from the generator and built a fresh strategy
+        if random_state is not None:
+            self.random_state_.set_state(random_state)
+        if strategy_state is not None:
+            restore_strategy_state(self.strategy_, *strategy_state)
+        return self
+
+    def _setup(self, X, y, method):
+        """Validate, then set every fitted attribute but the estimator's
+        training: what :meth:`fit` and :meth:`restore` share."""
         strategy = self._check_params()
         X = self._check_X(X, "X", reset=True)
-        y = self._check_y(X, y, "fit")
+        y = self._check_y(X, y, method)
         check_classification_targets(y)
         if self.classes is None:
             self.classes_ = np.unique(y)
@@ -191,9 +308,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         self.X_labeled_ = X
         self.y_labeled_ = y
         self.n_labeled_ = len(y)
-        with torch_seed(draw_seed(self.random_state_)):
-            self.estimator_.fit(X, y_enc)
-        return self
+        return X, y, y_enc
 
     def teach(self, X, y=None):
         """Add labelled samples and train on (warm start for networks).
@@ -554,6 +669,19 @@ def _check_classes(classes):
     if len(uniq) != len(arr):
         raise ValueError(f"classes must not contain duplicates, got {classes!r}")
     return uniq
+
+
+def _check_n_initial(n_initial, n_labeled):
+    if (
+        not isinstance(n_initial, numbers.Integral)
+        or isinstance(n_initial, bool)
+        or not 1 <= n_initial <= n_labeled
+    ):
+        raise ValueError(
+            f"n_initial must be an integer between 1 and the {n_labeled} labelled "
+            f"rows, got {n_initial!r}"
+        )
+    return int(n_initial)
 
 
 def _check_n(n, n_pool):

@@ -1,52 +1,125 @@
-"""Live labelling sessions: a person labels what the learner queries, over days."""
+"""Live labelling sessions: a person labels what the learner queries, over days.
+
+A session directory holds three things:
+
+- ``log.jsonl``, the answers: an append-only log, one JSON record per line
+  (the session's header, every query, every answer, correction and
+  withdrawal, every request to train). Each record carries the hash of the
+  one before it, so an edited, reordered or truncated log is refused rather
+  than read as other answers. A record is committed by one ``write`` of its
+  line and an ``fsync``: a process killed mid-write leaves an incomplete last
+  line, which is not an acknowledged answer and is cut off by the next
+  writer.
+- ``model/``, the model trained on a prefix of that log: a ``state.json``
+  index (the log position trained through, the labelled rows and labels in
+  training order, the learner's random state and strategy state, SHA-256
+  checksums of every file, a checksum of its own), the weights
+  (``torch.load(weights_only=True)``) and arrays (``allow_pickle=False``).
+  Nothing is unpickled on resume.
+- ``lock``, which every operation holds (``fcntl.flock``) while it reads the
+  log's new records and appends its own, so two session objects or two
+  processes on one directory see each other's answers and never write over
+  them.
+
+Why one log instead of one file per kind of state: a single append is the
+commit point of an answer and of its effect on the open query, so no crash
+can leave an answered row in the open query, or an answer half-recorded.
+Why the model is separate: it can always be rebuilt from the answers (at
+worst by training again), so the log is the only thing that must never be
+lost.
+"""
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import hashlib
 import json
+import numbers
+import os
+import time
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import torch
 from sklearn.base import clone
-from sklearn.pipeline import Pipeline
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils import check_random_state
 from skorch import NeuralNet
+from torch.utils.data import Dataset
 
-from ._data import n_samples, take
-from ._persistence import load_state_dicts, write_file
+from ._data import is_torch_dataset, n_samples, split_item, take, to_array
+from ._persistence import (
+    CheckpointError,
+    file_digest,
+    fsync_directory,
+    json_digest,
+    load_weights,
+    state_dicts,
+    strategy_state,
+    write_file,
+)
 from ._utils import final_step
-from .model_selection._checkpoint import RunCheckpoint
-from .model_selection._simulation import _net_of
 
-_LABELS = "labels.json"
-_PENDING = "pending.json"
+_LOG = "log.jsonl"
+_LOCK = "lock"
 _MODEL = "model"
-_FORMAT = 1
+_STATE = "state.json"
+_FORMAT = 2
+_OPS = ("open", "query", "label", "relabel", "unlabel", "fit")
+#: label-free ways to pick a first batch, before any label
+COLD_START_METHODS = ("random",)
+# rows hashed into the pool's fingerprint (evenly spaced, ends included)
+_FINGERPRINT_ROWS = 32
+
+
+class SessionLockedError(RuntimeError):
+    """Another session object or process holds the session's directory.
+
+    Every operation of a :class:`LabelingSession` takes the directory's lock
+    for as long as it reads and writes the log (training runs outside it).
+    This error means the lock was not free within ``lock_timeout`` seconds.
+
+    Examples
+    --------
+    >>> import skal
+    >>> issubclass(skal.SessionLockedError, RuntimeError)
+    True
+    """
 
 
 class LabelingSession:
     """Active learning with a person as the oracle, saved to a directory.
 
-    The session owns a fixed pool and the indices of its rows that have been
-    labelled. :meth:`query` proposes rows that were never taught; :meth:`teach`
-    records the person's answers and trains on them. Everything is kept in
-    ``directory`` so that the session can stop at any moment (a closed
-    laptop, a crash) and resume where it stood, by creating the session again
-    with the same arguments:
+    The session owns a fixed pool and the answers given for its rows.
+    :meth:`query` proposes rows to label, :meth:`teach` records answers and,
+    by default, trains on them; :meth:`relabel` and :meth:`unlabel` take
+    corrections. Everything is kept in ``directory``, so the session can stop
+    at any moment (a closed laptop, a crash, a killed web server) and resume
+    by creating it again with the same arguments:
 
-    - answers are written to ``labels.json`` durably (a temporary file,
-      ``fsync``, then an atomic rename) *before* any training on them, so a
-      crash during training loses no label; the model catches up on them
-      when the session is reopened;
-    - an open query is journaled in ``pending.json`` before it is returned;
-      until its rows are answered, :meth:`query` returns the same rows again,
-      so a crash between query and answer neither loses nor changes them;
-    - after each training, the model's weights (``torch.save`` of the
-      modules' ``state_dict``), the learner's random state and the strategy's
-      state are committed as in the simulation checkpoints of
-      :mod:`skal.model_selection`. Nothing is unpickled on resume: JSON,
-      ``numpy.load(allow_pickle=False)`` and ``torch.load(weights_only=True)``.
+    - an answer is validated, then appended durably to an append-only log
+      before the call returns and before any training on it; a call that
+      returned is never lost, and a call that raised recorded nothing;
+    - an open query is journaled in the same log before it is returned;
+      until its rows are answered, :meth:`query` returns them again;
+    - the model is committed after each training with the log position it
+      was trained through; if the process dies during training, the
+      reopened session trains on what was asked;
+    - several session objects or processes may share a directory: each
+      operation locks it, reads the answers the others appended, and appends
+      its own.
 
-    Labels must be JSON values (integers, strings, floats).
+    Before any answer, :meth:`query` picks a label-free first batch (the
+    ``cold_start`` method). After a correction (:meth:`relabel`,
+    :meth:`unlabel`), the next training starts the model from scratch on the
+    current answers, since continuing from the current weights (warm start)
+    cannot unlearn a wrong label; new answers alone continue from the
+    current weights as :meth:`ActiveLearner.teach` does.
+
+    Labels must be integers, strings or finite floats, all of one kind (and
+    among the learner's ``classes`` when those are declared).
 
     Parameters
     ----------
@@ -55,20 +128,33 @@ class LabelingSession:
         labelled rows may not show every class.
     pool : array-like of shape (n_pool, ...) or torch Dataset
         Every row that may be labelled; indices refer to it. It must be the
-        same pool, in the same order, each time the session is opened.
+        same pool, in the same order, each time the session is opened: its
+        length, shape and a sample of its rows are fingerprinted, and a
+        different pool is refused.
     directory : path-like
         Where the session lives (created if needed).
+    cold_start : {"random"}, default="random"
+        How :meth:`query` picks rows before any label: ``"random"`` draws
+        uniformly, reproducibly under the learner's ``random_state``.
+    lock_timeout : float, default=10.0
+        Seconds an operation waits for another session object or process
+        that holds the directory before it raises
+        :class:`SessionLockedError`.
 
     Attributes
     ----------
     learner_ : ActiveLearner
-        The learner, fitted once the first labels are taught.
+        The learner, fitted once the session has trained.
     labeled_indices_ : ndarray of int
-        Pool rows labelled so far, in the order they were taught.
+        Pool rows with an answer, in the order they were first labelled.
     labels_ : ndarray
-        Their labels.
+        Their current (latest) labels.
     pending_ : ndarray of int
         Rows of the open query not answered yet (empty when none).
+    model_version_ : str or None
+        Names the model's weights: a digest of the saved weights (of the
+        labelled set, for estimators without weights). It changes exactly
+        when the weights change; None before the first training.
 
     Examples
     --------
@@ -83,191 +169,840 @@ class LabelingSession:
     ... )
     >>> directory = tempfile.mkdtemp()
     >>> session = skal.LabelingSession(learner, X, directory)
-    >>> session.teach(range(20), y[:20])   # a first labelled set
-    >>> rows = session.query(5)             # shown to the person
+    >>> first = session.query(20)             # label-free: nothing is known
+    >>> session.teach(first, y[first])
+    >>> rows = session.query(5)                # shown to the person
     >>> session = skal.LabelingSession(learner, X, directory)  # reopened
     >>> bool((session.query(5) == rows).all())  # the open query, unchanged
     True
-    >>> session.teach(rows, y[rows])
+    >>> session.teach(rows, y[rows], fit=False)  # recorded, not trained yet
+    >>> session.relabel(rows[:1], [y[rows[0]]])  # a correction, then training
     >>> len(session.labeled_indices_)
     25
     """
 
-    def __init__(self, learner, pool, directory):
-        self.directory = Path(directory)
-        self.pool = pool
-        self.learner_ = clone(learner)
-        self._checkpoint = RunCheckpoint(self.directory / _MODEL)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        labels = _read_json(self.directory / _LABELS)
-        if labels is None:
-            labels = {"format": _FORMAT, "n_pool": n_samples(pool), "rows": []}
-        if labels.get("n_pool") != n_samples(pool):
+    def __init__(
+        self, learner, pool, directory, *, cold_start="random", lock_timeout=10.0
+    ):
+        if cold_start not in COLD_START_METHODS:
             raise ValueError(
-                f"the session in {self.directory} was made for a pool of "
-                f"{labels.get('n_pool')} rows; this pool has {n_samples(pool)}"
+                f"cold_start must be one of {COLD_START_METHODS}, got {cold_start!r}"
             )
-        rows = labels["rows"]
-        self.labeled_indices_ = np.asarray([r[0] for r in rows], dtype=np.int64)
-        self.labels_ = np.asarray([r[1] for r in rows])
-        self._n_first = labels.get("n_first")
-        pending = _read_json(self.directory / _PENDING) or {"rows": []}
-        self.pending_ = np.asarray(pending["rows"], dtype=np.int64)
-        self._restore()
+        if (
+            not isinstance(lock_timeout, numbers.Real)
+            or isinstance(lock_timeout, bool)
+            or not lock_timeout >= 0
+        ):
+            raise ValueError(
+                f"lock_timeout must be a number of seconds >= 0, got {lock_timeout!r}"
+            )
+        self.learner = learner
+        self.pool = pool
+        self.directory = Path(directory)
+        self.cold_start = cold_start
+        self.lock_timeout = float(lock_timeout)
+        self.learner_ = clone(learner)
+        self.model_version_ = None
+        self._n_pool = n_samples(pool)
+        # what the log said, up to the byte offset read so far
+        self._offset = 0
+        self._seq = -1
+        self._hash = ""
+        self._answers: dict = {}  # row -> label, in first-labelled order
+        self._open: list = []  # the open query's rows, in query order
+        self._fit_seq = -1  # the last record that asked for training
+        self._history: list = []
+        self._n_queries = 0
+        # the model: the log position it was trained through, and on what
+        self._model_seq = -1
+        self._trained: tuple = ((), ())
+        self._n_initial = 0
+        self._lock_depth = 0
+        self._lock_fd = None
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _write_error(
+                self.directory, "create the session directory", exc
+            ) from exc
+        with self._locked():
+            self._sync(model=False)
+            if self._seq < 0:
+                self._create()
+            self._check_header()
+            self._check_model_changed()
+        if self._fit_seq > self._model_seq:
+            # training was asked for and did not finish (a crash)
+            self._train(catch=True)
 
     # ------------------------------------------------------------- public
     @property
+    def labeled_indices_(self) -> np.ndarray:
+        return np.fromiter(self._answers, dtype=np.int64, count=len(self._answers))
+
+    @property
+    def labels_(self) -> np.ndarray:
+        return np.asarray(list(self._answers.values()))
+
+    @property
+    def pending_(self) -> np.ndarray:
+        return np.asarray(self._open, dtype=np.int64)
+
+    @property
     def unlabeled_indices(self) -> np.ndarray:
-        """Pool rows never labelled, in pool order."""
-        mask = np.ones(n_samples(self.pool), dtype=bool)
+        """Pool rows without an answer, in pool order."""
+        mask = np.ones(self._n_pool, dtype=bool)
         mask[self.labeled_indices_] = False
         return np.flatnonzero(mask)
 
-    def query(self, n=1):
+    @property
+    def needs_fit(self) -> bool:
+        """Whether answers were recorded that the model was not trained on."""
+        return self._target() != self._trained
+
+    def history(self) -> list:
+        """Every answer ever recorded, oldest first (the log keeps them all).
+
+        Returns
+        -------
+        records : list of dict
+            One dict per row and operation: ``op`` (``"label"``,
+            ``"relabel"`` or ``"unlabel"``), ``index``, ``label`` (None for
+            ``"unlabel"``), ``time`` (seconds since the epoch) and
+            ``annotator`` (or None).
+        """
+        return [dict(r) for r in self._history]
+
+    def query(self, n=1, *, renew=False):
         """Rows to label next: the open query's unanswered rows, or new ones.
+
+        Before any training, the rows come from the label-free
+        ``cold_start`` method; afterwards from the learner's strategy, with
+        the model as last trained.
 
         Parameters
         ----------
         n : int, default=1
             How many rows a new query proposes (an open query is returned
             as it is).
+        renew : bool, default=False
+            Discard the open query and query afresh (after a retrain, say).
 
         Returns
         -------
         indices : ndarray of int
-            Pool row indices, never ones already labelled.
+            Pool row indices, most informative first, never ones that have
+            an answer.
         """
-        if len(self.pending_):
-            return self.pending_.copy()
-        check_is_fitted(
-            self.learner_,
-            msg="teach a first labelled set before the session can query",
-        )
-        candidates = self.unlabeled_indices
-        picked = candidates[self.learner_.query(take(self.pool, candidates), n)]
-        self._write_pending(picked)
-        return picked.copy()
+        if not isinstance(renew, bool | np.bool_):
+            raise TypeError(f"renew must be a bool, got {renew!r}")
+        with self._locked():
+            self._sync()
+            if self._open and not renew:
+                return self.pending_
+            candidates = self.unlabeled_indices
+            if not isinstance(n, numbers.Integral) or isinstance(n, bool):
+                raise TypeError(f"n must be an integer, got {n!r}")
+            if not 1 <= n <= len(candidates):
+                raise ValueError(
+                    f"n must be between 1 and the {len(candidates)} unlabelled "
+                    f"rows, got n={n}"
+                )
+            if self.model_version_ is None:
+                picked = candidates[self._cold_start_picks(len(candidates), int(n))]
+            else:
+                picked = candidates[self.learner_.query(self._rows(candidates), int(n))]
+            self._append({"op": "query", "rows": picked.tolist()})
+            return picked.copy()
 
-    def teach(self, indices, labels):
+    def teach(self, indices, labels, *, fit=True, annotator=None):
         """Record the labels of pool rows, durably, then train on them.
 
         Parameters
         ----------
         indices : array-like of int
-            Pool rows, none labelled before.
+            Pool rows without an answer yet.
         labels : array-like
-            Their labels (JSON values).
+            Their labels.
+        fit : bool, default=True
+            Train on every recorded answer after recording these. With
+            False, the answers are only recorded; :meth:`fit` trains later
+            (a labelling tool's backend can train every k answers, or on a
+            timer).
+        annotator : str or None, default=None
+            Who answered, kept in the log.
+
+        Raises
+        ------
+        ValueError, TypeError
+            Before anything is recorded, for indices out of range, repeated
+            or already labelled, non-integer indices, or labels of another
+            kind than the session's or outside the declared classes.
+        OSError
+            If the answers could not be written (nothing is recorded then;
+            answer again once the directory is writable).
         """
-        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-        labels = np.asarray(labels).reshape(-1)
-        if len(indices) != len(labels):
+        self._record("label", indices, labels, fit, annotator)
+
+    def relabel(self, indices, labels, *, fit=True, annotator=None):
+        """Correct the labels of rows that have an answer.
+
+        The log keeps the earlier answers; the model trains on the latest
+        one. Parameters and errors are those of :meth:`teach`, except that
+        the rows must already have an answer.
+        """
+        self._record("relabel", indices, labels, fit, annotator)
+
+    def unlabel(self, indices, *, fit=True, annotator=None):
+        """Withdraw the answers of rows (they may be queried again).
+
+        The log keeps the withdrawn answers. Parameters and errors are those
+        of :meth:`teach`, without labels; the rows must have an answer.
+        """
+        self._record("unlabel", indices, None, fit, annotator)
+
+    def fit(self):
+        """Train on every recorded answer (nothing to do if the model is current).
+
+        Returns
+        -------
+        self : LabelingSession
+        """
+        with self._locked():
+            self._sync()
+            if not self.needs_fit:
+                return self
+            self._append({"op": "fit"})
+        self._train()
+        return self
+
+    # ---------------------------------------------------------- recording
+    def _record(self, op, indices, labels, fit, annotator):
+        if not isinstance(fit, bool | np.bool_):
+            raise TypeError(f"fit must be a bool, got {fit!r}")
+        if annotator is not None and not isinstance(annotator, str):
+            raise TypeError(
+                f"annotator must be a string or None, got {type(annotator).__name__}"
+            )
+        with self._locked():
+            self._sync()
+            rows = self._check_indices(indices, op)
+            values = None
+            if op != "unlabel":
+                values = self._check_labels(labels, len(rows), op)
+            record = {
+                "op": op,
+                "rows": rows,
+                "labels": values,
+                "time": time.time(),
+                "annotator": annotator,
+                "fit": bool(fit),
+            }
+            self._append(record)
+        if fit:
+            self._train()
+
+    def _check_indices(self, indices, op):
+        arr = np.asarray(indices)
+        if arr.dtype == object or arr.dtype.kind not in "iu":
+            raise TypeError(
+                f"{op}: indices must be integers (pool row numbers), got "
+                f"{arr.dtype} values such as {arr.reshape(-1)[:3].tolist()}"
+            )
+        arr = arr.reshape(-1).astype(np.int64)
+        if len(arr) == 0:
+            raise ValueError(f"{op}: indices is empty")
+        if arr.min() < 0 or arr.max() >= self._n_pool:
+            bad = arr[(arr < 0) | (arr >= self._n_pool)]
             raise ValueError(
-                f"teach: {len(indices)} indices but {len(labels)} labels; they "
+                f"{op}: indices must be in [0, {self._n_pool}), got {bad.tolist()}"
+            )
+        if len(np.unique(arr)) != len(arr):
+            values, counts = np.unique(arr, return_counts=True)
+            raise ValueError(
+                f"{op}: rows {values[counts > 1].tolist()} are repeated; give each "
+                "row once"
+            )
+        labelled = np.fromiter((i in self._answers for i in arr.tolist()), bool)
+        if op == "label" and labelled.any():
+            raise ValueError(
+                f"teach: rows {arr[labelled].tolist()} already have an answer; "
+                "correct them with relabel()"
+            )
+        if op != "label" and not labelled.all():
+            raise ValueError(
+                f"{op}: rows {arr[~labelled].tolist()} have no answer; label them "
+                "with teach()"
+            )
+        return arr.tolist()
+
+    def _check_labels(self, labels, n_rows, op):
+        values = list(labels.tolist() if hasattr(labels, "tolist") else labels)
+        if isinstance(labels, str) or len(values) != n_rows:
+            raise ValueError(
+                f"{op}: {n_rows} indices but "
+                f"{1 if isinstance(labels, str) else len(values)} labels; they "
                 "must have the same length"
             )
-        n_pool = n_samples(self.pool)
-        if len(indices) == 0:
-            raise ValueError("teach: indices is empty")
-        if indices.min() < 0 or indices.max() >= n_pool:
-            raise ValueError(f"teach: indices must be in [0, {n_pool}), got {indices}")
-        again = np.intersect1d(indices, self.labeled_indices_)
-        if len(again) or len(np.unique(indices)) != len(indices):
-            raise ValueError(
-                f"teach: rows {again.tolist() or indices.tolist()} are already "
-                "labelled or repeated; each row is labelled once"
+        values = [v.item() if isinstance(v, np.generic) else v for v in values]
+        kinds = {_label_kind(v, op) for v in values}
+        classes = self.learner_.classes
+        if classes is not None:
+            declared = np.asarray(classes).tolist()
+            kinds |= {_label_kind(c, "classes") for c in declared}
+            undeclared = [v for v in values if v not in declared]
+            if undeclared:
+                raise ValueError(
+                    f"{op}: labels {undeclared[:5]} are not among the learner's "
+                    f"classes {declared}; add them to ActiveLearner(classes=...)"
+                )
+        kinds |= {_label_kind(v, "labels") for v in self._answers.values()}
+        if len(kinds) > 1:
+            raise TypeError(
+                f"{op}: labels must all be of one kind, but {sorted(kinds)} are "
+                f"mixed (got {values[:5]}, the session has "
+                f"{list(self._answers.values())[:5]}); answer with the same kind "
+                "of label"
             )
-        self.labeled_indices_ = np.concatenate([self.labeled_indices_, indices])
-        self.labels_ = (
-            labels if len(self.labels_) == 0 else np.concatenate([self.labels_, labels])
-        )
-        if self._n_first is None:
-            self._n_first = len(indices)
-        self._write_labels()  # the commit point of the answers
-        self._write_pending(np.setdiff1d(self.pending_, indices))
-        self._train(len(self.labeled_indices_) - len(indices))
+        if classes is None and self.model_version_ is not None:
+            # a fitted model has its classes; a new one needs them declared
+            fitted = self.learner_.classes_.tolist()
+            new = [v for v in values if v not in fitted]
+            if new:
+                raise ValueError(
+                    f"{op}: labels {new[:5]} are not among the classes the model "
+                    f"was trained with {fitted}; declare every class up front with "
+                    "ActiveLearner(classes=...)"
+                )
+        return values
 
-    # ------------------------------------------------------------ private
-    def _train(self, n_trained):
-        """Train on the labelled rows past the first ``n_trained``, then commit
-        the model."""
-        rows, labels = self.labeled_indices_, self.labels_
-        if n_trained == 0:
-            self.learner_.fit(take(self.pool, rows), labels)
+    # --------------------------------------------------------------- log
+    @contextmanager
+    def _locked(self):
+        """Hold the directory's lock (re-entrant within this object)."""
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
+        path = self.directory / _LOCK
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            try:  # a read-only directory: reading still works
+                fd = os.open(path, os.O_RDONLY)
+            except OSError as exc:
+                raise _write_error(self.directory, "create its lock file", exc) from exc
+        deadline = time.monotonic() + self.lock_timeout
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise SessionLockedError(
+                            f"the labelling session in {self.directory} is held by "
+                            f"another session object or process (waited "
+                            f"{self.lock_timeout:g} s); retry, or raise "
+                            "lock_timeout"
+                        ) from None
+                    time.sleep(0.01)
+            self._lock_depth = 1
+            try:
+                yield
+            finally:
+                self._lock_depth = 0
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def _sync(self, model=True):
+        """Read the records appended since the last read (by anyone), and the
+        model if another session object or process committed a newer one."""
+        path = self.directory / _LOG
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(self._offset)
+                data = fh.read()
+        except FileNotFoundError:
+            data = b""
+        # an incomplete last line was never acknowledged: ignored here and
+        # cut off by the next append
+        end = data.rfind(b"\n") + 1
+        for line in data[:end].splitlines(keepends=True):
+            record = self._verified(line)
+            self._apply(record)
+            self._offset += len(line)
+        if model:
+            self._check_model_changed()
+
+    def _verified(self, line):
+        where = f"line {self._seq + 2} of {self.directory / _LOG}"
+        try:
+            record = json.loads(line)
+            digest = record.pop("hash")
+        except (ValueError, UnicodeDecodeError, AttributeError, KeyError):
+            raise _damaged(where, "is not a complete record") from None
+        if (
+            record.get("seq") != self._seq + 1
+            or record.get("prev") != self._hash
+            or digest != _record_hash(record)
+        ):
+            raise _damaged(
+                where,
+                "does not continue the records before it (edited, reordered or "
+                "corrupted)",
+            )
+        if record.get("op") not in _OPS:
+            raise _damaged(where, f"has an unknown operation {record.get('op')!r}")
+        return {**record, "hash": digest}
+
+    def _append(self, record):
+        """Commit one record: a single write of its line, then fsync."""
+        record = {"seq": self._seq + 1, **record, "prev": self._hash}
+        digest = _record_hash(record)
+        line = (json.dumps({**record, "hash": digest}) + "\n").encode()
+        path = self.directory / _LOG
+        new = not path.exists()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError as exc:
+            raise _write_error(self.directory, "record the answers", exc) from exc
+        try:
+            # a torn line of a killed or failed writer: cut it off first
+            if os.fstat(fd).st_size != self._offset:
+                os.ftruncate(fd, self._offset)
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except OSError as exc:
+            try:
+                os.ftruncate(fd, self._offset)
+            except OSError:
+                pass  # the torn line is cut off by the next append
+            raise _write_error(self.directory, "record the answers", exc) from exc
+        finally:
+            os.close(fd)
+        if new:
+            fsync_directory(self.directory)
+        self._apply({**record, "hash": digest})
+        self._offset += len(line)
+
+    def _apply(self, record):
+        op = record["op"]
+        self._seq, self._hash = record["seq"], record["hash"]
+        if op == "open":
+            self._header = record
+        elif op == "query":
+            self._open = list(record["rows"])
+            self._n_queries += 1
+        elif op == "fit":
+            self._fit_seq = record["seq"]
         else:
-            self.learner_.teach(take(self.pool, rows[n_trained:]), labels[n_trained:])
-        self._checkpoint.save(
-            len(rows), rows, [], self.learner_, net=_net_of(self.learner_)
+            labels = record["labels"] or [None] * len(record["rows"])
+            for row, label in zip(record["rows"], labels, strict=True):
+                if op == "unlabel":
+                    self._answers.pop(row)
+                else:
+                    self._answers[row] = label
+                self._history.append(
+                    {
+                        "op": op,
+                        "index": row,
+                        "label": label,
+                        "time": record["time"],
+                        "annotator": record["annotator"],
+                    }
+                )
+            answered = set(record["rows"])
+            self._open = [r for r in self._open if r not in answered]
+            if record["fit"]:
+                self._fit_seq = record["seq"]
+
+    def _create(self):
+        self._append(
+            {
+                "op": "open",
+                "format": _FORMAT,
+                "n_pool": self._n_pool,
+                "fingerprint": _fingerprint(self.pool),
+            }
         )
+        self._migrate()
 
-    def _restore(self):
-        """Rebuild the learner from the committed model, then train on labels
-        committed after it (a crash during training)."""
-        state = self._checkpoint.load()
-        n_trained = 0 if state is None else state["n_labeled"]
-        rows, labels = self.labeled_indices_, self.labels_
-        if state is not None:
-            net = _net_of_template(self.learner_)
-            if net is None:
-                self.learner_.fit(take(self.pool, rows[:n_trained]), labels[:n_trained])
-            else:
-                first = self._n_first if self.learner_.warm_start else n_trained
-                _fit_without_training(
-                    self.learner_, take(self.pool, rows[:first]), labels[:first]
-                )
-                load_state_dicts(
-                    _net_of(self.learner_), self._checkpoint.weights(state["weights"])
-                )
-                self.learner_.X_labeled_ = take(self.pool, rows[:n_trained])
-                self.learner_.y_labeled_ = labels[:n_trained]
-                self.learner_.n_labeled_ = n_trained
-            RunCheckpoint.restore_random_state(self.learner_, state)
-        if len(rows) > n_trained:
-            self._train(n_trained)
+    def _migrate(self):
+        """Carry the answers of a session saved by skal 0.x (``labels.json``
+        and ``pending.json``) into the log; the model is trained again."""
+        old = self.directory / "labels.json"
+        if not old.exists():
+            return
+        labels = json.loads(old.read_text())
+        if labels.get("n_pool") != self._n_pool:
+            raise ValueError(
+                f"the session in {self.directory} was made for a pool of "
+                f"{labels.get('n_pool')} rows; this pool has {self._n_pool}"
+            )
+        rows = labels["rows"]
+        if rows:
+            self._append(
+                {
+                    "op": "label",
+                    "rows": [int(r[0]) for r in rows],
+                    "labels": [r[1] for r in rows],
+                    "time": old.stat().st_mtime,
+                    "annotator": None,
+                    "fit": True,
+                }
+            )
+        pending = self.directory / "pending.json"
+        if pending.exists():
+            open_rows = json.loads(pending.read_text())["rows"]
+            if open_rows:
+                self._append({"op": "query", "rows": open_rows})
 
-    def _write_labels(self):
-        rows = [
-            [int(i), _json_value(v)]
-            for i, v in zip(self.labeled_indices_, self.labels_, strict=True)
-        ]
-        payload = {
+    def _check_header(self):
+        header = self._header
+        if header.get("format") != _FORMAT:
+            raise _damaged(
+                f"the session in {self.directory}",
+                f"has format {header.get('format')!r}; this version of skal reads "
+                f"format {_FORMAT}",
+            )
+        if header["n_pool"] != self._n_pool:
+            raise ValueError(
+                f"the session in {self.directory} was made for a pool of "
+                f"{header['n_pool']} rows; this pool has {self._n_pool}"
+            )
+        if header["fingerprint"] != _fingerprint(self.pool):
+            raise ValueError(
+                f"the session in {self.directory} was made for another pool of "
+                f"{self._n_pool} rows: a sample of its rows differs from this "
+                "pool's. Its answers would attach to other items; open it with "
+                "the same pool, in the same order"
+            )
+
+    # ------------------------------------------------------------- model
+    def _target(self):
+        """The answers to train on: rows and labels, in first-labelled order."""
+        return tuple(self._answers), tuple(self._answers.values())
+
+    def _train(self, catch=False):
+        """Train on the current answers, then commit the model."""
+        with self._locked():
+            self._sync()
+            seq, (rows, labels) = self._seq, self._target()
+        if (rows, labels) == self._trained or not rows:
+            return
+        if self.learner_.classes is None and len(set(labels)) < 2:
+            warnings.warn(
+                f"the session in {self.directory} has answers of "
+                f"{len(set(labels))} class; training waits for a second class "
+                "(or declare every class with ActiveLearner(classes=...))",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return
+        trained_rows, trained_labels = self._trained
+        n = len(trained_rows)
+        try:
+            learner = self.learner_
+            if n and rows[:n] == trained_rows and labels[:n] == trained_labels:
+                learner.teach(self._rows(rows[n:]), np.asarray(labels[n:]))
+            else:  # the first training, or answers corrected: from scratch
+                learner = clone(self.learner).fit(self._rows(rows), np.asarray(labels))
+                self._n_initial = len(rows)
+        except Exception as exc:
+            if not catch:
+                exc.add_note(
+                    f"The answers are recorded in {self.directory}; fit() trains "
+                    "on them again."
+                )
+                raise
+            warnings.warn(
+                f"the session in {self.directory} could not train on its answers "
+                f"({type(exc).__name__}: {exc}); they are kept, and the model "
+                "stays as last trained",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return
+        with self._locked():
+            state = self._read_state()
+            if state is not None and state["seq"] > seq:
+                # another process trained on more answers meanwhile
+                self._load_model(state)
+                return
+            self.learner_ = learner
+            self._trained = (rows, labels)
+            self._model_seq = seq
+            self._save_model(seq)
+
+    def _rows(self, indices):
+        """Pool rows for the learner; a lazy view of a memory-mapped array."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if isinstance(self.pool, np.memmap) and isinstance(
+            final_step(self.learner.estimator), NeuralNet
+        ):
+            return _ArrayRows(self.pool, indices)
+        return take(self.pool, indices)
+
+    def _cold_start_picks(self, n_candidates, n):
+        seed = check_random_state(self.learner.random_state).randint(2**31 - 1)
+        rng = np.random.RandomState([seed, self._n_queries])
+        return rng.choice(n_candidates, n, replace=False)
+
+    def _model_dir(self):
+        return self.directory / _MODEL
+
+    def _read_state(self):
+        path = self._model_dir() / _STATE
+        if not path.exists():
+            return None
+        where = str(path)
+        try:
+            state = json.loads(path.read_bytes())
+            checksum = state.pop("checksum")
+        except (ValueError, UnicodeDecodeError, AttributeError, KeyError):
+            raise _damaged(where, "is not a complete model index") from None
+        if checksum != json_digest(state):
+            raise _damaged(where, "was modified after it was written")
+        if state.get("format") != _FORMAT or state.get("seq", 1e18) > self._seq:
+            raise _damaged(
+                where, "belongs to another session (or a later log than this one)"
+            )
+        return state
+
+    def _load_model(self, state):
+        """Rebuild the learner from the committed model, without training."""
+        where = f"the model of the session in {self.directory}"
+        arrays_path = self._model_dir() / state["arrays"]
+        if file_digest(arrays_path) != state["files"][state["arrays"]]:
+            raise _damaged(where, f"{state['arrays']} does not match its checksum")
+        with np.load(arrays_path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        rows, labels = list(state["rows"]), list(state["labels"])
+        weights = None
+        if state["weights"] is not None:
+            weights = load_weights(
+                self._model_dir() / state["weights"],
+                state["files"][state["weights"]],
+                where,
+            )
+        rng = state["rng"]
+        learner = clone(self.learner)
+        try:
+            learner.restore(
+                self._rows(rows),
+                np.asarray(labels),
+                weights=weights,
+                n_initial=state["n_initial"],
+                random_state=(
+                    rng["kind"],
+                    arrays["rng_keys"],
+                    rng["pos"],
+                    rng["has_gauss"],
+                    rng["cached_gaussian"],
+                ),
+                strategy_state=(
+                    state["strategy"],
+                    {
+                        k[len("strategy__") :]: v
+                        for k, v in arrays.items()
+                        if k.startswith("strategy__")
+                    },
+                ),
+            )
+        except (RuntimeError, ValueError) as exc:
+            if isinstance(exc, CheckpointError):
+                raise
+            raise _damaged(
+                where,
+                "does not fit the learner it was opened with "
+                f"({' '.join(str(exc).split())[:300]})",
+            ) from None
+        self.learner_ = learner
+        self._trained = (tuple(rows), tuple(labels))
+        self._n_initial = state["n_initial"]
+        self._model_seq = state["seq"]
+        self.model_version_ = state["version"]
+
+    def _check_model_changed(self):
+        """Another session object or process committed a newer model."""
+        path = self._model_dir() / _STATE
+        if not path.exists():
+            return
+        state = self._read_state()
+        if state["seq"] > self._model_seq:
+            self._load_model(state)
+
+    def _save_model(self, seq):
+        directory = self._model_dir()
+        directory.mkdir(exist_ok=True)
+        learner = self.learner_
+        meta, arrays = strategy_state(learner.strategy_)
+        arrays = {"strategy__" + k: v for k, v in arrays.items()}
+        kind, keys, pos, has_gauss, cached = learner.random_state_.get_state()
+        arrays["rng_keys"] = np.asarray(keys)
+        rows, labels = self._trained
+        files = {}
+        net = final_step(learner.estimator_)
+        weights_name = None
+        if isinstance(net, NeuralNet):
+            states = state_dicts(net)
+            tmp_name = f"weights-{seq}.pt"
+            digest = write_file(directory / tmp_name, lambda fh: torch.save(states, fh))
+            version = digest[:12]
+            weights_name = f"weights-{version}.pt"
+            os.replace(directory / tmp_name, directory / weights_name)
+            files[weights_name] = digest
+        else:
+            version = json_digest([list(rows), list(labels)])[:12]
+        arrays_name = f"arrays-{version}-{seq}.npz"
+        files[arrays_name] = write_file(
+            directory / arrays_name, lambda fh: np.savez(fh, **arrays)
+        )
+        state = {
             "format": _FORMAT,
-            "n_pool": n_samples(self.pool),
-            "n_first": self._n_first,
-            "rows": rows,
+            "seq": int(seq),
+            "version": version,
+            "rows": [int(r) for r in rows],
+            "labels": list(labels),
+            "n_initial": int(self._n_initial),
+            "weights": weights_name,
+            "arrays": arrays_name,
+            "files": files,
+            "rng": {
+                "kind": kind,
+                "pos": int(pos),
+                "has_gauss": int(has_gauss),
+                "cached_gaussian": float(cached),
+            },
+            "strategy": meta,
         }
-        _write_json(self.directory / _LABELS, payload)
-
-    def _write_pending(self, rows):
-        self.pending_ = np.asarray(rows, dtype=np.int64)
-        _write_json(self.directory / _PENDING, {"rows": self.pending_.tolist()})
-
-
-def _net_of_template(learner):
-    final = final_step(learner.estimator)
-    return final if isinstance(final, NeuralNet) else None
+        state["checksum"] = json_digest(state)
+        payload = json.dumps(state, indent=1).encode()
+        write_file(directory / _STATE, lambda fh: fh.write(payload))
+        self.model_version_ = version
+        for path in directory.iterdir():
+            if path.name not in files and path.name != _STATE:
+                if not path.name.startswith("."):
+                    path.unlink(missing_ok=True)
 
 
-def _fit_without_training(learner, X, y):
-    """Fit the learner with zero epochs: modules built, nothing trained."""
-    param = "estimator__max_epochs"
-    if isinstance(learner.estimator, Pipeline):
-        param = f"estimator__{learner.estimator.steps[-1][0]}__max_epochs"
-    epochs = learner.get_params()[param]
-    learner.set_params(**{param: 0}).fit(X, y)
-    learner.set_params(**{param: epochs})
-    _net_of(learner).set_params(max_epochs=epochs)
+class _ArrayRows(Dataset):
+    """Rows of an array, read one at a time (a memory-mapped pool is never
+    copied whole)."""
+
+    def __init__(self, array, indices):
+        self.array = array
+        self.indices = indices
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        return np.asarray(self.array[self.indices[i]])
 
 
-def _json_value(v):
-    return v.item() if hasattr(v, "item") else v
+def _label_kind(value, op):
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return "int"
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        if not np.isfinite(value):
+            raise ValueError(f"{op}: labels must be finite, got {value!r}")
+        return "float"
+    raise TypeError(
+        f"{op}: labels must be integers, strings or floats, got {value!r} of type "
+        f"{type(value).__name__}"
+    )
 
 
-def _read_json(path):
-    if not path.exists():
-        return None
-    return json.loads(path.read_text())
+def _record_hash(record):
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _write_json(path, payload):
-    data = json.dumps(payload).encode()
-    write_file(path, lambda fh: fh.write(data))
+def _damaged(where, reason):
+    return CheckpointError(
+        f"{where} {reason}. The session's answers are in log.jsonl; restore the "
+        "damaged file from a backup (a damaged model/ directory can be deleted: "
+        "the session then trains again on the answers)"
+    )
+
+
+def _write_error(directory, what, exc):
+    reason = {
+        errno.EROFS: "the file system is read-only",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.ENOSPC: "the disk is full",
+        errno.EFBIG: "the file size limit is reached",
+        errno.EDQUOT: "the disk quota is exceeded",
+    }.get(exc.errno, exc.strerror or str(exc))
+    return OSError(
+        exc.errno,
+        f"could not {what} in {directory} ({reason}); nothing was recorded: "
+        "answer again once the directory is writable",
+    )
+
+
+def _fingerprint(pool):
+    """A digest of the pool's size, kind and a sample of its rows.
+
+    Cheap at any size: 32 evenly spaced rows (ends included) are read, or,
+    for an image folder, the list of its files. A reordered or replaced pool
+    changes it with near certainty; a change confined to rows outside the
+    sample does not.
+    """
+    n = n_samples(pool)
+    h = hashlib.sha256(f"{n}".encode())
+    positions = np.unique(np.linspace(0, n - 1, min(n, _FINGERPRINT_ROWS)).astype(int))
+    if is_torch_dataset(pool):
+        samples = getattr(pool, "samples", None)
+        if isinstance(samples, list) and len(samples) == n:
+            # an ImageFolder: its files, in order
+            names = [os.fspath(s[0]) if isinstance(s, tuple) else s for s in samples]
+            h.update(json.dumps([str(v) for v in names]).encode())
+            return h.hexdigest()[:32]
+        for i in positions.tolist():
+            first = _item_bytes(split_item(pool[i])[0])
+            # a random transform gives other bytes at each read: left out
+            if first is not None and first == _item_bytes(split_item(pool[i])[0]):
+                h.update(first)
+        return h.hexdigest()[:32]
+    if hasattr(pool, "iloc"):
+        h.update(repr(list(pool.columns)).encode())
+        h.update(repr(pool.iloc[positions].to_numpy().tolist()).encode())
+        return h.hexdigest()[:32]
+    if isinstance(pool, list):
+        h.update(repr([pool[i] for i in positions]).encode())
+        return h.hexdigest()[:32]
+    rows = np.ascontiguousarray(to_array(pool[positions]))
+    h.update(str((rows.dtype.str, tuple(np.shape(pool)))).encode())
+    if rows.dtype == object:
+        h.update(repr(rows.tolist()).encode())
+    else:
+        h.update(rows.data)
+    return h.hexdigest()[:32]
+
+
+def _item_bytes(x):
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    if hasattr(x, "getbands"):  # PIL
+        x = np.asarray(x)
+    if isinstance(x, dict):
+        return b"".join(
+            k.encode() + (_item_bytes(v) or b"") for k, v in sorted(x.items())
+        )
+    x = np.asarray(x)
+    if x.dtype == object:
+        return repr(x.tolist()).encode()
+    return str((x.dtype.str, x.shape)).encode() + np.ascontiguousarray(x).tobytes()

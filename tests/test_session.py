@@ -60,7 +60,7 @@ def test_resume_continues_as_if_never_stopped(tmp_path):
         a.learner_.predict_proba(X), b.learner_.predict_proba(X), atol=1e-6
     )
     files = {p.suffix for p in (tmp_path / "b").rglob("*") if p.is_file()}
-    assert files <= {".json", ".npz", ".pt"}
+    assert files <= {".json", ".jsonl", ".npz", ".pt", ""}  # "" is the lock
 
 
 def test_taught_rows_are_never_queried_again(tmp_path):
@@ -82,18 +82,32 @@ def test_open_query_is_returned_until_answered(tmp_path):
     again = skal.LabelingSession(make_learner(), X, tmp_path).query(99)
     np.testing.assert_array_equal(again, rows)
     session.teach(rows[:1], y[rows[:1]])  # a partial answer
-    np.testing.assert_array_equal(session.query(4), np.sort(rows[1:]))
+    np.testing.assert_array_equal(session.query(4), rows[1:])  # in query order
     session.teach(rows[1:], y[rows[1:]])
     assert not set(session.query(4).tolist()) & set(rows.tolist())
 
 
 def test_errors(tmp_path):
     session = skal.LabelingSession(make_learner(), X, tmp_path)
-    with pytest.raises(Exception, match="teach a first labelled set"):
-        session.query(3)
     session.teach(range(10), y[:10])
-    with pytest.raises(ValueError, match="already labelled or repeated"):
+    with pytest.raises(ValueError, match=r"rows \[3\] already have an answer"):
         session.teach([3, 50], y[[3, 50]])
+    with pytest.raises(ValueError, match=r"rows \[50\] are repeated"):
+        session.teach([50, 50], [0, 0])
+    with pytest.raises(ValueError, match=r"rows \[50\] have no answer"):
+        session.relabel([50], [0])
+    with pytest.raises(ValueError, match=r"must be in \[0, 200\), got \[200\]"):
+        session.teach([200], [0])
+    with pytest.raises(TypeError, match="fit must be a bool"):
+        session.teach([50], [0], fit="no")
+    with pytest.raises(TypeError, match="annotator must be a string"):
+        session.teach([50], [0], annotator=3)
+    with pytest.raises(TypeError, match="n must be an integer"):
+        session.query("3")
+    with pytest.raises(ValueError, match="cold_start must be one of"):
+        skal.LabelingSession(make_learner(), X, tmp_path, cold_start="magic")
+    with pytest.raises(ValueError, match="lock_timeout must be"):
+        skal.LabelingSession(make_learner(), X, tmp_path, lock_timeout=-1)
     with pytest.raises(ValueError, match="2 indices but 1 labels"):
         session.teach([50, 51], [0])
     with pytest.raises(ValueError, match="pool of 200 rows; this pool has 100"):

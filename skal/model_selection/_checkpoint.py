@@ -41,7 +41,6 @@ from .._persistence import (
     file_digest,
     json_digest,
     load_weights,
-    restore_strategy_state,
     state_dicts,
     strategy_state,
     write_file,
@@ -240,23 +239,3 @@ class RunCheckpoint:
         for path in self.directory.iterdir():
             if _FILE_NAME.fullmatch(path.name) and path.name not in self._files:
                 path.unlink(missing_ok=True)
-
-    @staticmethod
-    def restore_random_state(learner, state) -> None:
-        """Put the saved generator and strategy state back into ``learner``."""
-        rng = state["rng"]
-        learner.random_state_.set_state(
-            (
-                rng["kind"],
-                state["_arrays"]["rng_keys"],
-                rng["pos"],
-                rng["has_gauss"],
-                rng["cached_gaussian"],
-            )
-        )
-        arrays = {
-            k[len("strategy__") :]: v
-            for k, v in state["_arrays"].items()
-            if k.startswith("strategy__")
-        }
-        restore_strategy_state(learner.strategy_, state["strategy"], arrays)

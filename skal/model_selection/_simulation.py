@@ -17,10 +17,10 @@ from skorch import NeuralNet
 from tqdm.auto import tqdm
 
 from .._data import DatasetOracle, is_torch_dataset, n_samples, take
-from .._persistence import load_state_dicts, state_dicts
+from .._persistence import CheckpointError, load_state_dicts, state_dicts
 from .._utils import final_step
 from ..strategies import get_strategy
-from ._checkpoint import RunCheckpoint, _unusable
+from ._checkpoint import _unusable
 from ._fingerprint import code_fingerprints, stable_token
 
 INITIAL_MODES = ("random", "stratified")
@@ -272,27 +272,38 @@ def _restore(learner, X, y, state, checkpoint, n_initial, query_size, keep_snaps
             f"{n_initial + state['round'] * query_size}; it belongs to another run",
         )
     is_net = isinstance(final_step(learner.estimator), NeuralNet)
+    rng = state["rng"]
+    arrays = state["_arrays"]
+    saved = {
+        "random_state": (
+            rng["kind"],
+            arrays["rng_keys"],
+            rng["pos"],
+            rng["has_gauss"],
+            rng["cached_gaussian"],
+        ),
+        "strategy_state": (
+            state["strategy"],
+            {
+                k[len("strategy__") :]: v
+                for k, v in arrays.items()
+                if k.startswith("strategy__")
+            },
+        ),
+    }
     snapshots = []
     if is_net:
-        param = "estimator__max_epochs"
-        if isinstance(learner.estimator, Pipeline):
-            param = f"estimator__{learner.estimator.steps[-1][0]}__max_epochs"
-        epochs = learner.get_params()[param]
-        # A fit of zero epochs builds what training would (module, optimizer,
-        # callbacks, classes_, a pipeline's earlier steps) without training;
-        # the weights come from the checkpoint. Under warm start the earlier
-        # steps of a pipeline were fitted on the initial set only, so they
-        # are fitted on exactly those rows again.
-        fit_rows = order[:n_initial] if learner.warm_start else order
-        learner.set_params(**{param: 0}).fit(take(X, fit_rows), y[fit_rows])
-        learner.set_params(**{param: epochs})
-        net = _net_of(learner)
-        net.set_params(max_epochs=epochs)
-        learner.X_labeled_, learner.y_labeled_ = take(X, order), y[order]
-        learner.n_labeled_ = len(order)
         try:
-            load_state_dicts(net, checkpoint.weights(state["weights"]))
+            learner.restore(
+                take(X, order),
+                y[order],
+                weights=checkpoint.weights(state["weights"]),
+                n_initial=n_initial,
+                **saved,
+            )
         except (RuntimeError, ValueError) as exc:
+            if isinstance(exc, CheckpointError):
+                raise
             # code outside the fingerprinted classes changed the network
             raise _unusable(
                 checkpoint.directory,
@@ -320,14 +331,11 @@ def _restore(learner, X, y, state, checkpoint, n_initial, query_size, keep_snaps
     else:
         # Estimators that are not networks are refitted on the labelled rows,
         # which is what teach does for them (a full refit each round).
-        learner.fit(take(X, order), y[order])
+        learner.restore(take(X, order), y[order], **saved)
         if keep_snapshots:
             for r in range(state["round"] + 1):
                 rows = order[: n_initial + r * query_size]
                 snapshots.append(clone(learner).fit(take(X, rows), y[rows]).estimator_)
-    # Last: fit above drew from the learner's random state and rebuilt the
-    # strategy; both are now put back as they were after the saved round.
-    RunCheckpoint.restore_random_state(learner, state)
     return order, snapshots
 
 
