@@ -378,6 +378,7 @@ class LabelingSession:
 
     # ---------------------------------------------------------- recording
     def _record(self, op, indices, labels, fit, annotator):
+        method = "teach" if op == "label" else op
         if not isinstance(fit, bool | np.bool_):
             raise TypeError(f"fit must be a bool, got {fit!r}")
         if annotator is not None and not isinstance(annotator, str):
@@ -389,7 +390,7 @@ class LabelingSession:
             rows = self._check_indices(indices, op)
             values = None
             if op != "unlabel":
-                values = self._check_labels(labels, len(rows), op)
+                values = self._check_labels(labels, len(rows), method)
             record = {
                 "op": op,
                 "rows": rows,
@@ -403,24 +404,25 @@ class LabelingSession:
             self._train()
 
     def _check_indices(self, indices, op):
+        method = "teach" if op == "label" else op
         arr = np.asarray(indices)
         if arr.dtype == object or arr.dtype.kind not in "iu":
             raise TypeError(
-                f"{op}: indices must be integers (pool row numbers), got "
+                f"{method}: indices must be integers (pool row numbers), got "
                 f"{arr.dtype} values such as {arr.reshape(-1)[:3].tolist()}"
             )
         arr = arr.reshape(-1).astype(np.int64)
         if len(arr) == 0:
-            raise ValueError(f"{op}: indices is empty")
+            raise ValueError(f"{method}: indices is empty")
         if arr.min() < 0 or arr.max() >= self._n_pool:
             bad = arr[(arr < 0) | (arr >= self._n_pool)]
             raise ValueError(
-                f"{op}: indices must be in [0, {self._n_pool}), got {bad.tolist()}"
+                f"{method}: indices must be in [0, {self._n_pool}), got {bad.tolist()}"
             )
         if len(np.unique(arr)) != len(arr):
             values, counts = np.unique(arr, return_counts=True)
             raise ValueError(
-                f"{op}: rows {values[counts > 1].tolist()} are repeated; give each "
+                f"{method}: rows {values[counts > 1].tolist()} are repeated; give each "
                 "row once"
             )
         labelled = np.fromiter((i in self._answers for i in arr.tolist()), bool)
@@ -431,7 +433,7 @@ class LabelingSession:
             )
         if op != "label" and not labelled.all():
             raise ValueError(
-                f"{op}: rows {arr[~labelled].tolist()} have no answer; label them "
+                f"{method}: rows {arr[~labelled].tolist()} have no answer; label them "
                 "with teach()"
             )
         return arr.tolist()
@@ -446,24 +448,25 @@ class LabelingSession:
             )
         values = [v.item() if isinstance(v, np.generic) else v for v in values]
         kinds = {_label_kind(v, op) for v in values}
+        kinds |= {_label_kind(v, "labels") for v in self._answers.values()}
         classes = self.learner_.classes
-        if classes is not None:
-            declared = np.asarray(classes).tolist()
+        declared = None if classes is None else np.asarray(classes).tolist()
+        if declared is not None:
             kinds |= {_label_kind(c, "classes") for c in declared}
+        if len(kinds) > 1:
+            raise TypeError(
+                f"{op}: labels must all be of one kind, but {sorted(kinds)} are "
+                f"mixed (got {values[:5]}, the session has "
+                f"{list(self._answers.values())[:5]}, classes={declared}); answer "
+                "with the same kind of label"
+            )
+        if declared is not None:
             undeclared = [v for v in values if v not in declared]
             if undeclared:
                 raise ValueError(
                     f"{op}: labels {undeclared[:5]} are not among the learner's "
                     f"classes {declared}; add them to ActiveLearner(classes=...)"
                 )
-        kinds |= {_label_kind(v, "labels") for v in self._answers.values()}
-        if len(kinds) > 1:
-            raise TypeError(
-                f"{op}: labels must all be of one kind, but {sorted(kinds)} are "
-                f"mixed (got {values[:5]}, the session has "
-                f"{list(self._answers.values())[:5]}); answer with the same kind "
-                "of label"
-            )
         if classes is None and self.model_version_ is not None:
             # a fitted model has its classes; a new one needs them declared
             fitted = self.learner_.classes_.tolist()
