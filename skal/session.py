@@ -715,14 +715,24 @@ class LabelingSession:
             learner = self.learner_
             if n and rows[:n] == trained_rows and labels[:n] == trained_labels:
                 learner.teach(self._rows(rows[n:]), np.asarray(labels[n:]))
+                n_initial = self._n_initial
             else:  # the first training, or answers corrected: from scratch
                 learner = clone(self.learner).fit(self._rows(rows), np.asarray(labels))
-                self._n_initial = len(rows)
+                n_initial = len(rows)
+            with self._locked():
+                state = self._read_state()
+                if state is not None and state["seq"] > seq:
+                    # another process trained on more answers meanwhile
+                    self._load_model(state)
+                    return
+                self._save_model(learner, seq, (rows, labels), n_initial)
         except Exception as exc:
+            # the model in memory is the one on disk, whatever failed
+            self._reset_model()
             if not catch:
                 exc.add_note(
-                    f"The answers are recorded in {self.directory}; fit() trains "
-                    "on them again."
+                    f"The answers are recorded in {self.directory}; the model "
+                    "stays as last saved, and fit() trains on them again."
                 )
                 raise
             warnings.warn(
@@ -732,17 +742,18 @@ class LabelingSession:
                 RuntimeWarning,
                 stacklevel=3,
             )
-            return
+
+    def _reset_model(self):
+        """Put the learner back as last committed (or unfitted)."""
         with self._locked():
             state = self._read_state()
-            if state is not None and state["seq"] > seq:
-                # another process trained on more answers meanwhile
+            if state is not None:
+                self._model_seq = -1  # load even at the same position
                 self._load_model(state)
                 return
-            self.learner_ = learner
-            self._trained = (rows, labels)
-            self._model_seq = seq
-            self._save_model(seq)
+            self.learner_ = clone(self.learner)
+            self._trained, self._n_initial = ((), ()), 0
+            self._model_seq, self.model_version_ = -1, None
 
     def _rows(self, indices):
         """Pool rows for the learner; a lazy view of a memory-mapped array."""
@@ -842,15 +853,16 @@ class LabelingSession:
         if state["seq"] > self._model_seq:
             self._load_model(state)
 
-    def _save_model(self, seq):
+    def _save_model(self, learner, seq, trained, n_initial):
+        """Commit ``learner`` as the model trained through log record ``seq``
+        on ``trained`` (rows, labels); only then is it the session's."""
         directory = self._model_dir()
         directory.mkdir(exist_ok=True)
-        learner = self.learner_
         meta, arrays = strategy_state(learner.strategy_)
         arrays = {"strategy__" + k: v for k, v in arrays.items()}
         kind, keys, pos, has_gauss, cached = learner.random_state_.get_state()
         arrays["rng_keys"] = np.asarray(keys)
-        rows, labels = self._trained
+        rows, labels = trained
         files = {}
         net = final_step(learner.estimator_)
         weights_name = None
@@ -874,7 +886,7 @@ class LabelingSession:
             "version": version,
             "rows": [int(r) for r in rows],
             "labels": list(labels),
-            "n_initial": int(self._n_initial),
+            "n_initial": int(n_initial),
             "weights": weights_name,
             "arrays": arrays_name,
             "files": files,
@@ -889,7 +901,8 @@ class LabelingSession:
         state["checksum"] = json_digest(state)
         payload = json.dumps(state, indent=1).encode()
         write_file(directory / _STATE, lambda fh: fh.write(payload))
-        self.model_version_ = version
+        self.learner_, self._trained, self._n_initial = learner, trained, n_initial
+        self._model_seq, self.model_version_ = seq, version
         for path in directory.iterdir():
             if path.name not in files and path.name != _STATE:
                 if not path.name.startswith("."):
