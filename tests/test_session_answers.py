@@ -103,7 +103,7 @@ def test_relabel_and_unlabel_keep_every_answer_and_train_on_the_latest(tmp_path)
     expected = {i: int(y[i]) for i in range(10) if i != 4}
     expected[3] = int(wrong)
     assert answers(session) == expected
-    # trained from scratch on the current answers, in first-labelled order
+    # trained on the current answers, in first-labelled order
     np.testing.assert_array_equal(session.learner_.y_labeled_, list(expected.values()))
     ops = [(h["op"], h["index"], h["annotator"]) for h in session.history()]
     assert ops[:10] == [("label", i, "ann") for i in range(10)]
