@@ -31,6 +31,7 @@ from ._data import (
     take,
     to_array,
 )
+from ._items import as_item_dataset
 from ._utils import draw_seed, encode_labels, final_step, torch_seed
 from .strategies import get_strategy
 from .strategies.context import QueryContext, expand_proba
@@ -412,6 +413,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         """X as the estimator takes it: Datasets and pipeline inputs as given,
         arrays validated (uint8 and float16 kept, others as float)."""
         estimator = self.estimator if reset else self.estimator_
+        X = as_item_dataset(X)  # a datasets.Dataset: read through a DictDataset
         if is_torch_dataset(X):
             if not isinstance(final_step(estimator), NeuralNet) or self._passthrough(
                 estimator

@@ -20,6 +20,7 @@ from .._data import (
     to_device,
     to_module_dtype,
 )
+from .._items import as_item_dataset
 from .._utils import encode_labels, eval_mode, logits_of
 from .taps import LayerTap, last_linear_name
 
@@ -304,6 +305,7 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         -------
         self : NeuralNetClassifier
         """
+        X = as_item_dataset(X)  # a datasets.Dataset: read through a DictDataset
         if y is None and is_torch_dataset(X):
             y = dataset_labels(X)
         return super().partial_fit(X, y, classes=classes, **fit_params)
