@@ -21,6 +21,7 @@ from .._data import (
     to_module_dtype,
 )
 from .._items import as_item_dataset
+from .._progress import observed
 from .._utils import encode_labels, eval_mode, logits_of
 from .taps import LayerTap, last_linear_name
 
@@ -368,6 +369,10 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         ``predict``, ``predict_proba``, ``score`` and :meth:`embed` leave the
         global random state untouched.
 
+        Every inference loader of the net is built here (or, for
+        :meth:`iter_batches` with its own batch size, in the same helper),
+        so that a progress bar counts each batch any query strategy reads.
+
         Parameters
         ----------
         dataset : torch.utils.data.Dataset
@@ -385,11 +390,18 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
                     dataset, self.train_transform, key=self._sample_key
                 )
             return super().get_iterator(dataset, training=True)
+        return self._inference_loader(dataset)
+
+    def _inference_loader(self, dataset, batch_size=None):
+        """The inference DataLoader; ``batch_size`` overrides every other
+        setting. Counted by :func:`skal._progress.observe_inference_batches`."""
         kwargs = self.get_params_for("iterator_valid")
         kwargs.setdefault("batch_size", self.inference_batch_size or self.batch_size)
+        if batch_size is not None:
+            kwargs["batch_size"] = batch_size
         if kwargs["batch_size"] == -1:
             kwargs["batch_size"] = len(dataset)
-        return _with_private_generator(self.iterator_valid(dataset, **kwargs))
+        return observed(_with_private_generator(self.iterator_valid(dataset, **kwargs)))
 
     def encode_labels(self, y) -> np.ndarray:
         """Indices of the labels ``y`` in ``classes_`` (int64).
@@ -549,10 +561,10 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         y : torch.Tensor of int64 on the net's device, or None
         """
         dataset = NeuralNetClassifier.get_dataset(self, X)
-        loader = self.get_iterator(dataset, training=False)
-        if batch_size is not None:
-            kwargs = {**self.get_params_for("iterator_valid"), "batch_size": batch_size}
-            loader = _with_private_generator(self.iterator_valid(dataset, **kwargs))
+        if batch_size is None:
+            loader = self.get_iterator(dataset, training=False)
+        else:
+            loader = self._inference_loader(dataset, batch_size)
         start = 0
         for xb, _ in loader:
             xb = to_module_dtype(to_device(xb, self.device))
