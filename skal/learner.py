@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import time
 from contextlib import contextmanager
 
 import numpy as np
@@ -32,6 +33,7 @@ from ._data import (
     to_array,
 )
 from ._items import as_item_dataset
+from ._rounds import query_summary, recorded_round
 from ._utils import draw_seed, encode_labels, final_step, torch_seed
 from .strategies import get_strategy
 from .strategies.context import QueryContext, expand_proba
@@ -102,6 +104,13 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         The class labels.
     n_labeled_ : int
         Number of labelled samples the learner was fitted or taught with.
+    n_rounds_ : int
+        Number of :meth:`teach` calls since :meth:`fit` (0 after ``fit``).
+        With a :class:`skal.NeuralNetClassifier`, each training records the
+        round in every epoch's history row (``al/round``, ``al/n_labeled``,
+        and the last query's ``al/query_seconds`` and score summary
+        ``al/score_mean``, ``al/score_max``, ``al/score_picked_mean``), where
+        skorch's loggers, ``TensorBoard`` included, read them.
     X_labeled_ : ndarray of shape (n_labeled, ...), list, DataFrame or Dataset
         The labelled inputs as given (validated arrays; several torch
         Datasets, or a Dataset and arrays, are joined in a ``ConcatDataset``).
@@ -192,7 +201,8 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         self.X_labeled_ = X
         self.y_labeled_ = y
         self.n_labeled_ = len(y)
-        with torch_seed(draw_seed(self.random_state_)):
+        self.n_rounds_, self._last_query = 0, None
+        with torch_seed(draw_seed(self.random_state_)), recorded_round(self):
             self.estimator_.fit(X, y_enc)
         return self
 
@@ -235,13 +245,15 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         self.n_labeled_ = len(self.y_labeled_)
         y_enc = self._encode(self.y_labeled_, "y")
         final = final_step(self.estimator_)
-        with torch_seed(draw_seed(self.random_state_)):
+        self.n_rounds_ = getattr(self, "n_rounds_", 0) + 1
+        with torch_seed(draw_seed(self.random_state_)), recorded_round(self):
             if self.warm_start and isinstance(final, NeuralNet) and final.initialized_:
                 final.initialize_optimizer()
                 with _restarted_schedules(final):
                     final.partial_fit(self._transform(self.X_labeled_), y_enc)
             else:
                 self.estimator_.fit(self.X_labeled_, y_enc)
+        self._last_query = None
         on_teach = getattr(self.strategy_, "on_teach", None)
         if callable(on_teach):
             with torch_seed(draw_seed(self.random_state_)):
@@ -288,10 +300,12 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             )
             X_pool = take(X_pool, candidates)
         context = self._context()
+        start = time.perf_counter()
         with torch_seed(draw_seed(self.random_state_)):
             picked = _parallel.select(
                 self.strategy_, context, self._transform(X_pool), n
             )
+        seconds = time.perf_counter() - start
         picked = np.asarray(picked)
         if (
             picked.shape != (n,)
@@ -304,6 +318,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
                 f"strategy {self.strategy_!r} returned {picked!r}, not {n} distinct "
                 f"row indices in [0, {len(candidates)})"
             )
+        self._last_query = query_summary(seconds, context.scores, picked)
         return candidates[picked]
 
     def utility(self, X_pool):
