@@ -178,6 +178,12 @@ def _channels_first(v):
     return v
 
 
+def _image_columns(features):
+    """Names of the ``datasets.Image`` columns of a dataset's features."""
+    image = sys.modules["datasets"].Image
+    return {k for k, f in features.items() if isinstance(f, image)}
+
+
 class DictDataset(Dataset):
     """A Dataset of dict items, read as ``(x, y)`` with named columns.
 
@@ -282,6 +288,8 @@ class DictDataset(Dataset):
         self.dataset = dataset
         self.input_keys = input_keys
         self.label_key = label_key
+        # a dataset's features change only in a new dataset (cast, map)
+        self._images = _image_columns(dataset.features) if hf else set()
 
     def __len__(self):
         return len(self.dataset)
@@ -308,17 +316,12 @@ class DictDataset(Dataset):
                 "DictDataset reads datasets whose items are dicts"
             )
         if is_hf_dataset(self.dataset) and fmt != "custom":
-            images = self._image_columns()
+            images = _image_columns(self.dataset.features)
             if images:
                 item = {
                     k: _channels_first(v) if k in images else v for k, v in item.items()
                 }
         return split_dict_item(item, self.input_keys, self.label_key)
-
-    def _image_columns(self):
-        from datasets import Image
-
-        return {k for k, f in self.dataset.features.items() if isinstance(f, Image)}
 
     @property
     def targets(self):
