@@ -367,17 +367,14 @@ def test_several_input_columns_reach_forward_as_keywords():
 class DictItems(Dataset):
     """A plain torch Dataset whose items are dicts."""
 
-    def __init__(self, X, y, extra=True):
-        self.X, self.y, self.extra = X, y, extra
+    def __init__(self, X, y, keys=("image", "label")):
+        self.X, self.y, self.keys = X, y, keys
 
     def __len__(self):
         return len(self.X)
 
     def __getitem__(self, i):
-        item = {"image": self.X[i], "label": self.y[i]}
-        if self.extra:
-            item["id"] = f"row{i}"
-        return item
+        return {self.keys[0]: self.X[i], self.keys[1]: self.y[i], "id": f"row{i}"}
 
 
 class OnlyTensors(nn.Module):
@@ -395,13 +392,20 @@ class OnlyTensors(nn.Module):
 
 def test_dict_items_of_a_torch_dataset(digits3):
     """Items {"image", "label", "id"} of a torch Dataset: the image reaches the
-    module, the label is read as the label, the id is ignored; results equal
-    those of the TensorDataset of the same images."""
+    module, the label is read as the label, the id is ignored; other keys are
+    named with DictDataset; results equal those of the TensorDataset of the
+    same images."""
     images, labels = digits3
+    X, y = torch.from_numpy(images), torch.from_numpy(labels)
     results = []
     for ds in (
-        DictItems(torch.from_numpy(images), torch.from_numpy(labels)),
-        TensorDataset(torch.from_numpy(images), torch.from_numpy(labels)),
+        DictItems(X, y),
+        skal.DictDataset(
+            DictItems(X, y, keys=("pixels", "target")),
+            input_keys="pixels",
+            label_key="target",
+        ),
+        TensorDataset(X, y),
     ):
         torch.manual_seed(0)
         net = skal.NeuralNetClassifier(OnlyTensors, max_epochs=2, classes=[0, 1, 2])
@@ -409,9 +413,10 @@ def test_dict_items_of_a_torch_dataset(digits3):
         results.append(
             (learner.y_labeled_, learner.query(ds, n=5), learner.predict_proba(ds))
         )
-    np.testing.assert_array_equal(results[0][0], labels[:40])
-    np.testing.assert_array_equal(results[0][1], results[1][1])
-    np.testing.assert_allclose(results[0][2], results[1][2], atol=1e-6)
+    for result in results[:2]:
+        np.testing.assert_array_equal(result[0], labels[:40])
+        np.testing.assert_array_equal(result[1], results[2][1])
+        np.testing.assert_allclose(result[2], results[2][2], atol=1e-6)
 
 
 def test_dict_item_errors(digits3):
