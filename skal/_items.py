@@ -315,12 +315,11 @@ class DictDataset(Dataset):
                 f"item {i} of the dataset is a {type(item).__name__}, not a dict; "
                 "DictDataset reads datasets whose items are dicts"
             )
-        if is_hf_dataset(self.dataset) and fmt != "custom":
-            images = _image_columns(self.dataset.features)
-            if images:
-                item = {
-                    k: _channels_first(v) if k in images else v for k, v in item.items()
-                }
+        if self._images and fmt != "custom":
+            item = {
+                k: _channels_first(v) if k in self._images else v
+                for k, v in item.items()
+            }
         return split_dict_item(item, self.input_keys, self.label_key)
 
     @property
