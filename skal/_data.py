@@ -20,24 +20,35 @@ One home for what every part of skal needs to know about its inputs:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 from skorch.dataset import Dataset as SkorchDataset
 from skorch.utils import to_tensor
 from torch.utils.data import ConcatDataset, Dataset, Subset, TensorDataset
 
+from ._items import as_item_dataset, is_hf_dataset, split_dict_item
+
 
 def is_torch_dataset(X) -> bool:
-    """Whether ``X`` is a user's map-style torch Dataset (not skorch's)."""
-    return isinstance(X, Dataset) and not isinstance(X, SkorchDataset)
+    """Whether ``X`` is a user's map-style torch Dataset (not skorch's), or a
+    Hugging Face ``datasets.Dataset``, which is read as one (see
+    :mod:`skal._items`)."""
+    return (
+        isinstance(X, Dataset) and not isinstance(X, SkorchDataset)
+    ) or is_hf_dataset(X)
 
 
 def split_item(item):
     """``(x, y)`` of a dataset item ``x`` or ``(x, y)``; ``y`` is None for ``x``.
 
     A tuple or list of length 2 is ``(x, y)``; a 1-tuple (a ``TensorDataset``
-    of inputs only) is ``x``; anything else is ``x``.
+    of inputs only) is ``x``; a dict is split by its default input and label
+    columns (:func:`skal._items.split_dict_item`); anything else is ``x``.
     """
+    if isinstance(item, Mapping):
+        return split_dict_item(item)
     if isinstance(item, tuple | list):
         if len(item) == 2:
             return item[0], item[1]
@@ -76,6 +87,7 @@ def labels_at(dataset, indices) -> np.ndarray:
     Read from the dataset's label store (``targets``, a ``TensorDataset``'s
     second tensor, through ``Subset``) when it has one, else from the items.
     """
+    dataset = as_item_dataset(dataset)
     indices = np.asarray(indices, dtype=np.int64)
     store = _label_store(dataset)
     if store is not None:
@@ -195,7 +207,7 @@ class SampleDataset(Dataset):
     """
 
     def __init__(self, X, y=None, transform=None):
-        self.X = X
+        self.X = as_item_dataset(X)
         self.y = None if y is None else to_array(y)
         self.transform = transform
         self._items = is_torch_dataset(X)

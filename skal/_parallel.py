@@ -181,7 +181,8 @@ def select(strategy, context, X, n):
     if getattr(strategy, "row_wise", False) and _plain_select(strategy):
         from .strategies.base import top_n
 
-        return top_n(utility(strategy, context, X), n, context.random_state)
+        context.scores = utility(strategy, context, X)
+        return top_n(context.scores, n, context.random_state)
     context.client = client
     return strategy.select(context, X, n)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import numbers
+import time
 from contextlib import contextmanager
 
 import numpy as np
@@ -32,7 +33,9 @@ from ._data import (
     take,
     to_array,
 )
+from ._items import as_item_dataset
 from ._persistence import load_state_dicts, restore_strategy_state
+from ._rounds import query_summary, recorded_round
 from ._utils import draw_seed, encode_labels, final_step, torch_seed
 from .strategies import get_strategy
 from .strategies.context import QueryContext, expand_proba
@@ -103,6 +106,13 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         The class labels.
     n_labeled_ : int
         Number of labelled samples the learner was fitted or taught with.
+    n_rounds_ : int
+        Number of :meth:`teach` calls since :meth:`fit` (0 after ``fit``).
+        With a :class:`skal.NeuralNetClassifier`, each training records the
+        round in every epoch's history row (``al/round``, ``al/n_labeled``,
+        and the last query's ``al/query_seconds`` and score summary
+        ``al/score_mean``, ``al/score_max``, ``al/score_picked_mean``), where
+        skorch's loggers, ``TensorBoard`` included, read them.
     X_labeled_ : ndarray of shape (n_labeled, ...), list, DataFrame or Dataset
         The labelled inputs as given (validated arrays; several torch
         Datasets, or a Dataset and arrays, are joined in a ``ConcatDataset``).
@@ -170,7 +180,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             estimator (see :meth:`skal.strategies.QueryStrategy.validate`).
         """
         X, y, y_enc = self._setup(X, y, "fit")
-        with torch_seed(draw_seed(self.random_state_)):
+        with torch_seed(draw_seed(self.random_state_)), recorded_round(self):
             self.estimator_.fit(X, y_enc)
         return self
 
@@ -183,6 +193,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         n_initial=None,
         random_state=None,
         strategy_state=None,
+        n_rounds=0,
     ):
         """Rebuild a fitted learner from saved state, without training.
 
@@ -222,6 +233,9 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         strategy_state : tuple of (dict, dict) or None, default=None
             The strategy's fitted state, as
             :func:`skal.model_selection.strategy_state` returned it.
+        n_rounds : int, default=0
+            How many times the saved learner was taught after its fit
+            (``n_rounds_``).
 
         Returns
         -------
@@ -275,6 +289,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
                 )
             with torch_seed(draw_seed(self.random_state_)):
                 self.estimator_.fit(X, y_enc)
+        self.n_rounds_ = int(n_rounds)
         # last: fitting drew from the generator and built a fresh strategy
         if random_state is not None:
             self.random_state_.set_state(random_state)
@@ -316,6 +331,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         self.X_labeled_ = X
         self.y_labeled_ = y
         self.n_labeled_ = len(y)
+        self.n_rounds_, self._last_query = 0, None
         return X, y, y_enc
 
     def teach(self, X, y=None):
@@ -357,13 +373,15 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         self.n_labeled_ = len(self.y_labeled_)
         y_enc = self._encode(self.y_labeled_, "y")
         final = final_step(self.estimator_)
-        with torch_seed(draw_seed(self.random_state_)):
+        self.n_rounds_ = getattr(self, "n_rounds_", 0) + 1
+        with torch_seed(draw_seed(self.random_state_)), recorded_round(self):
             if self.warm_start and isinstance(final, NeuralNet) and final.initialized_:
                 final.initialize_optimizer()
                 with _restarted_schedules(final):
                     final.partial_fit(self._transform(self.X_labeled_), y_enc)
             else:
                 self.estimator_.fit(self.X_labeled_, y_enc)
+        self._last_query = None
         on_teach = getattr(self.strategy_, "on_teach", None)
         if callable(on_teach):
             with torch_seed(draw_seed(self.random_state_)):
@@ -410,10 +428,12 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             )
             X_pool = take(X_pool, candidates)
         context = self._context()
+        start = time.perf_counter()
         with torch_seed(draw_seed(self.random_state_)):
             picked = _parallel.select(
                 self.strategy_, context, self._transform(X_pool), n
             )
+        seconds = time.perf_counter() - start
         picked = np.asarray(picked)
         if (
             picked.shape != (n,)
@@ -426,6 +446,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
                 f"strategy {self.strategy_!r} returned {picked!r}, not {n} distinct "
                 f"row indices in [0, {len(candidates)})"
             )
+        self._last_query = query_summary(seconds, context.scores, picked)
         return candidates[picked]
 
     def utility(self, X_pool):
@@ -535,6 +556,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         """X as the estimator takes it: Datasets and pipeline inputs as given,
         arrays validated (uint8 and float16 kept, others as float)."""
         estimator = self.estimator if reset else self.estimator_
+        X = as_item_dataset(X)  # a datasets.Dataset: read through a DictDataset
         if is_torch_dataset(X):
             if not isinstance(final_step(estimator), NeuralNet) or self._passthrough(
                 estimator

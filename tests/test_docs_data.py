@@ -16,7 +16,7 @@ def _blocks():
 
 def test_data_guide_snippets_run(capsys, tmp_path, monkeypatch):
     blocks = _blocks()
-    assert len(blocks) == 7
+    assert len(blocks) == 8
     monkeypatch.chdir(tmp_path)
     namespace = {}
     for block in blocks:
@@ -28,3 +28,4 @@ def test_data_guide_snippets_run(capsys, tmp_path, monkeypatch):
     assert len(lines[3].strip("[]").split()) == 3
     assert len(lines[4].strip("[]").split()) == 5
     assert lines[5] == "True 35"
+    assert lines[6] == "(1, 8, 8) 50 (10,)"

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .._data import DatasetOracle, is_torch_dataset, n_samples, take
 from .._persistence import CheckpointError, load_state_dicts, state_dicts
+from .._progress import observe_inference_batches
 from .._utils import final_step
 from ..strategies import get_strategy
 from ._checkpoint import _unusable
@@ -226,24 +227,22 @@ def run_key(data_key, learner_key, train, test, settings) -> str:
 
 @contextmanager
 def pool_progress(learner, enabled, desc):
-    """A tqdm bar over the network's inference batches while the pool is
-    scored (networks only; no bar otherwise)."""
+    """A tqdm bar over the inference batches a query reads (networks only;
+    no bar otherwise): the pool's batches, and the labelled set's for the
+    strategies that read it (dynamicAL's gradient, core-set's centres).
+
+    Every inference loader of a skal network reports to it, whichever
+    strategy reads it (see :mod:`skal._progress`). Yields the bar, or None.
+    """
     net = _net_of(learner)
     if not enabled or net is None:
-        yield
+        yield None
         return
     bar = tqdm(desc=desc, unit="batch", leave=False)
-    step = net.evaluation_step
-
-    def counted(*args, **kwargs):
-        bar.update(1)
-        return step(*args, **kwargs)
-
-    net.evaluation_step = counted
     try:
-        yield
+        with observe_inference_batches(lambda: bar.update(1)):
+            yield bar
     finally:
-        del net.evaluation_step
         bar.close()
 
 
@@ -299,6 +298,7 @@ def _restore(learner, X, y, state, checkpoint, n_initial, query_size, keep_snaps
                 y[order],
                 weights=checkpoint.weights(state["weights"]),
                 n_initial=n_initial,
+                n_rounds=state["round"],
                 **saved,
             )
         except (RuntimeError, ValueError) as exc:
@@ -331,7 +331,7 @@ def _restore(learner, X, y, state, checkpoint, n_initial, query_size, keep_snaps
     else:
         # Estimators that are not networks are refitted on the labelled rows,
         # which is what teach does for them (a full refit each round).
-        learner.restore(take(X, order), y[order], **saved)
+        learner.restore(take(X, order), y[order], n_rounds=state["round"], **saved)
         if keep_snapshots:
             for r in range(state["round"] + 1):
                 rows = order[: n_initial + r * query_size]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
+import pickle
 
 import numpy as np
 import skorch
 import torch
+from sklearn.base import clone
 from sklearn.metrics import accuracy_score
 from skorch.callbacks import EpochScoring
 from skorch.utils import is_dataset, to_numpy
@@ -20,6 +23,8 @@ from .._data import (
     to_device,
     to_module_dtype,
 )
+from .._items import as_item_dataset
+from .._progress import observed
 from .._utils import encode_labels, eval_mode, logits_of
 from .taps import LayerTap, last_linear_name
 
@@ -170,6 +175,9 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
 
     # the key of the input in a dict sample (the head nets add an index)
     _sample_key = None
+    # an active-learning round's quantities, recorded in each epoch's history
+    # row while ActiveLearner trains the net (see skal._rounds)
+    _round_values = None
 
     def __setattr__(self, name, value):
         # transforms may be torch modules (torchvision v2); they are
@@ -185,6 +193,57 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         # __init__ rebuilds it from the other parameters.
         params.pop("_params_to_validate", None)
         return params
+
+    def __sklearn_clone__(self):
+        """A clone as :func:`sklearn.base.clone` makes it, callbacks that hold
+        what cannot be copied included.
+
+        ``clone`` deep-copies every parameter. A callback holding a
+        ``SummaryWriter`` (skorch's ``TensorBoard``), a lock or an open file
+        cannot be deep-copied, and the clone that ``ActiveLearner.fit``,
+        the simulations and ``GridSearchCV`` make would fail with ``cannot
+        pickle '_thread.lock' object``. Such a callback is cloned with its
+        other parameters copied and those that cannot be copied shared: the
+        clone's ``TensorBoard`` writes through the user's writer, as the net
+        itself does when fitted directly. Everything else is cloned exactly
+        as sklearn does.
+
+        Returns
+        -------
+        net : NeuralNetClassifier
+            Unfitted, with the same parameters.
+        """
+        try:
+            return super().__sklearn_clone__()
+        except (TypeError, pickle.PicklingError):
+            if not isinstance(self.callbacks, list | tuple):
+                raise
+        params = self.get_params(deep=False)
+        for name, value in params.items():
+            if name == "callbacks":
+                params[name] = type(value)(_clone_callback(cb) for cb in value)
+            else:
+                params[name] = clone(value, safe=False)
+        new = type(self)(**params)
+        for attr in ("_metadata_request", "_sklearn_output_config"):
+            if attr in vars(self):
+                setattr(new, attr, copy.deepcopy(vars(self)[attr]))
+        return new
+
+    def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
+        """Start the epoch's history row, with the active-learning round's
+        quantities when :class:`skal.ActiveLearner` trains the net.
+
+        The keys (``al/round``, ``al/n_labeled``, ``al/query_seconds``,
+        ``al/score_mean``, ...) are in the row before any callback reads it,
+        so skorch's loggers (``TensorBoard``, ``WandbLogger``, ...) log them
+        with the losses.
+        """
+        super().on_epoch_begin(
+            net, dataset_train=dataset_train, dataset_valid=dataset_valid, **kwargs
+        )
+        for key, value in (self._round_values or {}).items():
+            self.history.record(key, value)
 
     @property
     def _default_callbacks(self):
@@ -304,6 +363,7 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         -------
         self : NeuralNetClassifier
         """
+        X = as_item_dataset(X)  # a datasets.Dataset: read through a DictDataset
         if y is None and is_torch_dataset(X):
             y = dataset_labels(X)
         return super().partial_fit(X, y, classes=classes, **fit_params)
@@ -366,6 +426,10 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         ``predict``, ``predict_proba``, ``score`` and :meth:`embed` leave the
         global random state untouched.
 
+        Every inference loader of the net is built here (or, for
+        :meth:`iter_batches` with its own batch size, in the same helper),
+        so that a progress bar counts each batch any query strategy reads.
+
         Parameters
         ----------
         dataset : torch.utils.data.Dataset
@@ -383,11 +447,18 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
                     dataset, self.train_transform, key=self._sample_key
                 )
             return super().get_iterator(dataset, training=True)
+        return self._inference_loader(dataset)
+
+    def _inference_loader(self, dataset, batch_size=None):
+        """The inference DataLoader; ``batch_size`` overrides every other
+        setting. Counted by :func:`skal._progress.observe_inference_batches`."""
         kwargs = self.get_params_for("iterator_valid")
         kwargs.setdefault("batch_size", self.inference_batch_size or self.batch_size)
+        if batch_size is not None:
+            kwargs["batch_size"] = batch_size
         if kwargs["batch_size"] == -1:
             kwargs["batch_size"] = len(dataset)
-        return _with_private_generator(self.iterator_valid(dataset, **kwargs))
+        return observed(_with_private_generator(self.iterator_valid(dataset, **kwargs)))
 
     def encode_labels(self, y) -> np.ndarray:
         """Indices of the labels ``y`` in ``classes_`` (int64).
@@ -547,10 +618,10 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         y : torch.Tensor of int64 on the net's device, or None
         """
         dataset = NeuralNetClassifier.get_dataset(self, X)
-        loader = self.get_iterator(dataset, training=False)
-        if batch_size is not None:
-            kwargs = {**self.get_params_for("iterator_valid"), "batch_size": batch_size}
-            loader = _with_private_generator(self.iterator_valid(dataset, **kwargs))
+        if batch_size is None:
+            loader = self.get_iterator(dataset, training=False)
+        else:
+            loader = self._inference_loader(dataset, batch_size)
         start = 0
         for xb, _ in loader:
             xb = to_module_dtype(to_device(xb, self.device))
@@ -620,6 +691,31 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         return {
             name: to_numpy(torch.cat([b[name] for b in batches])) for name in layers
         }
+
+
+def _clone_callback(entry):
+    """A callback (or ``(name, callback)``) cloned; a parameter that cannot be
+    deep-copied (a writer, a lock, a file) is shared with the original, and a
+    callback that is not a parametrized object is shared whole."""
+    if isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], str):
+        return entry[0], _clone_callback(entry[1])
+    try:
+        return clone(entry, safe=False)
+    except (TypeError, pickle.PicklingError):
+        if isinstance(entry, type) or not hasattr(entry, "get_params"):
+            return entry
+    params = {
+        name: _copied_or_shared(value)
+        for name, value in entry.get_params(deep=False).items()
+    }
+    return type(entry)(**params)
+
+
+def _copied_or_shared(value):
+    try:
+        return clone(value, safe=False)
+    except (TypeError, pickle.PicklingError):
+        return value
 
 
 def _with_private_generator(iterator):
