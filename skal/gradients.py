@@ -498,12 +498,10 @@ class _LinearRule(_LayerRule):
     def vector_grads(self, module, calls, params):
         if "bias" not in params:
             return []
-        _, dys = _linear_factors(calls)
-        return [("bias", sum(dy.sum(1) for dy in dys))]
+        return [("bias", sum(_tokens(dy).sum(1) for _, dy in calls))]
 
     def dims(self, module, calls):
-        _, dys = _linear_factors(calls)
-        length = sum(dy.shape[1] for dy in dys)
+        length = sum(_tokens(dy).shape[1] for _, dy in calls)
         return module.in_features, module.out_features, length
 
     def factorable(self, module):
@@ -531,13 +529,14 @@ class _LinearRule(_LayerRule):
         return sum((dy @ a * (u @ b)).sum(1) for u, dy in zip(us, dys))
 
 
+def _tokens(t):
+    """``t`` of shape (n, ..., width) as (n, L, width): L positions."""
+    return t.reshape(t.shape[0], -1, t.shape[-1])
+
+
 def _linear_factors(calls):
-    """Per call, ``U`` (n, L, K) and ``dY`` (n, L, M) of a ``Linear`` layer
-    (views, no copy)."""
-    n = calls[0][1].shape[0]
-    us = [inp.reshape(n, -1, inp.shape[-1]) for inp, _ in calls]
-    dys = [dy.reshape(n, -1, dy.shape[-1]) for _, dy in calls]
-    return us, dys
+    """Per call, ``U`` (n, L, K) and ``dY`` (n, L, M) of a ``Linear`` layer."""
+    return [_tokens(inp) for inp, _ in calls], [_tokens(dy) for _, dy in calls]
 
 
 def _linear_grads(us, dys):
