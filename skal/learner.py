@@ -173,6 +173,15 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         check_classification_targets(y)
         if self.classes is None:
             self.classes_ = np.unique(y)
+            if len(self.classes_) < 2:
+                # one output: every query a tie (sklearn's classifiers refuse
+                # such a fit too)
+                raise ValueError(
+                    f"y holds one class ({self.classes_.tolist()!r}); a "
+                    "classifier needs at least 2 classes. If the others are "
+                    "known but not labelled yet, declare them all with "
+                    "ActiveLearner(classes=[...])"
+                )
         else:
             self.classes_ = _check_classes(self.classes)
         y_enc = self._encode(y, "y")
@@ -435,7 +444,11 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         if isinstance(X, torch.Tensor):
             X = to_array(X)
         dtype = _FLOAT_DTYPES
-        if getattr(X, "dtype", None) in _KEPT_DTYPES:
+        kind = getattr(getattr(X, "dtype", None), "kind", None)
+        if getattr(X, "dtype", None) in _KEPT_DTYPES or (
+            kind in ("i", "u") and isinstance(final_step(estimator), NeuralNet)
+        ):
+            # token ids reach the network's module unchanged
             dtype = None
         X_checked = check_array(X, allow_nd=True, dtype=dtype, input_name=name)
         # feature names and count, checked on the input as given
@@ -548,8 +561,10 @@ def _prepare_estimator(estimator, n_classes):
 
 def _check_classes(classes):
     arr = np.asarray(classes)
-    if arr.ndim != 1 or len(arr) == 0:
-        raise ValueError(f"classes must be a non-empty 1-d array-like, got {classes!r}")
+    if arr.ndim != 1 or len(arr) < 2:
+        raise ValueError(
+            f"classes must be a 1-d array-like of at least 2 classes, got {classes!r}"
+        )
     uniq = np.unique(arr)
     if len(uniq) != len(arr):
         raise ValueError(f"classes must not contain duplicates, got {classes!r}")
