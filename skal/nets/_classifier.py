@@ -98,7 +98,12 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         Applied to every sample, in training and at inference, before the
         dtype conversion: a torchvision ``transforms.v2`` transform (e.g.
         ``v2.Compose([v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(mean, std)])``) or any function of one sample.
+        v2.Normalize(mean, std)])``) or any function of one sample. It
+        receives a tensor of the sample's own dtype: array rows, and PIL
+        images as uint8 ``(C, H, W)``, are converted first, so that one
+        transform serves every kind of X (a transform for PIL images only,
+        such as v1's ``ToTensor()``, is refused with an error naming its
+        replacement).
     train_transform : callable or None, default=None
         Applied to training samples only, after ``transform`` (e.g.
         ``v2.Compose([v2.RandomCrop(28, padding=4),
