@@ -386,9 +386,9 @@ def collate_samples(batch):
     floating batch holding NaN or infinity raises a ValueError naming its
     items (arrays are checked when given; a Dataset's samples here, batch by
     batch: one sum per batch, and a per-value check only when it is not
-    finite). Items are named by their index in the dataset when the batch
-    knows them (:class:`SampleDataset`), else by their position in the
-    batch.
+    finite). Samples are named by their item's index in the dataset when
+    the batch knows them (read by :class:`SampleDataset`), else by their
+    position in the batch.
 
     Parameters
     ----------
@@ -410,9 +410,12 @@ def collate_samples(batch):
     >>> collate_samples(uneven)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: samples of one batch have different shapes: item 0 is (2,) ...
+    ValueError: samples of one batch have different shapes: batch position 0 is (2,) ...
     """
-    names = getattr(batch, "indices", None) or list(range(len(batch)))
+    if isinstance(batch, _Batch):
+        names = [f"item {i}" for i in batch.indices]
+    else:
+        names = [f"batch position {k}" for k in range(len(batch))]
     try:
         out = default_collate(batch)
     except (RuntimeError, TypeError) as exc:
@@ -432,8 +435,8 @@ def _raise_shape_mismatch(batch, names, exc):
     for k, shape in enumerate(shapes):
         if shape is not None and shapes[0] is not None and shape != shapes[0]:
             raise ValueError(
-                f"samples of one batch have different shapes: item {names[0]} is "
-                f"{shapes[0]} and item {names[k]} is {shape}; the network stacks "
+                f"samples of one batch have different shapes: {names[0]} is "
+                f"{shapes[0]} and {names[k]} is {shape}; the network stacks "
                 "samples into batches, so every sample must have the same shape "
                 "after transform: give the network a transform that crops or "
                 "resizes them (e.g. v2.Resize((height, width)))"
@@ -445,11 +448,11 @@ def _check_finite(x, names):
     if torch.isfinite(total) or torch.isfinite(x).all():
         return
     bad = (~torch.isfinite(x.reshape(len(x), -1))).any(1).nonzero().flatten()
-    items = [names[k] for k in bad.tolist()]
+    where = ", ".join(names[k] for k in bad.tolist()[:10])
     raise ValueError(
-        f"X holds NaN or infinity in item(s) {items[:10]}"
-        f"{' ...' if len(items) > 10 else ''} (as the network reads them, after "
-        "transform); the samples must be finite: fix or leave out those items"
+        f"X holds NaN or infinity in {where}{' ...' if len(bad) > 10 else ''} "
+        "(as the network reads them, after transform); the samples must be "
+        "finite: fix or leave out those items"
     )
 
 

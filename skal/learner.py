@@ -50,8 +50,9 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     classifier.
 
     Every method that takes X accepts an array (float, or uint8 / float16
-    images kept in their dtype: the network converts each batch), a torch
-    tensor, or, with a :class:`skal.NeuralNetClassifier`, a map-style
+    images and, with a network, integer arrays kept in their dtype: the
+    network converts each batch), a torch tensor, or, with a
+    :class:`skal.NeuralNetClassifier`, a map-style
     ``torch.utils.data.Dataset`` whose items are ``x`` or ``(x, y)``; the
     indices :meth:`query` returns index the rows or items given. With a
     :class:`~sklearn.pipeline.Pipeline`, X reaches the pipeline as given
@@ -448,7 +449,8 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         if getattr(X, "dtype", None) in _KEPT_DTYPES or (
             kind in ("i", "u") and isinstance(final_step(estimator), NeuralNet)
         ):
-            # token ids reach the network's module unchanged
+            # kept for a network, which passes integer batches to a module
+            # with an embedding as they are (token ids), to others as float32
             dtype = None
         X_checked = check_array(X, allow_nd=True, dtype=dtype, input_name=name)
         # feature names and count, checked on the input as given
