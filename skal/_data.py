@@ -267,6 +267,8 @@ def _transformed(x, transform, name, i):
 
 def _as_sample(x, i, what):
     """A converted sample, or a TypeError naming what it is."""
+    if isinstance(x, torch.Tensor):
+        return x
     if isinstance(x, dict):
         return {k: as_tensor_sample(v) for k, v in x.items()}
     x = as_tensor_sample(x)
