@@ -132,7 +132,7 @@ def one_worker_cluster(**config):
             n_workers=1,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",  # any free port: the module's cluster may hold 8787
             worker_dashboard_address=None,
         ) as cluster,
         distributed.Client(cluster) as client,
