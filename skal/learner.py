@@ -55,8 +55,9 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     classifier.
 
     Every method that takes X accepts an array (float, or uint8 / float16
-    images kept in their dtype: the network converts each batch), a torch
-    tensor, or, with a :class:`skal.NeuralNetClassifier`, a map-style
+    images and, with a network, integer arrays kept in their dtype: the
+    network converts each batch), a torch tensor, or, with a
+    :class:`skal.NeuralNetClassifier`, a map-style
     ``torch.utils.data.Dataset`` whose items are ``x`` or ``(x, y)``; the
     indices :meth:`query` returns index the rows or items given. With a
     :class:`~sklearn.pipeline.Pipeline`, X reaches the pipeline as given
@@ -313,6 +314,15 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         check_classification_targets(y)
         if self.classes is None:
             self.classes_ = np.unique(y)
+            if len(self.classes_) < 2:
+                # one output: every query a tie (sklearn's classifiers refuse
+                # such a fit too)
+                raise ValueError(
+                    f"y holds one class ({self.classes_.tolist()!r}); a "
+                    "classifier needs at least 2 classes. If the others are "
+                    "known but not labelled yet, declare them all with "
+                    "ActiveLearner(classes=[...])"
+                )
         else:
             self.classes_ = _check_classes(self.classes)
         y_enc = self._encode(y, "y")
@@ -580,7 +590,12 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         if isinstance(X, torch.Tensor):
             X = to_array(X)
         dtype = _FLOAT_DTYPES
-        if getattr(X, "dtype", None) in _KEPT_DTYPES:
+        kind = getattr(getattr(X, "dtype", None), "kind", None)
+        if getattr(X, "dtype", None) in _KEPT_DTYPES or (
+            kind in ("i", "u") and isinstance(final_step(estimator), NeuralNet)
+        ):
+            # kept for a network, which passes integer batches to a module
+            # with an embedding as they are (token ids), to others as float32
             dtype = None
         X_checked = check_array(X, allow_nd=True, dtype=dtype, input_name=name)
         # feature names and count, checked on the input as given
@@ -693,8 +708,10 @@ def _prepare_estimator(estimator, n_classes):
 
 def _check_classes(classes):
     arr = np.asarray(classes)
-    if arr.ndim != 1 or len(arr) == 0:
-        raise ValueError(f"classes must be a non-empty 1-d array-like, got {classes!r}")
+    if arr.ndim != 1 or len(arr) < 2:
+        raise ValueError(
+            f"classes must be a 1-d array-like of at least 2 classes, got {classes!r}"
+        )
     uniq = np.unique(arr)
     if len(uniq) != len(arr):
         raise ValueError(f"classes must not contain duplicates, got {classes!r}")

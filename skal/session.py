@@ -47,9 +47,9 @@ import torch
 from sklearn.base import clone
 from sklearn.utils import check_random_state
 from skorch import NeuralNet
-from torch.utils.data import Dataset
+from torch.utils.data import Subset
 
-from ._data import is_torch_dataset, n_samples, split_item, take, to_array
+from ._data import ArrayRows, is_torch_dataset, n_samples, split_item, take, to_array
 from ._persistence import (
     CheckpointError,
     file_digest,
@@ -789,7 +789,7 @@ class LabelingSession:
         if isinstance(self.pool, np.memmap) and isinstance(
             final_step(self.learner.estimator), NeuralNet
         ):
-            return _ArrayRows(self.pool, indices)
+            return Subset(ArrayRows(self.pool), indices.tolist())
         return take(self.pool, indices)
 
     def _cold_start_picks(self, n_candidates, n):
@@ -937,21 +937,6 @@ class LabelingSession:
             if path.name not in files and path.name != _STATE:
                 if not path.name.startswith("."):
                     path.unlink(missing_ok=True)
-
-
-class _ArrayRows(Dataset):
-    """Rows of an array, read one at a time (a memory-mapped pool is never
-    copied whole)."""
-
-    def __init__(self, array, indices):
-        self.array = array
-        self.indices = indices
-
-    def __len__(self):
-        return len(self.indices)
-
-    def __getitem__(self, i):
-        return np.asarray(self.array[self.indices[i]])
 
 
 def _label_kind(value, op):

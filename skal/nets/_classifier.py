@@ -18,6 +18,7 @@ from torch import nn
 from .._data import (
     SampleDataset,
     TrainTransformed,
+    collate_samples,
     dataset_labels,
     is_torch_dataset,
     to_device,
@@ -33,6 +34,10 @@ _CLASS_COUNT_PARAMS = ("num_classes", "n_classes")
 
 # options of the loaders and the dataset: nothing to re-initialize
 _LOADER_PREFIXES = ("iterator_train__", "iterator_valid__", "dataset__")
+
+# per-sample transforms: parameters passed as given, never treated as
+# estimators (torchvision's random transforms have a static get_params)
+_TRANSFORM_PARAMS = ("transform", "train_transform")
 
 
 class NeuralNetClassifier(skorch.NeuralNetClassifier):
@@ -53,8 +58,9 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
       items. Nothing is converted whole: each sample is read as a tensor of
       its own dtype (PIL images as uint8) and passed through ``transform``;
       each batch is converted on its way to the module (floating and uint8
-      to float32, values unchanged; other integer dtypes, such as token ids,
-      kept). Pixel values are scaled only by a transform, e.g.
+      to float32, values unchanged; other integer dtypes kept as token ids
+      when the module has an ``nn.Embedding`` or ``nn.EmbeddingBag``, else
+      float32 too). Pixel values are scaled only by a transform, e.g.
       ``transform=v2.ToDtype(torch.float32, scale=True)``;
     - ``train_transform`` augments training samples only, each sample with
       its own random parameters; prediction, embeddings and every query
@@ -95,7 +101,12 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         Applied to every sample, in training and at inference, before the
         dtype conversion: a torchvision ``transforms.v2`` transform (e.g.
         ``v2.Compose([v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(mean, std)])``) or any function of one sample.
+        v2.Normalize(mean, std)])``) or any function of one sample. It
+        receives a tensor of the sample's own dtype: array rows, and PIL
+        images as uint8 ``(C, H, W)``, are converted first, so that one
+        transform serves every kind of X (a transform for PIL images only,
+        such as v1's ``ToTensor()``, is refused with an error naming its
+        replacement).
     train_transform : callable or None, default=None
         Applied to training samples only, after ``transform`` (e.g.
         ``v2.Compose([v2.RandomCrop(28, padding=4),
@@ -187,11 +198,36 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
             return
         super().__setattr__(name, value)
 
+    def _get_param_names(self):
+        # the transforms are added by get_params as they are: sklearn would
+        # take an object with a get_params method for an estimator and
+        # expand it, and torchvision's random transforms (v2.RandomCrop,
+        # RandomResizedCrop, RandomRotation) have a static get_params that
+        # draws crop or angle parameters
+        return [n for n in super()._get_param_names() if n not in _TRANSFORM_PARAMS]
+
     def get_params(self, deep=True, **kwargs):
+        """The parameters, as sklearn's ``get_params``; transforms as given.
+
+        Parameters
+        ----------
+        deep : bool, default=True
+            Also return the parameters of contained estimators (callbacks);
+            ``transform`` and ``train_transform`` are returned as they are,
+            never expanded.
+        **kwargs : dict
+            Passed on to skorch's ``get_params``.
+
+        Returns
+        -------
+        params : dict
+        """
         params = super().get_params(deep=deep, **kwargs)
         # skorch lists its internal bookkeeping set among the parameters;
         # __init__ rebuilds it from the other parameters.
         params.pop("_params_to_validate", None)
+        for name in _TRANSFORM_PARAMS:
+            params[name] = getattr(self, name)
         return params
 
     def __sklearn_clone__(self):
@@ -206,21 +242,20 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         other parameters copied and those that cannot be copied shared: the
         clone's ``TensorBoard`` writes through the user's writer, as the net
         itself does when fitted directly. Everything else is cloned exactly
-        as sklearn does.
+        as sklearn does, except the transforms: they are deep-copied rather
+        than cloned as estimators (sklearn would call a torchvision random
+        transform's static ``get_params``).
 
         Returns
         -------
         net : NeuralNetClassifier
             Unfitted, with the same parameters.
         """
-        try:
-            return super().__sklearn_clone__()
-        except (TypeError, pickle.PicklingError):
-            if not isinstance(self.callbacks, list | tuple):
-                raise
         params = self.get_params(deep=False)
         for name, value in params.items():
-            if name == "callbacks":
+            if name in _TRANSFORM_PARAMS:
+                params[name] = copy.deepcopy(value)
+            elif name == "callbacks" and isinstance(value, list | tuple):
                 params[name] = type(value)(_clone_callback(cb) for cb in value)
             else:
                 params[name] = clone(value, safe=False)
@@ -254,7 +289,10 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         return list(callbacks.items())
 
     def initialize(self):
-        """Initialize as skorch does, after checking that the device exists."""
+        """Initialize as skorch does, after checking the transforms and that the
+        device exists."""
+        for name in _TRANSFORM_PARAMS:
+            _check_transform(name, getattr(self, name))
         device = self.device
         if device is not None and str(device).startswith("cuda"):
             if not torch.cuda.is_available():
@@ -327,6 +365,35 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         logits = logits_of(y_pred)
         _check_logits_width(self, logits)
         return super().get_loss(logits, y_true, *args, **kwargs)
+
+    def check_data(self, X, y):
+        """Check the data as skorch does; refuse a single class.
+
+        A module with one output has a softmax of 1 for every sample: every
+        prediction is that class and every query a tie. As sklearn's
+        classifiers do, fitting on one class is refused unless the other
+        classes are declared with ``classes``.
+
+        Parameters
+        ----------
+        X : array-like, tensor or Dataset
+        y : array-like or None
+        """
+        super().check_data(X, y)
+        if self.classes is not None:
+            if len(self.classes) < 2:
+                raise ValueError(
+                    f"classes={list(self.classes)!r} holds one class; a "
+                    "classifier needs at least 2 classes"
+                )
+            return
+        inferred = getattr(self, "classes_inferred_", None)
+        if inferred is not None and len(inferred) < 2:
+            raise ValueError(
+                f"y holds one class ({inferred.tolist()!r}); a classifier "
+                "needs at least 2 classes. If the others are known but not in "
+                "this labelled set yet, declare them all with classes=[...]"
+            )
 
     def fit(self, X, y=None, **fit_params):
         """Initialize and train; ``y=None`` reads the labels of a Dataset's items.
@@ -411,8 +478,17 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         output : torch.Tensor or tuple of torch.Tensor
             The module's output.
         """
-        x = to_module_dtype(to_device(x, self.device))
+        x = to_module_dtype(to_device(x, self.device), self._embeds_tokens())
         return super().infer(x, **fit_params)
+
+    def _embeds_tokens(self):
+        """Whether integer batches reach the module as they are: it has an
+        ``nn.Embedding`` or ``nn.EmbeddingBag`` (token ids); integers are
+        otherwise measurements, converted to float32 like every number."""
+        module = getattr(self, "module_", None)
+        return module is not None and any(
+            isinstance(m, nn.Embedding | nn.EmbeddingBag) for m in module.modules()
+        )
 
     def get_iterator(self, dataset, training=False):
         """skorch's DataLoader, with ``train_transform`` for training.
@@ -446,19 +522,34 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
                 dataset = TrainTransformed(
                     dataset, self.train_transform, key=self._sample_key
                 )
-            return super().get_iterator(dataset, training=True)
+            kwargs = self._loader_kwargs("iterator_train")
+            kwargs.setdefault("batch_size", self.batch_size)
+            if kwargs["batch_size"] == -1:
+                kwargs["batch_size"] = len(dataset)
+            return self.iterator_train(dataset, **kwargs)
         return self._inference_loader(dataset)
 
     def _inference_loader(self, dataset, batch_size=None):
         """The inference DataLoader; ``batch_size`` overrides every other
         setting. Counted by :func:`skal._progress.observe_inference_batches`."""
-        kwargs = self.get_params_for("iterator_valid")
+        kwargs = self._loader_kwargs("iterator_valid")
         kwargs.setdefault("batch_size", self.inference_batch_size or self.batch_size)
         if batch_size is not None:
             kwargs["batch_size"] = batch_size
         if kwargs["batch_size"] == -1:
             kwargs["batch_size"] = len(dataset)
         return observed(_with_private_generator(self.iterator_valid(dataset, **kwargs)))
+
+    def _loader_kwargs(self, prefix):
+        """The loader's arguments; a torch DataLoader stacks samples with
+        :func:`~skal._data.collate_samples` unless ``collate_fn`` is set."""
+        kwargs = self.get_params_for(prefix)
+        iterator = getattr(self, prefix)
+        if isinstance(iterator, type) and issubclass(
+            iterator, torch.utils.data.DataLoader
+        ):
+            kwargs.setdefault("collate_fn", collate_samples)
+        return kwargs
 
     def encode_labels(self, y) -> np.ndarray:
         """Indices of the labels ``y`` in ``classes_`` (int64).
@@ -624,7 +715,7 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
             loader = self._inference_loader(dataset, batch_size)
         start = 0
         for xb, _ in loader:
-            xb = to_module_dtype(to_device(xb, self.device))
+            xb = to_module_dtype(to_device(xb, self.device), self._embeds_tokens())
             n = len(next(iter(xb.values()))) if isinstance(xb, dict) else len(xb)
             yb = None
             if y is not None:
@@ -761,6 +852,24 @@ def _check_logits_width(net, logits):
         f"{tuple(logits.shape)}, but there are {n_classes} classes; it must "
         f"return (batch_size, {n_classes}) logits, one per class: {how}"
     )
+
+
+def _check_transform(name, value):
+    """Refuse a transform that cannot be applied to a sample."""
+    if value is None:
+        return
+    if isinstance(value, type):
+        raise TypeError(
+            f"{name} must be a transform object or function, got the class "
+            f"{value.__module__}.{value.__qualname__}; create one, e.g. "
+            f"{name}={value.__name__}(...)"
+        )
+    if not callable(value):
+        raise TypeError(
+            f"{name} must be a callable applied to one sample (a torchvision "
+            f"v2 transform or a function), got {value!r} of type "
+            f"{type(value).__name__}"
+        )
 
 
 def _class_count_param(module_cls):
