@@ -50,6 +50,8 @@ __all__ = [
     "OverallUncertainty",
     "StabilizingPredictions",
     "StoppingCriterion",
+    "cohen_kappa",
+    "delta_f",
     "should_stop",
 ]
 

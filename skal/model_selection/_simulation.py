@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .._data import DatasetOracle, is_torch_dataset, n_samples, take
 from .._utils import final_step
+from ..coldstart import LABEL_FREE_METHODS, select_label_free
 from ..strategies import get_strategy
 from ._checkpoint import (
     RunCheckpoint,
@@ -28,7 +29,11 @@ from ._checkpoint import (
     state_dicts,
 )
 
-INITIAL_MODES = ("random", "stratified")
+# "random" and "stratified" read labels (at least one sample per class);
+# the label-free methods of skal.coldstart do not
+INITIAL_MODES = ("random", "stratified") + tuple(
+    m for m in LABEL_FREE_METHODS if m != "random"
+)
 
 
 def check_loop_params(n_initial, query_size, n_rounds, initial):
@@ -70,10 +75,14 @@ def check_pool_size(n_train, n_initial, query_size, n_rounds, where="the data"):
 _MAX_DRAWS = 100
 
 
-def initial_indices(y_train, n_initial, initial, rng):
+def initial_indices(y_train, n_initial, initial, rng, *, X_train=None, learner=None):
     """Positions (into ``y_train``) of the initial labelled set.
 
-    Both modes give at least one sample of every class present.
+    The label-free methods (``"kmeans++"``, ``"kcenter"``, ``"typiclust"``)
+    pick rows of ``X_train`` in the embedding of ``learner`` (unfitted: its
+    untrained network's; see :func:`skal.coldstart.select_label_free`) and
+    read no label, so they may miss classes. The two other modes give at
+    least one sample of every class present.
     ``"random"`` draws uniform subsets until one holds every class, so only
     the labels of drawn candidates are read (after ``_MAX_DRAWS`` failures, a
     random sample of each missing class replaces a sample of a class drawn
@@ -81,6 +90,10 @@ def initial_indices(y_train, n_initial, initial, rng):
     class frequencies of the training part (largest remainders, at least one
     each) and so reads all its labels.
     """
+    if initial not in ("random", "stratified"):
+        return select_label_free(
+            learner, X_train, n_initial, method=initial, random_state=rng
+        )
     classes, y_idx, counts = np.unique(y_train, return_inverse=True, return_counts=True)
     n_classes = len(classes)
     if n_initial < n_classes:
@@ -401,7 +414,12 @@ def simulate(
         total=n_rounds, desc=desc, disable=verbose < 2, leave=False, unit="round"
     )
     if state is None:
-        if isinstance(y, DatasetOracle):
+        if initial not in ("random", "stratified"):  # label-free: reads no y
+            rows = initial_indices(
+                None, n_initial, initial, rng, X_train=take(X, train), learner=learner
+            )
+            order = train[rows]
+        elif isinstance(y, DatasetOracle):
             if initial != "random":
                 raise ValueError(
                     f"initial={initial!r} reads every label of the training part; "
