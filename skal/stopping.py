@@ -708,8 +708,9 @@ class Budget(StoppingCriterion):
     References
     ----------
     .. [1] B. Settles, "Active Learning Literature Survey", Computer Sciences
-       Technical Report 1648, University of Wisconsin-Madison, 2009 (section
-       7.5: stopping when the labelling budget is spent).
+       Technical Report 1648, University of Wisconsin-Madison, 2009 (on
+       stopping: in practice, the loop ends when the labelling budget is
+       spent).
 
     Examples
     --------
