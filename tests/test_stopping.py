@@ -361,3 +361,39 @@ def test_a_criterion_is_a_clonable_estimator():
     criterion = StabilizingPredictions(threshold=0.9, random_state=3)
     assert clone(criterion).get_params() == criterion.get_params()
     assert isinstance(criterion, StoppingCriterion)
+
+
+class HeldOutAccuracy(StoppingCriterion):
+    """Records the accuracy of the round's model on held-out rows."""
+
+    def __init__(self, X=None, y=None):
+        self.X = X
+        self.y = y
+
+    _needs_pool = False
+
+    def _observe(self, round_):
+        return False, round_.learner.score(self.X, self.y), "never stops"
+
+
+def test_evaluate_stopping_shows_each_rounds_network(digits):
+    X, y = digits
+    X = X[:400].astype(np.float32)
+    y = y[:400]
+    train, test = np.arange(300), np.arange(300, 400)
+    result = evaluate_stopping(
+        skal.ActiveLearner(make_net(max_epochs=3), "entropy"),
+        X,
+        y,
+        {"acc": HeldOutAccuracy(X[test], y[test]), "budget": Budget(max_rounds=1)},
+        cv=[(train, test)],
+        n_initial=20,
+        query_size=20,
+        n_rounds=3,
+        random_state=0,
+    )
+    # the model each criterion saw at round r is the one scored at round r
+    np.testing.assert_allclose(result.values["acc"], result.scores)
+    assert len(np.unique(result.scores)) > 1  # the rounds' models differ
+    np.testing.assert_array_equal(result.stop_round["budget"], [1])
+    np.testing.assert_array_equal(result.stop_round["acc"], [-1])
