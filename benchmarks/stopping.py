@@ -10,7 +10,10 @@ more rounds, and every criterion of
 and strategy gives, per criterion: the share of runs that stopped within the
 simulated rounds, and over those runs the mean labelled-set size at the
 stop, the test accuracy at the stop, the accuracy at the last simulated
-round, and the labels saved against that last round.
+round, and the labels saved against that last round; and, over all runs,
+the criterion's statistic at the last round (mean kappa over the window,
+mean or largest uncertainty, share of changed predictions, ΔF, labels), to
+show how far from its threshold a criterion that did not stop was.
 
 Data sets: ``digits`` (scikit-learn's 8×8 digits, a stratified 70/30
 split), ``fashion`` (a stratified subsample of Fashion-MNIST: 2,000 training
@@ -113,15 +116,16 @@ def run(name, args):
         print(f"\n### {name}, {strategy} ({seconds:.0f} CPU s)\n")
         print(
             "| criterion | stopped | labels at stop | accuracy at stop | "
-            f"accuracy at {final} | labels saved |"
+            f"accuracy at {final} | labels saved | statistic at {final} |"
         )
-        print("|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|")
         for row in result.table():
+            last = np.nanmean(result.values[row["criterion"]][:, -1])
             print(
                 f"| {row['criterion']} | {row['stopped'] * row['n_runs']:.0f}/"
                 f"{row['n_runs']} | {row['labels_at_stop']:.0f} | "
                 f"{row['score_at_stop']:.4f} | {row['final_score']:.4f} | "
-                f"{row['labels_saved']:.0f} |",
+                f"{row['labels_saved']:.0f} | {last:.4f} |",
                 flush=True,
             )
         curve = result.scores.mean(axis=0)
