@@ -76,8 +76,9 @@ from sklearn.model_selection import train_test_split
 import skal
 from skal.datasets import load_digits_images, load_fashion_mnist, make_long_tailed
 from skal.model_selection import aulc, compare_strategies, plot_learning_curves
+from skal.model_selection._simulation import INITIAL_MODES
 from skal.nets import dynamic_al_protocol, tidal_protocol
-from skal.strategies import DynamicAL, TiDAL, get_strategy_names
+from skal.strategies import DynamicAL, TiDAL, TypiClust, get_strategy_names
 
 DATASETS = ("digits", "fashion", "fashion-lt10", "fashion-lt100")
 PROTOCOLS = ("common", "dynamic_al", "tidal")
@@ -88,7 +89,16 @@ ABLATIONS = {
     "dynamic_al_g1": lambda: DynamicAL(gamma=1.0),
     "dynamic_al_ginf": lambda: DynamicAL(gamma=float("inf")),
     "tidal_margin": lambda: TiDAL(score="margin"),
+    "typiclust_raw": lambda: TypiClust(feature_extractor=raw_pixels),
 }
+
+
+def raw_pixels(X):
+    """The images' pixels as features: TypiClust's user-given extractor."""
+    X = np.asarray(X, dtype=np.float64)
+    return X.reshape(len(X), -1)
+
+
 # the network each entry needs (default: the plain one)
 NET_KIND = {"tidal": "tidal", "tidal_margin": "tidal", "lloss": "lloss"}
 # the entries each paper protocol runs: the method, its ablations and the
@@ -198,7 +208,10 @@ def run(name, args):
     )
     for protocol in args.protocol:
         for entry in args.entry or entry_names(protocol):
-            path = Path(args.out_dir) / name / protocol / f"{entry}.json"
+            setting = protocol
+            if args.initial != "random":
+                setting = f"{protocol}-init-{args.initial}"
+            path = Path(args.out_dir) / name / setting / f"{entry}.json"
             lock = path.with_suffix(".running")
             if path.exists() or lock.exists():
                 continue  # done, or being run by another process
@@ -216,6 +229,7 @@ def run(name, args):
                 query_size=args.query_size,
                 n_rounds=args.n_rounds,
                 n_seeds=args.seeds,
+                initial=args.initial,
                 random_state=args.random_state,
             )
             seconds = time.process_time() - start
@@ -226,7 +240,7 @@ def run(name, args):
             scores = result.scores[entry]
             areas = aulc(result.n_labeled, scores)
             print(
-                f"{protocol:>10} {entry:<16} AULC {areas.mean():.4f} ± "
+                f"{setting:>10} {entry:<16} AULC {areas.mean():.4f} ± "
                 f"{areas.std():.4f}  final {scores[:, -1].mean():.4f} ± "
                 f"{scores[:, -1].std():.4f}  ({seconds:.0f} CPU s)",
                 flush=True,
@@ -239,7 +253,7 @@ def run(name, args):
                 "scores": scores.tolist(),
                 "queried": result.queried[entry].tolist(),
                 "cpu_seconds": seconds,
-                "settings": {k: getattr(args, k) for k in SIZES + ("seeds",)},
+                "settings": {k: getattr(args, k) for k in SIZES + ("seeds", "initial")},
                 "command": "python " + " ".join(sys.argv),
             }
             path.write_text(json.dumps(record))
@@ -249,7 +263,13 @@ def report(args):
     """Markdown tables and plots from the saved results."""
     out = Path(args.out_dir)
     for name in args.dataset:
-        for protocol in args.protocol:
+        settings = [
+            d.name
+            for protocol in args.protocol
+            for d in sorted((out / name).glob(f"{protocol}*"))
+            if d.name == protocol or d.name.startswith(f"{protocol}-init-")
+        ]
+        for protocol in settings:
             records = [
                 json.loads(p.read_text())
                 for p in sorted((out / name / protocol).glob("*.json"))
@@ -307,6 +327,13 @@ def main(argv=None):
         help="an entry (repeatable); default: every entry of the protocol",
     )
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--initial",
+        choices=INITIAL_MODES,
+        default="random",
+        help="how the initial set is drawn (label-free methods: skal.coldstart); "
+        "results go to <protocol>-init-<initial>",
+    )
     parser.add_argument("--pool-size", type=int, help="subsample the pool to this")
     parser.add_argument("--test-size", type=int, help="subsample the test set")
     parser.add_argument("--n-initial", type=int)

@@ -120,6 +120,8 @@ API_MODULES = [
     ("skal.nets", "Networks: modules, heads, callbacks, taps"),
     ("skal.strategies", "Query strategies"),
     ("skal.model_selection", "Comparing strategies"),
+    ("skal.stopping", "Stopping criteria"),
+    ("skal.coldstart", "Label-free first batches"),
     ("skal.datasets", "Datasets"),
     ("skal.gradients", "Per-sample gradients"),
     ("skal.pairwise", "Inner products of per-sample gradients"),

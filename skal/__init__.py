@@ -15,12 +15,24 @@ skal has four parts:
 :class:`LabelingSession` (``skal.session``) runs the loop with a person as
 the oracle, saved to a directory and resumable at any moment.
 
+``skal.stopping`` says when to stop asking for labels, and ``skal.coldstart``
+picks a first batch when nothing is labelled yet.
+
 ``skal.gradients`` and ``skal.ntk`` hold the per-sample gradient machinery
 of dynamicAL and the neural-tangent-kernel diagnostics; ``skal.datasets``
 loads the data sets the examples and benchmarks use.
 """
 
-from . import datasets, gradients, model_selection, nets, ntk, strategies
+from . import (
+    coldstart,
+    datasets,
+    gradients,
+    model_selection,
+    nets,
+    ntk,
+    stopping,
+    strategies,
+)
 from ._items import DictDataset
 from .learner import ActiveLearner
 from .nets import LLossClassifier, NeuralNetClassifier, TiDALClassifier
@@ -36,10 +48,12 @@ __all__ = [
     "SessionLockedError",
     "NeuralNetClassifier",
     "TiDALClassifier",
+    "coldstart",
     "datasets",
     "gradients",
     "model_selection",
     "nets",
     "ntk",
+    "stopping",
     "strategies",
 ]

@@ -61,6 +61,8 @@ from ._persistence import (
     write_file,
 )
 from ._utils import final_step
+from .coldstart import LABEL_FREE_METHODS, select_label_free
+from .stopping import should_stop
 
 _LOG = "log.jsonl"
 _LOCK = "lock"
@@ -68,8 +70,6 @@ _MODEL = "model"
 _STATE = "state.json"
 _FORMAT = 2
 _OPS = ("open", "query", "label", "relabel", "unlabel", "fit")
-#: label-free ways to pick a first batch, before any label
-COLD_START_METHODS = ("random",)
 # rows hashed into the pool's fingerprint (evenly spaced, ends included)
 _FINGERPRINT_ROWS = 32
 
@@ -137,9 +137,24 @@ class LabelingSession:
         different pool is refused.
     directory : path-like
         Where the session lives (created if needed).
-    cold_start : {"random"}, default="random"
-        How :meth:`query` picks rows before any label: ``"random"`` draws
-        uniformly, reproducibly under the learner's ``random_state``.
+    cold_start : {"typiclust", "kmeans++", "kcenter", "random"}, \
+default="typiclust"
+        How :meth:`query` picks rows before the first training (see
+        :func:`skal.coldstart.select_label_free`), reproducibly under the
+        learner's ``random_state``: the most typical row of each of ``n``
+        k-means clusters (Hacohen et al., 2022), k-means++ seeding, k-center
+        greedy, or a uniform draw, in the embedding of the learner's
+        untrained network (raw features for other classifiers) or in
+        ``cold_start_embedding``. TypiClust is the default because it gave
+        the best first batches in skal's label-efficiency study (AULC with
+        margin sampling on digits 0.912 against 0.893 for a random first
+        batch, on Fashion-MNIST 0.652 against 0.630; 3 seeds).
+    cold_start_embedding : array-like, callable, transformer or None, \
+default=None
+        The features the cold start selects in: an array of shape
+        (n_pool, n_features), or a feature extractor applied to the pool's
+        rows (a pretrained or self-supervised network in a function, a
+        fitted PCA). None uses the untrained network's embedding.
     lock_timeout : float, default=10.0
         Seconds an operation waits for another session object or process
         that holds the directory before it raises
@@ -186,11 +201,18 @@ class LabelingSession:
     """
 
     def __init__(
-        self, learner, pool, directory, *, cold_start="random", lock_timeout=10.0
+        self,
+        learner,
+        pool,
+        directory,
+        *,
+        cold_start="typiclust",
+        cold_start_embedding=None,
+        lock_timeout=10.0,
     ):
-        if cold_start not in COLD_START_METHODS:
+        if cold_start not in LABEL_FREE_METHODS:
             raise ValueError(
-                f"cold_start must be one of {COLD_START_METHODS}, got {cold_start!r}"
+                f"cold_start must be one of {LABEL_FREE_METHODS}, got {cold_start!r}"
             )
         if (
             not isinstance(lock_timeout, numbers.Real)
@@ -204,6 +226,7 @@ class LabelingSession:
         self.pool = pool
         self.directory = Path(directory)
         self.cold_start = cold_start
+        self.cold_start_embedding = cold_start_embedding
         self.lock_timeout = float(lock_timeout)
         self.learner_ = clone(learner)
         self.model_version_ = None
@@ -313,7 +336,7 @@ class LabelingSession:
                     f"rows, got n={n}"
                 )
             if self.model_version_ is None:
-                picked = candidates[self._cold_start_picks(len(candidates), int(n))]
+                picked = candidates[self._cold_start_picks(candidates, int(n))]
             else:
                 picked = candidates[self.learner_.query(self._rows(candidates), int(n))]
             self._append({"op": "query", "rows": picked.tolist()})
@@ -792,10 +815,61 @@ class LabelingSession:
             return Subset(ArrayRows(self.pool), indices.tolist())
         return take(self.pool, indices)
 
-    def _cold_start_picks(self, n_candidates, n):
+    def _cold_start_picks(self, candidates, n):
+        """Label-free picks among ``candidates``: each query's draw is seeded
+        by the learner's ``random_state`` and the number of queries so far."""
         seed = check_random_state(self.learner.random_state).randint(2**31 - 1)
-        rng = np.random.RandomState([seed, self._n_queries])
-        return rng.choice(n_candidates, n, replace=False)
+        embedding = self.cold_start_embedding
+        if hasattr(embedding, "__len__") and not callable(embedding):
+            embedding = np.asarray(embedding)
+            if len(embedding) != self._n_pool:
+                raise ValueError(
+                    f"cold_start_embedding has {len(embedding)} rows; the pool has "
+                    f"{self._n_pool}"
+                )
+            embedding = embedding[candidates]
+        return select_label_free(
+            self.learner,
+            self._rows(candidates),
+            n,
+            method=self.cold_start,
+            random_state=np.random.RandomState([seed, self._n_queries]),
+            embedding=embedding,
+        )
+
+    def should_stop(self, criteria, *, require="any"):
+        """Whether to stop labelling, by stopping criteria, and why.
+
+        Each criterion is shown the model as last trained and the rows still
+        unlabelled (see :func:`skal.stopping.should_stop`); asking again
+        before the model changes (``model_version_``) changes nothing. The
+        criteria keep their state in memory, across the calls of this
+        process: a reopened session starts their windows again.
+
+        Parameters
+        ----------
+        criteria : StoppingCriterion or list of StoppingCriterion
+            From :mod:`skal.stopping`; updated in place.
+        require : {"any", "all"}, default="any"
+            Stop when any criterion says so, or only when all do.
+
+        Returns
+        -------
+        stop : bool
+        reason : str
+        """
+        with self._locked():
+            self._sync()
+        if self.model_version_ is None:
+            return False, "no model has been trained yet"
+        unlabeled = self.unlabeled_indices
+        return should_stop(
+            criteria,
+            self.learner_,
+            self._rows(unlabeled),
+            version=self.model_version_,
+            require=require,
+        )
 
     def _model_dir(self):
         return self.directory / _MODEL

@@ -432,3 +432,45 @@ def test_a_session_of_skal_0_is_carried_over(tmp_path):
     assert answers(session) == {i: int(y[i]) for i in range(10)}
     np.testing.assert_array_equal(session.query(5), [60, 61])
     assert session.learner_.n_labeled_ == 10
+
+
+@pytest.mark.parametrize("method", ["random", "kmeans++", "kcenter", "typiclust"])
+def test_cold_start_methods_pick_among_the_unlabelled_rows(tmp_path, method):
+    session = skal.LabelingSession(make_learner(), X, tmp_path, cold_start=method)
+    session.teach([0, 1, 2], y[:3], fit=False)  # answers, no model yet
+    first = session.query(6)
+    assert len(set(first.tolist())) == 6 and not {0, 1, 2} & set(first.tolist())
+    again = skal.LabelingSession(make_learner(), X, tmp_path / "b", cold_start=method)
+    again.teach([0, 1, 2], y[:3], fit=False)
+    np.testing.assert_array_equal(again.query(6), first)
+
+
+def test_cold_start_in_a_given_embedding(tmp_path):
+    # two tight clusters in the given features: k-center must pick one
+    # row of each (the raw features would not tell them apart)
+    embedding = np.zeros((len(X), 2))
+    embedding[100:, 0] = 10.0
+    session = skal.LabelingSession(
+        make_learner(), X, tmp_path, cold_start="kcenter",
+        cold_start_embedding=embedding,
+    )  # fmt: skip
+    picked = session.query(2)
+    assert sorted(p >= 100 for p in picked) == [False, True]
+    with pytest.raises(ValueError, match="cold_start_embedding has 5 rows"):
+        skal.LabelingSession(
+            make_learner(), X, tmp_path / "b", cold_start_embedding=np.zeros((5, 2))
+        ).query(2)
+
+
+def test_should_stop_shows_the_criteria_the_trained_model(tmp_path):
+    from skal.stopping import Budget, OverallUncertainty
+
+    session = skal.LabelingSession(make_learner(), X, tmp_path)
+    budget = Budget(max_labels=15)
+    assert session.should_stop([budget]) == (False, "no model has been trained yet")
+    session.teach(range(10), y[:10])
+    stop, reason = session.should_stop([budget, OverallUncertainty(threshold=0.0)])
+    assert not stop
+    session.teach(range(10, 16), y[10:16])
+    stop, reason = session.should_stop([budget])
+    assert stop and "Budget" in reason

@@ -9,7 +9,9 @@ choose a strategy with sklearn's model-selection tools:
 - :class:`ActiveLearningSimulation` — the simulation as an estimator, for
   ``cross_validate`` and ``GridSearchCV(..., {"learner__strategy": [...]})``;
 - :func:`compare_strategies`, :func:`plot_learning_curves` — a table of
-  mean ± std AULC and final score, and a plot with mean ± std bands.
+  mean ± std AULC and final score, and a plot with mean ± std bands;
+- :func:`evaluate_stopping` — where stopping criteria (:mod:`skal.stopping`)
+  would stop along simulated curves, and what stopping there costs.
 
 Runs are independent joblib tasks: ``n_jobs`` runs them in parallel, and the
 same call runs on a ``dask.distributed`` cluster inside
@@ -26,15 +28,18 @@ from ._compare import StrategyComparison, compare_strategies, plot_learning_curv
 from ._curve import active_learning_curve
 from ._estimator import ActiveLearningSimulation
 from ._scoring import aulc, aulc_scorer, make_aulc_scorer
+from ._stopping import StoppingEvaluation, evaluate_stopping
 
 __all__ = [
     "ActiveLearningSimulation",
     "CheckpointError",
+    "StoppingEvaluation",
     "StrategyComparison",
     "active_learning_curve",
     "aulc",
     "aulc_scorer",
     "compare_strategies",
+    "evaluate_stopping",
     "make_aulc_scorer",
     "plot_learning_curves",
     "restore_strategy_state",

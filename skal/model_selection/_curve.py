@@ -71,17 +71,22 @@ def active_learning_curve(
         As in :func:`~sklearn.model_selection.check_cv` (an int means
         stratified K-fold). A single held-out split is ``[(train, test)]``.
     n_initial : int, default=10
-        Size of the initial labelled set; it has at least one sample of every
-        class present in the training part.
+        Size of the initial labelled set; with ``initial="random"`` or
+        ``"stratified"`` it has at least one sample of every class present
+        in the training part.
     query_size : int, default=10
         Rows labelled per round.
     n_rounds : int, default=10
         Number of query rounds.
     n_seeds : int, default=1
         Runs per split, each with its own initial set and learner seed.
-    initial : {"random", "stratified"}, default="random"
+    initial : {"random", "stratified", "kmeans++", "kcenter", "typiclust"}, \
+default="random"
         How the initial set is drawn: uniformly (after one sample per class)
-        or with class proportions of the training part.
+        or with class proportions of the training part; or without reading
+        any label, by a method of :func:`skal.coldstart.select_label_free`
+        in the embedding of the run's untrained network (the raw features
+        for other classifiers).
     scoring : str, callable or None, default=None
         Test metric (scorer name or ``scorer(estimator, X, y)``); None uses
         ``learner.score`` (accuracy).

@@ -53,7 +53,8 @@ class ActiveLearningSimulation(MetaEstimatorMixin, ClassifierMixin, BaseEstimato
         Rows labelled per round.
     n_rounds : int, default=10
         Number of query rounds.
-    initial : {"random", "stratified"}, default="random"
+    initial : {"random", "stratified", "kmeans++", "kcenter", "typiclust"}, \
+default="random"
         How the initial set is drawn (see :func:`active_learning_curve`).
     scoring : str, callable or None, default=None
         Per-round metric of :meth:`learning_curve` and :meth:`score`; None

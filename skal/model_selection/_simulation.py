@@ -22,12 +22,17 @@ from .._data import ArrayRows, DatasetOracle, is_torch_dataset, n_samples, take
 from .._persistence import CheckpointError, load_state_dicts, state_dicts
 from .._progress import observe_inference_batches
 from .._utils import final_step
+from ..coldstart import LABEL_FREE_METHODS, select_label_free
 from ..learner import _FLOAT_DTYPES, _KEPT_DTYPES
 from ..strategies import get_strategy
 from ._checkpoint import _unusable
 from ._fingerprint import code_fingerprints, stable_token
 
-INITIAL_MODES = ("random", "stratified")
+# "random" and "stratified" read labels (at least one sample per class);
+# the label-free methods of skal.coldstart do not
+INITIAL_MODES = ("random", "stratified") + tuple(
+    m for m in LABEL_FREE_METHODS if m != "random"
+)
 
 
 def check_loop_params(n_initial, query_size, n_rounds, initial):
@@ -69,10 +74,14 @@ def check_pool_size(n_train, n_initial, query_size, n_rounds, where="the data"):
 _MAX_DRAWS = 100
 
 
-def initial_indices(y_train, n_initial, initial, rng):
+def initial_indices(y_train, n_initial, initial, rng, *, X_train=None, learner=None):
     """Positions (into ``y_train``) of the initial labelled set.
 
-    Both modes give at least one sample of every class present.
+    The label-free methods (``"kmeans++"``, ``"kcenter"``, ``"typiclust"``)
+    pick rows of ``X_train`` in the embedding of ``learner`` (unfitted: its
+    untrained network's; see :func:`skal.coldstart.select_label_free`) and
+    read no label, so they may miss classes. The two other modes give at
+    least one sample of every class present.
     ``"random"`` draws uniform subsets until one holds every class, so only
     the labels of drawn candidates are read (after ``_MAX_DRAWS`` failures, a
     random sample of each missing class replaces a sample of a class drawn
@@ -80,6 +89,10 @@ def initial_indices(y_train, n_initial, initial, rng):
     class frequencies of the training part (largest remainders, at least one
     each) and so reads all its labels.
     """
+    if initial not in ("random", "stratified"):
+        return select_label_free(
+            learner, X_train, n_initial, method=initial, random_state=rng
+        )
     classes, y_idx, counts = np.unique(y_train, return_inverse=True, return_counts=True)
     n_classes = len(classes)
     if n_initial < n_classes:
@@ -504,7 +517,12 @@ def simulate(
         total=n_rounds, desc=desc, disable=verbose < 2, leave=False, unit="round"
     )
     if state is None:
-        if isinstance(y, DatasetOracle):
+        if initial not in ("random", "stratified"):  # label-free: reads no y
+            rows = initial_indices(
+                None, n_initial, initial, rng, X_train=take(X, train), learner=learner
+            )
+            order = train[rows]
+        elif isinstance(y, DatasetOracle):
             if initial != "random":
                 raise ValueError(
                     f"initial={initial!r} reads every label of the training part; "

@@ -19,6 +19,7 @@ from .diversity import BADGE, CoreSet, gradient_embedding_factors
 from .dynamic_al import DynamicAL
 from .lloss import LLoss
 from .tidal import TiDAL
+from .typiclust import TypiClust
 from .uncertainty import (
     EntropySampling,
     LeastConfidence,
@@ -40,6 +41,7 @@ for _name, _strategy in {
     "dynamic_al": DynamicAL(),
     "dynamic_al_batch": BatchDynamicAL(),
     "power_entropy": StochasticBatch("entropy", mode="power", beta=1.0),
+    "typiclust": TypiClust(),
 }.items():
     register_strategy(_name, _strategy)
 del _name, _strategy
@@ -60,6 +62,7 @@ __all__ = [
     "RandomSampling",
     "StochasticBatch",
     "TiDAL",
+    "TypiClust",
     "exp4p_probabilities",
     "exp4p_update",
     "get_strategy",
