@@ -55,6 +55,10 @@ class FakeLabelStudio:
     def delete_model_version(self, project, version):
         self.deleted.append(version)
 
+    def order_views_by_score(self, project):
+        self.ordered = True
+        return 1
+
 
 def annotation(id_, label, updated="2026-01-01T00:00:00Z", cancelled=False, by=1):
     return {
@@ -203,6 +207,7 @@ def test_push_ranks_the_picks_in_skals_order(digits, tmp_path):
     assert {p["model_version"] for p in sent} == {version}
     assert fake.settings["model_version"] == version
     assert fake.settings["sampling"] == "Uncertainty sampling"
+    assert fake.ordered
     # the same picks again: nothing imported
     assert binding.push(session, picks, predicted) == (version, [])
     session.teach(picks, y[picks])

@@ -11,6 +11,7 @@ from typing import Any
 import requests
 
 UNCERTAINTY_SAMPLING = "Uncertainty sampling"
+SCORE_ORDERING = "tasks:predictions_score"
 
 
 class LabelStudioError(RuntimeError):
@@ -413,6 +414,52 @@ class LabelStudioClient:
             f"/api/projects/{_check_project(project)}/model-versions",
             json={"model_version": model_version},
         )
+
+    # -------------------------------------------------------- Data Manager
+    def order_views_by_score(self, project: int) -> int:
+        """Order the project's Data Manager tabs by prediction score, lowest first.
+
+        Label Studio's web page ("Label All Tasks") takes its next task from
+        the Data Manager tab the person is on, in that tab's order, rather
+        than from the project's sampling; ordered by ``predictions_score``
+        (the score of the project's ``model_version``, tasks without one
+        last), it serves the lowest score first, as the API's ``next`` does.
+        A tab is created when the project has none yet.
+
+        Returns
+        -------
+        n_changed : int
+            How many tabs were changed or created.
+        """
+        project = _check_project(project)
+        views = self.request("GET", "/api/dm/views", params={"project": project})
+        changed = 0
+        for view in views:
+            data = dict(view.get("data") or {})
+            if data.get("ordering") == [SCORE_ORDERING]:
+                continue
+            data["ordering"] = [SCORE_ORDERING]
+            self.request(
+                "PATCH",
+                f"/api/dm/views/{view['id']}",
+                json={"project": project, "data": data},
+            )
+            changed += 1
+        if not views:
+            self.request(
+                "POST",
+                "/api/dm/views",
+                json={
+                    "project": project,
+                    "data": {
+                        "title": "skal order",
+                        "ordering": [SCORE_ORDERING],
+                        "filters": {"conjunction": "and", "items": []},
+                    },
+                },
+            )
+            changed += 1
+        return changed
 
     # ---------------------------------------------------------- ML backend
     def ml_backends(self, project: int) -> list[dict]:

@@ -228,6 +228,7 @@ class _Binding:
         self.client.update_project(
             self.project, model_version=version, sampling=UNCERTAINTY_SAMPLING
         )
+        self.client.order_views_by_score(self.project)
         old, self.version = self.version, version
         if prune and old.startswith(VERSION_PREFIX):
             self.client.delete_model_version(self.project, old)

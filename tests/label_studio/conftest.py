@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -90,10 +91,29 @@ class Server:
         return rows
 
 
+class _Running:
+    """A server started elsewhere (``SKAL_TEST_LABEL_STUDIO_URL``, ``_KEY``,
+    ``_PASSWORD``; its document root in ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``),
+    to rerun the tests without waiting for a first start."""
+
+    username = "admin@example.com"
+
+    def __init__(self):
+        self.url = os.environ["SKAL_TEST_LABEL_STUDIO_URL"]
+        self.api_key = os.environ["SKAL_TEST_LABEL_STUDIO_KEY"]
+        self.password = os.environ.get("SKAL_TEST_LABEL_STUDIO_PASSWORD", "")
+
+
 @pytest.fixture(scope="session")
 def label_studio(tmp_path_factory):
     from skal.label_studio import LocalLabelStudio
 
+    if os.environ.get("SKAL_TEST_LABEL_STUDIO_URL"):
+        root = Path(os.environ["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"])
+        folder = Path(tempfile.mkdtemp(dir=root))
+        labels = write_digits(folder, N_IMAGES)
+        yield Server(_Running(), root, folder, labels)
+        return
     root = tmp_path_factory.mktemp("files")
     labels = write_digits(root / "digits", N_IMAGES)
     local = LocalLabelStudio(root, data_dir=tmp_path_factory.mktemp("ls-data"))

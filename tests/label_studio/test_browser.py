@@ -28,18 +28,23 @@ def test_label_in_the_browser(label_studio, backend_factory):
     backend = backend_factory(project, n=10, extra=["--train-every", "2"])
     before = backend.start()
     first, second = before["pushed"][:2]
-    served = []
+    responses = []
 
-    def on_response(response):
-        if f"/api/projects/{project}/next" in response.url and response.ok:
-            served.append(json.loads(response.body())["data"]["pool_index"])
+    def served():
+        # the label stream asks Label Studio's Data Manager for its next
+        # task (POST /api/dm/actions?id=next_task)
+        return [
+            json.loads(r.body())["data"]["pool_index"]
+            for r in responses
+            if "id=next_task" in r.url and r.ok
+        ]
 
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
         )
         page = browser.new_page(viewport={"width": 1280, "height": 800})
-        page.on("response", on_response)
+        page.on("response", lambda response: responses.append(response))
         page.goto(ls.url + "/user/login/")
         page.fill("input[name=email]", ls.local.username)
         page.fill("input[name=password]", ls.local.password)
@@ -49,7 +54,7 @@ def test_label_in_the_browser(label_studio, backend_factory):
         page.goto(f"{ls.url}/projects/{project}/data?labeling=1")
         page.wait_for_selector("input.ant-checkbox-input", timeout=60_000)
         page.wait_for_selector(".lsf-main-view img, canvas, img", timeout=60_000)
-        assert served == [first]  # the page shows skal's top pick
+        assert served() == [first]  # the page shows skal's top pick
         label = str(ls.labels[first])
         choice = f"input.ant-checkbox-input[name='{label}']"
         if not page.is_checked(choice):  # not pre-selected by a prediction
@@ -58,13 +63,13 @@ def test_label_in_the_browser(label_studio, backend_factory):
         page.screenshot(path=str(SCREENSHOTS / "label_studio_stream.png"))
         page.click("button:has-text('Submit')")
         for _ in range(300):
-            if len(served) >= 2:
+            if len(served()) >= 2:
                 break
             page.wait_for_timeout(200)
         backend.wait(lambda s: s["labels"].get(str(first)) == int(label), labels=True)
         page.wait_for_selector("input.ant-checkbox-input", timeout=60_000)
         # the next image served is skal's next pick
-        assert served == [first, second]
+        assert served() == [first, second]
         page.screenshot(path=str(SCREENSHOTS / "label_studio_next.png"))
         browser.close()
     state = backend.status(labels=True)
