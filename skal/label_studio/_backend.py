@@ -56,6 +56,16 @@ class Backend:
         Train once at least this many answers (or corrections) were
         recorded since the last training; answers that arrive while it
         trains wait for the next one. ``START_TRAINING`` trains at once.
+
+    Examples
+    --------
+    With a Label Studio server running, :func:`serve` builds one and runs
+    it behind a web server; in a process of one's own:
+
+    >>> from skal.label_studio import Backend, create_app
+    >>> backend = Backend(session, url, api_key, project=1)  # doctest: +SKIP
+    >>> app = create_app(backend)  # doctest: +SKIP
+    >>> backend.start()  # doctest: +SKIP
     """
 
     def __init__(
@@ -120,7 +130,14 @@ class Backend:
 
     # ------------------------------------------------------------ control
     def start(self, connect_url=None):
-        """Start the recorder and trainer threads (and connect to Label Studio)."""
+        """Start the recorder and trainer threads (and connect to Label Studio).
+
+        Parameters
+        ----------
+        connect_url : str, default=None
+            This backend's address, to connect it to the project as its ML
+            backend; None leaves the connection to the person.
+        """
         for target in (self._recorder_loop, self._trainer_loop):
             thread = threading.Thread(target=target, daemon=True, name=target.__name__)
             thread.start()
@@ -132,7 +149,13 @@ class Backend:
             ).start()
 
     def stop(self, timeout=30.0):
-        """Stop the threads after the work in hand."""
+        """Stop the threads after the work in hand.
+
+        Parameters
+        ----------
+        timeout : float, default=30.0
+            Seconds to wait for each thread.
+        """
         self._stop.set()
         for condition in (self._wake_recorder, self._wake_trainer):
             with condition:
@@ -152,11 +175,32 @@ class Backend:
 
     # ------------------------------------------------------------ events
     def request_reconcile(self, tasks=None, fit=False):
-        """Queue a full reconciliation (from ``tasks``, or pulled from Label Studio)."""
+        """Queue a full reconciliation with Label Studio's annotations.
+
+        Parameters
+        ----------
+        tasks : list of dict, default=None
+            The annotated tasks (as Label Studio exports them); None pulls
+            them from Label Studio.
+        fit : bool, default=False
+            Train afterwards even if fewer than ``train_every`` answers
+            changed.
+        """
         self._queue(("reconcile", tasks, fit, time.time()))
 
     def webhook(self, payload: dict) -> str:
-        """Queue what a webhook reported; what was done with it."""
+        """Queue what a webhook reported.
+
+        Parameters
+        ----------
+        payload : dict
+            The webhook's JSON body: ``action``, ``task``, ``annotation``.
+
+        Returns
+        -------
+        outcome : str
+            ``"queued"``, ``"reconcile"`` or ``"ignored..."``.
+        """
         action = payload.get("action")
         received = time.time()
         if action in _ANSWER_ACTIONS:
@@ -303,7 +347,20 @@ class Backend:
 
     # ------------------------------------------------------------ predict
     def predict(self, tasks):
-        """Label Studio's ``/predict``: the predicted class and skal's score."""
+        """Answer Label Studio's ``/predict``: the predicted class and skal's score.
+
+        Parameters
+        ----------
+        tasks : list of dict
+            Label Studio's tasks (their ``data`` carries ``pool_index``).
+
+        Returns
+        -------
+        results : list of dict
+            One ``{"result", "score", "model_version"}`` per task, in order;
+            the score is the task's in the last push (1.0 when it was not
+            pushed), so that Label Studio keeps skal's order.
+        """
         rows = [self.binding.pool_index(task) for task in tasks]
         known = [r for r in rows if r is not None]
         labels = {}
@@ -330,7 +387,18 @@ class Backend:
         return results
 
     def status(self, labels=False):
-        """The backend's state, for monitoring and tests."""
+        """The backend's state, for monitoring and tests (``GET /status``).
+
+        Parameters
+        ----------
+        labels : bool, default=False
+            Include the answers the session holds and, per pool row, when
+            its answer was received, recorded, trained on and pushed.
+
+        Returns
+        -------
+        state : dict
+        """
         state = dict(self.state)
         with self._record_lock:
             n_labeled = len(self.recorder.labeled_indices_)
@@ -360,6 +428,13 @@ def create_app(backend: Backend):
     Returns
     -------
     app : starlette.applications.Starlette
+
+    Examples
+    --------
+    >>> import uvicorn
+    >>> from skal.label_studio import Backend, create_app
+    >>> backend = Backend(session, url, api_key, project=1)  # doctest: +SKIP
+    >>> uvicorn.run(create_app(backend), port=9090)  # doctest: +SKIP
     """
     import anyio.to_thread
     from starlette.applications import Starlette
@@ -454,7 +529,12 @@ def serve(
     train_every : int, default=1
         Train once this many answers were recorded since the last training.
     log_level : str, default="warning"
-        uvicorn's log level.
+        The log level of uvicorn.
+
+    Examples
+    --------
+    >>> from skal.label_studio import serve
+    >>> serve(session, port=9090, url=url, api_key=key, project=1)  # doctest: +SKIP
     """
     import uvicorn
 

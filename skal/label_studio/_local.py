@@ -89,6 +89,20 @@ class LocalLabelStudio:
         A legacy API token of the admin user.
     username, password : str
         The admin user's login.
+
+    Examples
+    --------
+    The switches it starts Label Studio with:
+
+    >>> from skal.label_studio._local import LOCAL_ENVIRONMENT as env
+    >>> env["ML_BLOCK_LOCAL_IP"], env["SSRF_PROTECTION_ENABLED"]
+    ('false', 'false')
+
+    With Label Studio installed (``make label-studio``):
+
+    >>> from skal.label_studio import LocalLabelStudio
+    >>> with LocalLabelStudio("/path/to/images") as server:  # doctest: +SKIP
+    ...     print(server.url, server.api_key)
     """
 
     def __init__(
@@ -111,6 +125,12 @@ class LocalLabelStudio:
         self.startup_s = None
 
     def environment(self) -> dict:
+        """The server's environment: this process's, with the local switches.
+
+        Returns
+        -------
+        env : dict
+        """
         env = dict(os.environ)
         env.update(LOCAL_ENVIRONMENT)
         env["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"] = str(self.document_root)
@@ -118,7 +138,18 @@ class LocalLabelStudio:
         return env
 
     def start(self, timeout=300.0) -> LocalLabelStudio:
-        """Start the server and wait until it answers ``/health``."""
+        """Start the server and wait until it answers ``/health``.
+
+        Parameters
+        ----------
+        timeout : float, default=300.0
+            Seconds to wait (a first start migrates a new database: about
+            half a minute to two minutes on two busy cores).
+
+        Returns
+        -------
+        self : LocalLabelStudio
+        """
         self.data_dir.mkdir(parents=True, exist_ok=True)
         command = [
             self.executable,

@@ -22,8 +22,9 @@ class ImageFolder(Dataset):
     ----------
     root : path-like
         The folder.
-    pattern : str, default="*.png"
-        A glob pattern, relative to ``root`` (``"**/*.jpg"`` for subfolders).
+    pattern : str, optional
+        A glob pattern, relative to ``root``: ``"*.png"`` (the default), or
+        ``"**/*.jpg"`` for JPEG files in subfolders too.
     mode : {"L", "RGB"}, default="L"
         PIL mode the images are converted to (grey levels or colour).
     transform : callable, default=None

@@ -18,7 +18,7 @@ VERSION_PREFIX = "skal-"
 class SyncReport:
     """What one :func:`sync` did.
 
-    Attributes
+    Parameters
     ----------
     taught, relabelled, unlabelled : list of int
         Pool rows whose answer was recorded, corrected or withdrawn.
@@ -29,6 +29,12 @@ class SyncReport:
     pushed : list of int
         Pool rows pushed as predictions, skal's pick first (empty when the
         same predictions were already in Label Studio).
+
+    Examples
+    --------
+    >>> from skal.label_studio import SyncReport
+    >>> SyncReport(taught=[3, 5], trained=True).taught
+    [3, 5]
     """
 
     taught: list = field(default_factory=list)
@@ -319,12 +325,12 @@ def sync(
 
     Examples
     --------
-    With a Label Studio server running (see :doc:`/label_studio`)::
+    With a Label Studio server running (see :doc:`/label_studio`):
 
-        from skal.label_studio import sync
-
-        report = sync(session, "http://localhost:8080", api_key, project=1, n=20)
-        print(report.taught, report.model_version)
+    >>> from skal.label_studio import sync
+    >>> report = sync(session, url, api_key, project=1, n=20)  # doctest: +SKIP
+    >>> report.model_version  # doctest: +SKIP
+    'skal-3f09c2b1d4e7-a81c02de55'
     """
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
