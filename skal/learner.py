@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import numbers
 from contextlib import contextmanager
 
@@ -280,6 +281,13 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         if strategy_state is not None:
             restore_strategy_state(self.strategy_, *strategy_state)
         return self
+
+    def _with_estimator(self, estimator):
+        """A shallow copy predicting with another fitted ``estimator`` (a past
+        round's model); this learner is not changed."""
+        view = copy.copy(self)
+        view.estimator_ = estimator
+        return view
 
     def _setup(self, X, y, method):
         """Validate, then set every fitted attribute but the estimator's

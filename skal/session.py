@@ -112,11 +112,15 @@ class LabelingSession:
       its own.
 
     Before any answer, :meth:`query` picks a label-free first batch (the
-    ``cold_start`` method). After a correction (:meth:`relabel`,
-    :meth:`unlabel`), the next training starts the model from scratch on the
-    current answers, since continuing from the current weights (warm start)
-    cannot unlearn a wrong label; new answers alone continue from the
-    current weights as :meth:`ActiveLearner.teach` does.
+    ``cold_start`` method). Training continues from the current weights, as
+    :meth:`ActiveLearner.teach` does, after new answers and after
+    corrections (:meth:`relabel`, :meth:`unlabel`) alike: the model then
+    trains on the corrected answers. Starting from scratch would forget
+    what the earlier rounds' training taught: in the gallery example
+    (``examples/run_labeling_session.py``, digits, 130 answers, 20 epochs
+    per training), two corrections then training from scratch gave a test
+    accuracy of 0.563 against 0.913 before them; from the current weights,
+    0.900.
 
     Labels must be integers, strings or finite floats, all of one kind (and
     among the learner's ``classes`` when those are declared).
@@ -378,6 +382,7 @@ class LabelingSession:
 
     # ---------------------------------------------------------- recording
     def _record(self, op, indices, labels, fit, annotator):
+        method = "teach" if op == "label" else op
         if not isinstance(fit, bool | np.bool_):
             raise TypeError(f"fit must be a bool, got {fit!r}")
         if annotator is not None and not isinstance(annotator, str):
@@ -389,7 +394,7 @@ class LabelingSession:
             rows = self._check_indices(indices, op)
             values = None
             if op != "unlabel":
-                values = self._check_labels(labels, len(rows), op)
+                values = self._check_labels(labels, len(rows), method)
             record = {
                 "op": op,
                 "rows": rows,
@@ -403,24 +408,25 @@ class LabelingSession:
             self._train()
 
     def _check_indices(self, indices, op):
+        method = "teach" if op == "label" else op
         arr = np.asarray(indices)
         if arr.dtype == object or arr.dtype.kind not in "iu":
             raise TypeError(
-                f"{op}: indices must be integers (pool row numbers), got "
+                f"{method}: indices must be integers (pool row numbers), got "
                 f"{arr.dtype} values such as {arr.reshape(-1)[:3].tolist()}"
             )
         arr = arr.reshape(-1).astype(np.int64)
         if len(arr) == 0:
-            raise ValueError(f"{op}: indices is empty")
+            raise ValueError(f"{method}: indices is empty")
         if arr.min() < 0 or arr.max() >= self._n_pool:
             bad = arr[(arr < 0) | (arr >= self._n_pool)]
             raise ValueError(
-                f"{op}: indices must be in [0, {self._n_pool}), got {bad.tolist()}"
+                f"{method}: indices must be in [0, {self._n_pool}), got {bad.tolist()}"
             )
         if len(np.unique(arr)) != len(arr):
             values, counts = np.unique(arr, return_counts=True)
             raise ValueError(
-                f"{op}: rows {values[counts > 1].tolist()} are repeated; give each "
+                f"{method}: rows {values[counts > 1].tolist()} are repeated; give each "
                 "row once"
             )
         labelled = np.fromiter((i in self._answers for i in arr.tolist()), bool)
@@ -431,7 +437,7 @@ class LabelingSession:
             )
         if op != "label" and not labelled.all():
             raise ValueError(
-                f"{op}: rows {arr[~labelled].tolist()} have no answer; label them "
+                f"{method}: rows {arr[~labelled].tolist()} have no answer; label them "
                 "with teach()"
             )
         return arr.tolist()
@@ -446,24 +452,25 @@ class LabelingSession:
             )
         values = [v.item() if isinstance(v, np.generic) else v for v in values]
         kinds = {_label_kind(v, op) for v in values}
+        kinds |= {_label_kind(v, "labels") for v in self._answers.values()}
         classes = self.learner_.classes
-        if classes is not None:
-            declared = np.asarray(classes).tolist()
+        declared = None if classes is None else np.asarray(classes).tolist()
+        if declared is not None:
             kinds |= {_label_kind(c, "classes") for c in declared}
+        if len(kinds) > 1:
+            raise TypeError(
+                f"{op}: labels must all be of one kind, but {sorted(kinds)} are "
+                f"mixed (got {values[:5]}, the session has "
+                f"{list(self._answers.values())[:5]}, classes={declared}); answer "
+                "with the same kind of label"
+            )
+        if declared is not None:
             undeclared = [v for v in values if v not in declared]
             if undeclared:
                 raise ValueError(
                     f"{op}: labels {undeclared[:5]} are not among the learner's "
                     f"classes {declared}; add them to ActiveLearner(classes=...)"
                 )
-        kinds |= {_label_kind(v, "labels") for v in self._answers.values()}
-        if len(kinds) > 1:
-            raise TypeError(
-                f"{op}: labels must all be of one kind, but {sorted(kinds)} are "
-                f"mixed (got {values[:5]}, the session has "
-                f"{list(self._answers.values())[:5]}); answer with the same kind "
-                "of label"
-            )
         if classes is None and self.model_version_ is not None:
             # a fitted model has its classes; a new one needs them declared
             fitted = self.learner_.classes_.tolist()
@@ -710,16 +717,31 @@ class LabelingSession:
         n = len(trained_rows)
         try:
             learner = self.learner_
+            n_initial = self._n_initial
             if n and rows[:n] == trained_rows and labels[:n] == trained_labels:
                 learner.teach(self._rows(rows[n:]), np.asarray(labels[n:]))
-            else:  # the first training, or answers corrected: from scratch
+            elif n and len(rows) > 1:
+                # answers corrected: the model as it stands, given every
+                # answer but the last, is taught the last; it trains on the
+                # corrected answers from its current weights
+                learner, n_initial = self._corrected(learner, rows, labels)
+            else:  # the first training
                 learner = clone(self.learner).fit(self._rows(rows), np.asarray(labels))
-                self._n_initial = len(rows)
+                n_initial = len(rows)
+            with self._locked():
+                state = self._read_state()
+                if state is not None and state["seq"] > seq:
+                    # another process trained on more answers meanwhile
+                    self._load_model(state)
+                    return
+                self._save_model(learner, seq, (rows, labels), n_initial)
         except Exception as exc:
+            # the model in memory is the one on disk, whatever failed
+            self._reset_model()
             if not catch:
                 exc.add_note(
-                    f"The answers are recorded in {self.directory}; fit() trains "
-                    "on them again."
+                    f"The answers are recorded in {self.directory}; the model "
+                    "stays as last saved, and fit() trains on them again."
                 )
                 raise
             warnings.warn(
@@ -729,17 +751,34 @@ class LabelingSession:
                 RuntimeWarning,
                 stacklevel=3,
             )
-            return
+
+    def _corrected(self, learner, rows, labels):
+        """The fitted learner restored on corrected answers (all but the
+        last), then taught the last one."""
+        net = final_step(learner.estimator_)
+        n_initial = min(self._n_initial, len(rows) - 1)
+        restored = clone(self.learner).restore(
+            self._rows(rows[:-1]),
+            np.asarray(labels[:-1]),
+            weights=state_dicts(net) if isinstance(net, NeuralNet) else None,
+            n_initial=n_initial,
+            random_state=learner.random_state_.get_state(),
+            strategy_state=strategy_state(learner.strategy_),
+        )
+        restored.teach(self._rows(rows[-1:]), np.asarray(labels[-1:]))
+        return restored, n_initial
+
+    def _reset_model(self):
+        """Put the learner back as last committed (or unfitted)."""
         with self._locked():
             state = self._read_state()
-            if state is not None and state["seq"] > seq:
-                # another process trained on more answers meanwhile
+            if state is not None:
+                self._model_seq = -1  # load even at the same position
                 self._load_model(state)
                 return
-            self.learner_ = learner
-            self._trained = (rows, labels)
-            self._model_seq = seq
-            self._save_model(seq)
+            self.learner_ = clone(self.learner)
+            self._trained, self._n_initial = ((), ()), 0
+            self._model_seq, self.model_version_ = -1, None
 
     def _rows(self, indices):
         """Pool rows for the learner; a lazy view of a memory-mapped array."""
@@ -839,15 +878,16 @@ class LabelingSession:
         if state["seq"] > self._model_seq:
             self._load_model(state)
 
-    def _save_model(self, seq):
+    def _save_model(self, learner, seq, trained, n_initial):
+        """Commit ``learner`` as the model trained through log record ``seq``
+        on ``trained`` (rows, labels); only then is it the session's."""
         directory = self._model_dir()
         directory.mkdir(exist_ok=True)
-        learner = self.learner_
         meta, arrays = strategy_state(learner.strategy_)
         arrays = {"strategy__" + k: v for k, v in arrays.items()}
         kind, keys, pos, has_gauss, cached = learner.random_state_.get_state()
         arrays["rng_keys"] = np.asarray(keys)
-        rows, labels = self._trained
+        rows, labels = trained
         files = {}
         net = final_step(learner.estimator_)
         weights_name = None
@@ -871,7 +911,7 @@ class LabelingSession:
             "version": version,
             "rows": [int(r) for r in rows],
             "labels": list(labels),
-            "n_initial": int(self._n_initial),
+            "n_initial": int(n_initial),
             "weights": weights_name,
             "arrays": arrays_name,
             "files": files,
@@ -886,7 +926,8 @@ class LabelingSession:
         state["checksum"] = json_digest(state)
         payload = json.dumps(state, indent=1).encode()
         write_file(directory / _STATE, lambda fh: fh.write(payload))
-        self.model_version_ = version
+        self.learner_, self._trained, self._n_initial = learner, trained, n_initial
+        self._model_seq, self.model_version_ = seq, version
         for path in directory.iterdir():
             if path.name not in files and path.name != _STATE:
                 if not path.name.startswith("."):

@@ -215,21 +215,7 @@ def _is_learner(obj):
 def _entries(learner, strategies):
     """Label -> unfitted learner for every entry of the comparison."""
     if isinstance(learner, Mapping):
-        if strategies is not None:
-            raise ValueError(
-                "learner is a dict of learners, so strategies must be None "
-                f"(each learner brings its strategy); got strategies={strategies!r}"
-            )
-        entries = dict(learner)
-        if not entries:
-            raise ValueError("learner is an empty dict; give at least one learner")
-        for name, value in entries.items():
-            if not _is_learner(value):
-                raise TypeError(
-                    f"learner[{name!r}] must be a skal.ActiveLearner, got "
-                    f"{type(value).__name__}"
-                )
-        return {str(name): clone(value) for name, value in entries.items()}
+        return _mapping_entries(learner, strategies)
     if learner is not None and not _is_learner(learner):
         raise TypeError(
             "learner must be a skal.ActiveLearner, a dict of str to ActiveLearner "
@@ -255,6 +241,26 @@ def _entries(learner, strategies):
         else:
             entries[str(name)] = clone(learner).set_params(strategy=value)
     return entries
+
+
+def _mapping_entries(learners, strategies):
+    """The entries of ``learner={label: ActiveLearner}``: each brings its
+    strategy, so ``strategies`` must be None."""
+    if strategies is not None:
+        raise ValueError(
+            "learner is a dict of learners, so strategies must be None "
+            f"(each learner brings its strategy); got strategies={strategies!r}"
+        )
+    entries = dict(learners)
+    if not entries:
+        raise ValueError("learner is an empty dict; give at least one learner")
+    for name, value in entries.items():
+        if not _is_learner(value):
+            raise TypeError(
+                f"learner[{name!r}] must be a skal.ActiveLearner, got "
+                f"{type(value).__name__}"
+            )
+    return {str(name): clone(value) for name, value in entries.items()}
 
 
 def plot_learning_curves(

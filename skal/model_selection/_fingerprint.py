@@ -38,7 +38,25 @@ def stable_token(value, path="value", _seen=None):
         holding a memory address, and it cannot be pickled); the message
         names the parameter.
     """
+    leaf = _leaf_token(value)
+    if leaf is not _COMPOSITE:
+        return leaf
     seen = set() if _seen is None else _seen
+    if id(value) in seen:
+        return "<cycle>"
+    seen = seen | {id(value)}
+    for kinds, describe in _COMPOSITE_TOKENS:
+        if isinstance(value, kinds):
+            return describe(value, path, seen)
+    return _object_token(value, path, seen)
+
+
+# what _leaf_token returns for values described by their parts
+_COMPOSITE = object()
+
+
+def _leaf_token(value):
+    """The token of a value without parts (numbers, strings, arrays, classes)."""
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, np.generic):
@@ -47,41 +65,64 @@ def stable_token(value, path="value", _seen=None):
         return _array_token(value)
     if isinstance(value, type):
         return f"class {value.__module__}.{value.__qualname__}"
-    if id(value) in seen:
-        return "<cycle>"
-    seen = seen | {id(value)}
-    if isinstance(value, list | tuple):
-        return [stable_token(v, f"{path}[{i}]", seen) for i, v in enumerate(value)]
-    if isinstance(value, dict):
-        return sorted(
-            (
-                [repr(k), stable_token(v, f"{path}[{k!r}]", seen)]
-                for k, v in value.items()
-            ),
-        )
-    if isinstance(value, set | frozenset):
-        return sorted(repr(stable_token(v, path, seen)) for v in value)
-    if isinstance(value, functools.partial):
-        return {
-            "partial": stable_token(value.func, path, seen),
-            "args": stable_token(value.args, path, seen),
-            "keywords": stable_token(value.keywords, path, seen),
-        }
-    if isinstance(value, types.MethodType):
-        return {
-            "method": value.__func__.__qualname__,
-            "self": stable_token(value.__self__, path, seen),
-        }
-    if isinstance(value, types.FunctionType):
-        cells = [c.cell_contents for c in value.__closure__ or ()]
-        return {
-            "function": f"{value.__module__}.{value.__qualname__}",
-            "closure": stable_token(cells, f"{path} (closure)", seen),
-            "defaults": stable_token(value.__defaults__, path, seen),
-            "kwdefaults": stable_token(value.__kwdefaults__, path, seen),
-        }
-    if isinstance(value, types.BuiltinFunctionType | types.ModuleType):
-        return f"{getattr(value, '__module__', '')}.{value.__name__}"
+    return _COMPOSITE
+
+
+def _dict_token(value, path, seen):
+    return sorted(
+        [repr(k), stable_token(v, f"{path}[{k!r}]", seen)] for k, v in value.items()
+    )
+
+
+def _function_token(value, path, seen):
+    # a closure's captured values and the defaults are part of what it does
+    cells = [c.cell_contents for c in value.__closure__ or ()]
+    return {
+        "function": f"{value.__module__}.{value.__qualname__}",
+        "closure": stable_token(cells, f"{path} (closure)", seen),
+        "defaults": stable_token(value.__defaults__, path, seen),
+        "kwdefaults": stable_token(value.__kwdefaults__, path, seen),
+    }
+
+
+_COMPOSITE_TOKENS = (
+    (
+        list | tuple,
+        lambda v, path, seen: [
+            stable_token(x, f"{path}[{i}]", seen) for i, x in enumerate(v)
+        ],
+    ),
+    (dict, _dict_token),
+    (
+        set | frozenset,
+        lambda v, path, seen: sorted(repr(stable_token(x, path, seen)) for x in v),
+    ),
+    (
+        functools.partial,
+        lambda v, path, seen: {
+            "partial": stable_token(v.func, path, seen),
+            "args": stable_token(v.args, path, seen),
+            "keywords": stable_token(v.keywords, path, seen),
+        },
+    ),
+    (
+        types.MethodType,
+        lambda v, path, seen: {
+            "method": v.__func__.__qualname__,
+            "self": stable_token(v.__self__, path, seen),
+        },
+    ),
+    (types.FunctionType, _function_token),
+    (
+        types.BuiltinFunctionType | types.ModuleType,
+        lambda v, path, seen: f"{getattr(v, '__module__', '')}.{v.__name__}",
+    ),
+)
+
+
+def _object_token(value, path, seen):
+    """Any other object: estimators by their parameters, modules by their
+    state, plain objects by their attributes, the rest by repr or pickle."""
     cls = f"{type(value).__module__}.{type(value).__qualname__}"
     if hasattr(value, "get_params") and not isinstance(value, torch.nn.Module):
         return {
@@ -149,9 +190,9 @@ def code_fingerprints(params: dict) -> dict:
 
 
 def _collect_code(value, path, out, seen):
-    if value is None or isinstance(value, bool | int | float | str | np.ndarray):
-        return
-    if isinstance(value, torch.Tensor | np.generic):
+    if value is None or isinstance(
+        value, bool | int | float | str | np.ndarray | np.generic | torch.Tensor
+    ):
         return
     if isinstance(value, type | types.FunctionType):
         out[path] = _code_hash(value)
@@ -159,22 +200,35 @@ def _collect_code(value, path, out, seen):
     if id(value) in seen:
         return
     seen.add(id(value))
+    if not isinstance(value, _CONTAINERS) and (
+        hasattr(value, "__dict__") or _is_estimator(value)
+    ):
+        out[f"{path} (class)"] = _code_hash(type(value))
+    for child_path, child in _code_parts(value, path):
+        _collect_code(child, child_path, out, seen)
+
+
+def _code_parts(value, path):
+    """The parts of ``value`` that may hold code: items, a partial's or a
+    method's function, an estimator's parameters."""
     if isinstance(value, list | tuple):
-        for i, v in enumerate(value):
-            _collect_code(v, f"{path}[{i}]", out, seen)
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            _collect_code(v, f"{path}[{k!r}]", out, seen)
-    elif isinstance(value, functools.partial):
-        _collect_code(value.func, path, out, seen)
-    elif isinstance(value, types.MethodType):
-        _collect_code(value.__func__, path, out, seen)
-    elif hasattr(value, "get_params") and not isinstance(value, torch.nn.Module):
-        out[f"{path} (class)"] = _code_hash(type(value))
-        for k, v in value.get_params(deep=False).items():
-            _collect_code(v, f"{path}__{k}", out, seen)
-    elif hasattr(value, "__dict__"):
-        out[f"{path} (class)"] = _code_hash(type(value))
+        return [(f"{path}[{i}]", v) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return [(f"{path}[{k!r}]", v) for k, v in value.items()]
+    if isinstance(value, functools.partial):
+        return [(path, value.func)]
+    if isinstance(value, types.MethodType):
+        return [(path, value.__func__)]
+    if _is_estimator(value):
+        return [(f"{path}__{k}", v) for k, v in value.get_params(deep=False).items()]
+    return []
+
+
+_CONTAINERS = list | tuple | dict | functools.partial | types.MethodType
+
+
+def _is_estimator(value):
+    return hasattr(value, "get_params") and not isinstance(value, torch.nn.Module)
 
 
 @functools.lru_cache(maxsize=512)

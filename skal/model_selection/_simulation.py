@@ -447,21 +447,14 @@ def simulate(
 
 
 def load_snapshot(learner, snapshot, scratch=None):
-    """A shallow copy of the fitted ``learner`` predicting with a past round's
-    model. ``scratch`` is a reusable deep copy of the learner's network."""
-    # A shallow copy: the per-round view shares the learner's classes and
-    # settings but gets its own estimator, so scoring past rounds never
-    # changes the final learner.
-    view = copy.copy(learner)
+    """A view of the fitted ``learner`` predicting with a past round's model.
+    ``scratch`` is a reusable deep copy of the learner's network."""
     if not isinstance(snapshot, dict):
-        view.estimator_ = snapshot
-        return view
+        return learner._with_estimator(snapshot)
     net = scratch if scratch is not None else copy.deepcopy(_net_of(learner))
     load_state_dicts(net, snapshot["weights"])
     if snapshot["prefix"] is not None:
-        view.estimator_ = Pipeline(
+        net = Pipeline(
             list(snapshot["prefix"].steps) + [(learner.estimator_.steps[-1][0], net)]
         )
-    else:
-        view.estimator_ = net
-    return view
+    return learner._with_estimator(net)
