@@ -92,9 +92,11 @@ def status(url):
     return requests.get(url + "/status", params={"labels": 1}, timeout=30).json()
 
 
-def wait(url, condition, timeout=900):
+def wait(url, condition, process, timeout=900):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the backend exited with {process.returncode}")
         try:
             state = status(url)
             if condition(state):
@@ -141,13 +143,13 @@ def run_size(server, root, n_pool, n_answers, n_burst):
         sys.executable, "-m", "skal.label_studio", "serve", str(pool_file),
         "--port", str(port), "--url", server.url, "--api-key", server.api_key,
         "--project", str(project), "--directory", str(root / f"session{n_pool}"),
-        "--n", "100",
+        "--n", "100", "--document-root", str(root),
     ]  # fmt: skip
     log = open(root / f"backend{n_pool}.log", "ab")
     started = time.perf_counter()
     backend = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait(url, lambda s: s["ready"] and s["pushes"] >= 1)
+        wait(url, lambda s: s["ready"] and s["pushes"] >= 1, backend)
         startup_s = time.perf_counter() - started
         rows, sent = [], {}
 
@@ -162,11 +164,11 @@ def run_size(server, root, n_pool, n_answers, n_burst):
         one_by_one = []
         for _ in range(n_answers):
             row = annotate()
-            state = wait(url, idle(len(rows)))
+            state = wait(url, idle(len(rows)), backend)
             one_by_one.append((row, state["timings"][str(row)]))
         fits_before = state["fits"]
         burst = [annotate() for _ in range(n_burst)]
-        state = wait(url, idle(len(rows)))
+        state = wait(url, idle(len(rows)), backend)
         burst_fits = state["fits"] - fits_before
         burst_timings = [(row, state["timings"][str(row)]) for row in burst]
     finally:

@@ -180,6 +180,14 @@ class LocalLabelStudio:
                 start_new_session=True,
             )
         (self.data_dir / "skal-token").write_text(f"{self.password} {self.api_key}")
+        try:
+            self._wait_healthy(started, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_healthy(self, started, timeout):
         while time.monotonic() - started < timeout:
             if self.process.poll() is not None:
                 raise RuntimeError(
@@ -189,11 +197,10 @@ class LocalLabelStudio:
             try:
                 if requests.get(self.url + "/health", timeout=2).status_code == 200:
                     self.startup_s = time.monotonic() - started
-                    return self
+                    return
             except requests.RequestException:  # not listening yet, or busy
                 pass
             time.sleep(0.5)
-        self.stop()
         raise TimeoutError(
             f"label-studio did not answer within {timeout:g} s; see {self.log}"
         )
