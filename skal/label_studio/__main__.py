@@ -99,15 +99,18 @@ def _session(args):
         namespace["learner"], namespace["pool"], directory, **kwargs
     )
     files = getattr(namespace["pool"], "files", None)
+    task_ids = None
     if files is not None:
         client = LabelStudioClient(args.url, args.api_key)
-        client.import_images(args.project, files, document_root=args.document_root)
-    return session
+        task_ids = client.import_images(
+            args.project, files, document_root=args.document_root
+        )
+    return session, task_ids
 
 
 def main(argv=None):
     args = _parser().parse_args(argv)
-    session = _session(args)
+    session, task_ids = _session(args)
     if args.command == "sync":
         from ._sync import sync
 
@@ -135,6 +138,7 @@ def main(argv=None):
         n=args.n or 100,
         connect=not args.no_connect,
         train_every=args.train_every,
+        task_ids=task_ids,
         log_level=args.log_level,
     )
     return 0

@@ -56,6 +56,10 @@ class Backend:
         Train once at least this many answers (or corrections) were
         recorded since the last training; answers that arrive while it
         trains wait for the next one. ``START_TRAINING`` trains at once.
+    task_ids : dict, default=None
+        ``pool_index -> task id`` when known (as
+        :meth:`LabelStudioClient.import_images` returns it); None lists the
+        project's tasks when first needed.
 
     Examples
     --------
@@ -69,7 +73,16 @@ class Backend:
     """
 
     def __init__(
-        self, session, url, api_key, project, *, n=100, prune=True, train_every=1
+        self,
+        session,
+        url,
+        api_key,
+        project,
+        *,
+        n=100,
+        prune=True,
+        train_every=1,
+        task_ids=None,
     ):
         from ..session import LabelingSession
 
@@ -78,6 +91,8 @@ class Backend:
         self.session = session
         self.client = LabelStudioClient(url, api_key)
         self.binding = _Binding(session, self.client, project)
+        if task_ids is not None:
+            self.binding.set_tasks(task_ids)
         self.project = self.binding.project
         if isinstance(train_every, bool) or not isinstance(train_every, int):
             raise TypeError(f"train_every must be an int, got {train_every!r}")
@@ -492,6 +507,7 @@ def serve(
     connect: bool = True,
     prune: bool = True,
     train_every: int = 1,
+    task_ids: dict | None = None,
     log_level: str = "warning",
 ) -> None:
     """Run a Label Studio ML backend for a labelling session (blocks).
@@ -528,6 +544,8 @@ def serve(
         Delete the predictions of superseded versions.
     train_every : int, default=1
         Train once this many answers were recorded since the last training.
+    task_ids : dict, default=None
+        ``pool_index -> task id`` when known; None lists the project's tasks.
     log_level : str, default="warning"
         The log level of uvicorn.
 
@@ -539,7 +557,14 @@ def serve(
     import uvicorn
 
     backend = Backend(
-        session, url, api_key, project, n=n, prune=prune, train_every=train_every
+        session,
+        url,
+        api_key,
+        project,
+        n=n,
+        prune=prune,
+        train_every=train_every,
+        task_ids=task_ids,
     )
     app = create_app(backend)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level)

@@ -8,10 +8,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._data import n_samples, take
-from ._client import UNCERTAINTY_SAMPLING, ChoicesSchema, LabelStudioClient
+from ._client import (
+    UNCERTAINTY_SAMPLING,
+    ChoicesSchema,
+    LabelStudioClient,
+    LabelStudioError,
+)
 
 #: prefix of the ``model_version`` of every prediction skal pushes
 VERSION_PREFIX = "skal-"
+# (url, project) -> pool_index -> task id: listing 10,000 tasks takes seconds
+_TASK_IDS: dict = {}
 
 
 @dataclass
@@ -193,7 +200,9 @@ class _Binding:
             predicted = session.learner_.predict(take(session.pool, picks)).tolist()
         return picks, predicted
 
-    def push(self, session, picks, predicted, *, prune=True) -> tuple[str, list]:
+    def push(
+        self, session, picks, predicted, *, prune=True, stale_ok=True
+    ) -> tuple[str, list]:
         """Import the picks as predictions of one new ``model_version``.
 
         Label Studio's label stream (uncertainty sampling) serves the task
@@ -230,7 +239,14 @@ class _Binding:
                     "model_version": version,
                 }
             )
-        self.client.import_predictions(self.project, predictions)
+        try:
+            self.client.import_predictions(self.project, predictions)
+        except LabelStudioError:
+            if not stale_ok:
+                raise
+            # tasks deleted or imported again since they were listed
+            self.tasks(refresh=True)
+            return self.push(session, picks, predicted, prune=prune, stale_ok=False)
         self.client.update_project(
             self.project, model_version=version, sampling=UNCERTAINTY_SAMPLING
         )
@@ -336,6 +352,9 @@ def sync(
         raise ValueError(f"n must be a positive integer, got {n!r}")
     client = LabelStudioClient(url, api_key)
     binding = _Binding(session, client, project)
+    key = (client.url, binding.project)
+    if key in _TASK_IDS:
+        binding.set_tasks(_TASK_IDS[key])
     report = SyncReport()
     binding.reconcile(session, client.annotated_tasks(binding.project), report)
     if fit and session.needs_fit:
@@ -346,4 +365,6 @@ def sync(
     report.model_version, report.pushed = binding.push(
         session, picks, predicted, prune=prune
     )
+    if binding._tasks is not None:
+        _TASK_IDS[key] = binding._tasks
     return report
