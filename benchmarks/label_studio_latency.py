@@ -10,6 +10,8 @@ it is durable in the session's log, when a model trained on it is
 committed and when Label Studio serves the new order; latencies are taken
 from the moment the annotation request is sent:
 
+- annotation -> webhook: Label Studio has saved the annotation and its
+  webhook reached the backend;
 - annotation -> durable: the answer is in the session's log (fsync'd);
 - annotation -> retrained: a model trained on it is committed;
 - retrain -> order updated: the new picks are imported into Label Studio
@@ -191,6 +193,7 @@ def run_size(server, root, n_pool, n_answers, n_burst):
                 "pool": n_pool,
                 "mode": mode,
                 "answers": len(pairs),
+                "-> webhook ms": ms(pairs, "sent", "received"),
                 "-> durable ms": ms(pairs, "sent", "recorded"),
                 "-> retrained ms": ms(pairs, "sent", "trained"),
                 "retrain -> LS order ms": ms(pairs, "trained", "pushed"),

@@ -7,6 +7,7 @@ them.
 """
 
 import tempfile
+import time
 
 import numpy as np
 import pytest
@@ -81,7 +82,13 @@ def test_backend_rounds_corrections_and_next_task(label_studio, backend_factory)
     project, tasks = ls.new_project("live backend")
     backend = backend_factory(project)
     backend.start()
-    assert ls.client.ml_backends(project)[0]["url"] == backend.url
+    # it connected itself as the project's ML backend (Label Studio called
+    # its /health and /setup, and made the webhook that sends every event)
+    for _ in range(300):
+        if ls.client.ml_backends(project):
+            break
+        time.sleep(0.1)
+    assert [b["url"] for b in ls.client.ml_backends(project)] == [backend.url]
     annotations = {}
     n_labeled = 0
     for round_ in range(3):
