@@ -280,3 +280,23 @@ def test_backend_records_webhooks_without_waiting_for_training(
     }
     predicted = session.learner_.predict(X[[first]])[0]
     assert results[0]["result"] == SCHEMA.result(str(predicted))
+
+
+def test_bad_arguments_are_named(digits, tmp_path, monkeypatch):
+    X, _ = digits
+    from skal.label_studio import sync
+    from skal.label_studio.__main__ import main
+
+    session = make_session(X, tmp_path / "s")
+    with pytest.raises(ValueError, match="n must be a positive integer, got 0"):
+        sync(session, "http://ls", "key", 1, n=0)
+    monkeypatch.setattr(_backend, "LabelStudioClient", FakeLabelStudio)
+    with pytest.raises(ValueError, match="train_every must be >= 1, got 0"):
+        _backend.Backend(session, "http://ls", "key", 1, train_every=0)
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        _backend.Backend(session, "http://ls", "key", 1, n=-3)
+    # the command line names what the user's file lacks
+    user_file = tmp_path / "pool.py"
+    user_file.write_text("learner = None\n")
+    with pytest.raises(SystemExit, match="must define pool"):
+        main(["serve", str(user_file), "--project", "1", "--api-key", "k"])
