@@ -55,7 +55,7 @@ class ImageFolder(Dataset):
     def __init__(
         self, root, pattern="*.png", *, mode="L", transform=None, preload=False
     ):
-        self.root = Path(root)
+        self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise ValueError(f"root must be an existing folder, got {str(root)!r}")
         if mode not in ("L", "RGB"):
