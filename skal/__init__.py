@@ -10,6 +10,8 @@ skal has four parts:
 - ``skal.model_selection``, simulations, learning curves and comparisons of
   strategies on labelled data.
 
+:class:`DictDataset` reads datasets whose items are dicts (Hugging Face
+``datasets``) with named input and label columns.
 :class:`LabelingSession` (``skal.session``) runs the loop with a person as
 the oracle, saved to a directory and resumable at any moment.
 
@@ -19,6 +21,7 @@ loads the data sets the examples and benchmarks use.
 """
 
 from . import datasets, gradients, model_selection, nets, ntk, strategies
+from ._items import DictDataset
 from .learner import ActiveLearner
 from .nets import LLossClassifier, NeuralNetClassifier, TiDALClassifier
 from .session import LabelingSession, SessionLockedError
@@ -27,6 +30,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "ActiveLearner",
+    "DictDataset",
     "LLossClassifier",
     "LabelingSession",
     "SessionLockedError",

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from skorch import NeuralNet
 
-from ._data import n_samples, take
+from ._data import n_samples, rows_of, take
 
 
 def active_client():
@@ -78,6 +78,13 @@ def chunk_bounds(n, n_chunks, multiple):
 def map_rows(client, context, X, fn):
     """``[fn(context, chunk) for chunk in row chunks of X]``, on the workers.
 
+    The context is scattered to every worker; if the cluster loses it (a
+    worker holding the only copy died and restarted), it is sent again once
+    and the chunks scored again (the same model and chunks: the same
+    result). Failures of the cluster itself raise a RuntimeError that says
+    what happened; errors raised by ``fn`` on a worker come back as they
+    are.
+
     Parameters
     ----------
     client : distributed.Client
@@ -91,18 +98,66 @@ def map_rows(client, context, X, fn):
     -------
     results : list
         One result per chunk, in row order.
+
+    Raises
+    ------
+    RuntimeError
+        If the cluster lost the context twice, a chunk's task killed the
+        workers that ran it (``KilledWorker``), or the scheduler could not
+        be reached.
     """
     n = n_samples(X)
     n_workers = max(1, len(client.scheduler_info()["workers"]))
     bounds = chunk_bounds(n, n_workers, _batch_size(context))
-    # hash=False: a content-hashed key is shared with earlier scatters of the
-    # same model, and releasing theirs would cancel these tasks
-    shipped = client.scatter(_portable(context), broadcast=True, hash=False)
-    futures = [
-        client.submit(_OnCPU(fn), shipped, take(X, np.arange(s, e)), pure=False)
-        for s, e in bounds
-    ]
-    return client.gather(futures)
+    # a chunk of an array's rows travels as those rows, not the whole array
+    chunks = [rows_of(take(X, np.arange(s, e))) for s, e in bounds]
+    portable = _portable(context)
+    from distributed import CancelledError, KilledWorker
+
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            # hash=False: a content-hashed key is shared with earlier scatters
+            # of the same model, and releasing theirs would cancel these tasks
+            shipped = client.scatter(portable, broadcast=True, hash=False)
+            futures = [
+                client.submit(_OnCPU(fn), shipped, chunk, pure=False)
+                for chunk in chunks
+            ]
+            return client.gather(futures)
+        except CancelledError as exc:
+            if attempt == _ATTEMPTS:
+                raise _cluster_error(
+                    client,
+                    f"the cluster lost the model sent to its workers {attempt} "
+                    "times (the workers holding it died or were restarted)",
+                    exc,
+                ) from exc
+        except KilledWorker as exc:
+            raise _cluster_error(
+                client,
+                "a chunk's task killed every worker that ran it (out of "
+                "memory? a crash in the model's code?)",
+                exc,
+            ) from exc
+        except OSError as exc:  # CommClosedError, timeouts: no scheduler
+            raise _cluster_error(
+                client, "the scheduler could not be reached", exc
+            ) from exc
+
+
+# one retry: a worker that died once is restarted by its nanny; one that
+# keeps dying is reported rather than retried without end
+_ATTEMPTS = 2
+
+
+def _cluster_error(client, what, exc):
+    address = getattr(getattr(client, "scheduler", None), "address", None)
+    return RuntimeError(
+        f"scoring the pool on the Dask cluster (scheduler {address}) failed: "
+        f"{what}; {type(exc).__name__}: {exc}. The learner is unchanged: query "
+        "again, or outside joblib.parallel_backend('dask') to score in this "
+        "process"
+    )
 
 
 class _OnCPU:
@@ -181,7 +236,8 @@ def select(strategy, context, X, n):
     if getattr(strategy, "row_wise", False) and _plain_select(strategy):
         from .strategies.base import top_n
 
-        return top_n(utility(strategy, context, X), n, context.random_state)
+        context.scores = utility(strategy, context, X)
+        return top_n(context.scores, n, context.random_state)
     context.client = client
     return strategy.select(context, X, n)
 

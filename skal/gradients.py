@@ -4,7 +4,9 @@ dynamicAL scores a candidate ``x`` by the squared norm of its loss gradient
 ``g_x`` over all trainable parameters and by the inner product of ``g_x`` with
 a fixed parameter-space vector (the summed gradient of the labelled set).
 :class:`PerSampleGradients` computes both for a batch with one forward pass
-and one backward pass to the layers' outputs, then closed forms per layer:
+and one backward pass to the layers' outputs, then closed forms per layer,
+one rule per layer type in a table that :mod:`skal.pairwise` shares
+(``_LAYER_RULES``):
 
 - ``nn.Linear`` and ``nn.Conv1d/2d/3d``: with ``U`` the layer input
   (unfolded for convolutions) and ``dY`` the gradient of the loss with respect
@@ -48,8 +50,6 @@ from torch import nn
 
 from ._utils import logits_of
 
-_BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _FALLBACKS = ("vmap", "loop")
 # the most bytes of temporaries a layer's closed forms take at a time on the
 # CPU (see _by_samples)
@@ -300,22 +300,25 @@ class PerSampleGradients:
         )
 
     def _fallback_stats(self, x, targets, rest, vector, norms):
+        grads = self._fallback_grads(x, targets, rest)
+        like = grads[0][1]
+        sq = torch.zeros(like.shape[0], dtype=like.dtype, device=like.device)
+        dots = torch.zeros_like(sq)
+        for name, flat in grads:
+            v = None if vector is None else vector.get(name)
+            _accumulate(sq, dots, flat, v, norms)
+        return sq, dots
+
+    def _fallback_grads(self, x, targets, rest):
+        """``[(name, g)]``, ``g`` of shape (n, size): the per-sample
+        gradients of the parameters ``rest`` that no layer rule covers."""
         names = [n for n, _ in rest]
         if self.fallback == "vmap":
             grads = _vmap_grads(self.module, x, targets, names)
         else:
             grads = _loop_grads(self.module, x, targets, [p for _, p in rest])
         n = targets.shape[0]
-        sq = torch.zeros(n, dtype=grads[0].dtype, device=grads[0].device)
-        dots = torch.zeros_like(sq)
-        for name, g in zip(names, grads):
-            flat = g.reshape(n, -1)
-            if norms:
-                sq += flat.pow(2).sum(1)
-            v = None if vector is None else vector.get(name)
-            if v is not None:
-                dots += flat @ v.reshape(-1).to(flat.dtype)
-        return sq, dots
+        return [(name, g.reshape(n, -1)) for name, g in zip(names, grads)]
 
 
 class _Recorder:
@@ -373,30 +376,18 @@ def _layer_stats(module, params, calls, vector, norms):
     """Per-sample squared norm and inner product for one layer's parameters.
 
     ``params`` maps the module's local parameter names to (full name,
-    parameter); ``vector`` is keyed by full names.
+    parameter); ``vector`` is keyed by full names. The layer's rule (see
+    ``_LAYER_RULES``) gives the closed forms.
     """
-    if isinstance(module, _BATCHNORM):
-        return _batchnorm_stats(module, params, calls, vector, norms)
+    rule = _rule_for(module)
     dy0 = calls[0][1]
-    n = dy0.shape[0]
-    sq = torch.zeros(n, dtype=dy0.dtype, device=dy0.device)
+    sq = torch.zeros(dy0.shape[0], dtype=dy0.dtype, device=dy0.device)
     dot = torch.zeros_like(sq)
-    if "bias" in params:
-        if isinstance(module, nn.Linear):
-            gb = sum(dy.reshape(n, -1, dy.shape[-1]).sum(1) for _, dy in calls)
-        else:
-            gb = sum(dy.flatten(2).sum(2) for _, dy in calls)
-        if norms:
-            sq += gb.pow(2).sum(1)
-        vb = _slice(vector, params["bias"])
-        if vb is not None:
-            dot += gb @ vb.to(gb.dtype)
-    if "weight" in params:
-        vw = _slice(vector, params["weight"])
-        if vw is not None:
-            vw = vw.to(dy0.dtype)
-        stats = _linear_weight if isinstance(module, nn.Linear) else _conv_weight
-        s, d = stats(module, calls, vw, norms)
+    for name, g in rule.vector_grads(module, calls, params):
+        _accumulate(sq, dot, g, _slice(vector, params[name]), norms)
+    if rule.has_matrix and "weight" in params:
+        vw = _weight_vector(vector, params, dy0.dtype)
+        s, d = rule.weight_stats(module, calls, vw, norms)
         if s is not None:
             sq += s
         if d is not None:
@@ -404,17 +395,158 @@ def _layer_stats(module, params, calls, vector, norms):
     return sq, dot
 
 
-def _linear_weight(module, calls, vw, norms):
-    """Weight statistics of an ``nn.Linear``; inputs may have token dims."""
-    route, floats = _linear_route(calls, norms)
-    return _by_samples(
-        partial(_linear_rows, route=route, vw=vw, norms=norms), calls, floats
-    )
+def _accumulate(sq, dot, g, v, norms=True):
+    """Add the per-sample gradients ``g`` (n, size) of one parameter to
+    ``‖g‖²`` (if ``norms``) and to ``gᵀv`` (if ``v`` and ``dot`` are not
+    None), in place."""
+    if norms:
+        sq += g.pow(2).sum(1)
+    if v is not None and dot is not None:
+        dot += g @ v.reshape(-1).to(g.dtype)
+
+
+def _weight_vector(vector, params, dtype):
+    """The weight's slice of ``vector`` in the computation's dtype, or None."""
+    vw = _slice(vector, params["weight"])
+    return None if vw is None else vw.to(dtype)
+
+
+# ----------------------------------------------------------- layer rules
+class _LayerRule:
+    """The closed forms of one layer type, shared by every per-sample quantity.
+
+    A rule turns one layer's recorded ``calls`` (per call of the layer in
+    the forward pass: its detached input ``U`` and the gradient ``dY`` of
+    the summed loss with respect to its output) into per-sample gradient
+    quantities. :class:`PerSampleGradients` asks it for squared norms and
+    inner products, :class:`skal.pairwise.PairwiseGradients` for features
+    whose inner products are gradient inner products. Both read the same
+    methods, so each layer type's maths is written once.
+
+    A new layer type is one subclass, one entry of ``_LAYER_RULES`` and one
+    case of the test that checks every entry against autograd.
+
+    Attributes
+    ----------
+    types : tuple of type
+        The module classes the rule handles.
+    has_matrix : bool
+        Whether the module's ``weight`` is a matrix whose per-sample
+        gradient is ``G = dYᵀ U`` (``M × K``; ``U`` of shape ``L × K``,
+        ``L`` positions), handled by the methods from :meth:`dims` on.
+        Every other parameter comes from :meth:`vector_grads`.
+    """
+
+    types: tuple = ()
+    has_matrix = False
+
+    def covers(self, module):
+        """Whether the closed forms handle ``module``'s direct parameters;
+        raises where its per-sample gradients are undefined."""
+        return True
+
+    def vector_grads(self, module, calls, params):
+        """``[(local name, g)]`` for the parameters in ``params`` that are
+        kept whole (biases, normalization scales), ``g`` of shape (n, size)."""
+        raise NotImplementedError
+
+    def dims(self, module, calls):
+        """``(K, M, L)``: the weight's input and output widths and the number
+        of positions over all calls."""
+        raise NotImplementedError
+
+    def factorable(self, module):
+        """Whether :meth:`factors` can build ``U`` for the module."""
+        raise NotImplementedError
+
+    def sketchable(self, module):
+        """Whether :meth:`sketch` can project ``G`` without forming it."""
+        raise NotImplementedError
+
+    def weight_stats(self, module, calls, vw, norms):
+        """``‖G‖²`` (None unless ``norms``) and ``⟨G, vw⟩`` (None if ``vw``
+        is None) per sample, by the layer's cheapest route."""
+        raise NotImplementedError
+
+    def weight_grads(self, module, calls):
+        """The per-sample weight gradients, shape (n, K M)."""
+        raise NotImplementedError
+
+    def factors(self, module, calls):
+        """``(U, dY)`` of shapes (n, L, K) and (n, L, M), the calls'
+        positions concatenated: ``G = dYᵀ U``."""
+        raise NotImplementedError
+
+    def sketch(self, module, calls, a, b):
+        """``z[:, j] = a_jᵀ G b_j`` for the columns of ``a`` (M × k) and
+        ``b`` (K × k), without forming ``G``."""
+        raise NotImplementedError
+
+
+class _LinearRule(_LayerRule):
+    """``nn.Linear``; its input may have token dimensions (the positions).
+
+    ``weight_stats`` takes the cheapest of three routes per layer (see
+    ``_linear_route`` for the cost rule): the outer product for one
+    position, the ghost norm for few positions relative to the widths, the
+    materialized gradients otherwise.
+    """
+
+    types = (nn.Linear,)
+    has_matrix = True
+
+    def vector_grads(self, module, calls, params):
+        if "bias" not in params:
+            return []
+        return [("bias", sum(_tokens(dy).sum(1) for _, dy in calls))]
+
+    def dims(self, module, calls):
+        length = sum(_tokens(dy).shape[1] for _, dy in calls)
+        return module.in_features, module.out_features, length
+
+    def factorable(self, module):
+        return True
+
+    def sketchable(self, module):
+        return True
+
+    def weight_stats(self, module, calls, vw, norms):
+        route, floats = _linear_route(calls, norms)
+        return _by_samples(
+            partial(_linear_rows, route=route, vw=vw, norms=norms), calls, floats
+        )
+
+    def weight_grads(self, module, calls):
+        us, dys = _linear_factors(calls)
+        return _linear_grads(us, dys).reshape(us[0].shape[0], -1)
+
+    def factors(self, module, calls):
+        us, dys = _linear_factors(calls)
+        return _cat(us), _cat(dys)
+
+    def sketch(self, module, calls, a, b):
+        us, dys = _linear_factors(calls)
+        return sum((dy @ a * (u @ b)).sum(1) for u, dy in zip(us, dys))
+
+
+def _tokens(t):
+    """``t`` of shape (n, ..., width) as (n, L, width): L positions."""
+    return t.reshape(t.shape[0], -1, t.shape[-1])
+
+
+def _linear_factors(calls):
+    """Per call, ``U`` (n, L, K) and ``dY`` (n, L, M) of a ``Linear`` layer."""
+    return [_tokens(inp) for inp, _ in calls], [_tokens(dy) for _, dy in calls]
+
+
+def _linear_grads(us, dys):
+    """Per-sample ``G = Σ_calls dYᵀ U``, shape (n, M, K)."""
+    return sum(torch.bmm(dy.transpose(1, 2), u) for u, dy in zip(us, dys))
 
 
 def _linear_route(calls, norms):
-    """How ``_linear_weight`` computes, and the floats per sample of its
-    largest temporaries."""
+    """How ``_LinearRule.weight_stats`` computes, and the floats per sample
+    of its largest temporaries."""
     inp, dy = calls[0]
     k_in, m_out = inp.shape[-1], dy.shape[-1]
     length = sum(u[0].numel() // k_in for u, _ in calls)
@@ -436,8 +568,7 @@ def _linear_route(calls, norms):
 
 def _linear_rows(calls, *, route, vw, norms):
     n = calls[0][1].shape[0]
-    us = [inp.reshape(n, -1, inp.shape[-1]) for inp, _ in calls]  # (n, L, K)
-    dys = [dy.reshape(n, -1, dy.shape[-1]) for _, dy in calls]  # (n, L, M)
+    us, dys = _linear_factors(calls)
     sq = dot = None
     if route == "outer":
         u, dy = us[0][:, 0], dys[0][:, 0]
@@ -451,35 +582,95 @@ def _linear_rows(calls, *, route, vw, norms):
         if vw is not None:
             dot = sum((dy * (u @ vw.T)).sum((1, 2)) for u, dy in zip(us, dys))
     else:
-        gw = sum(torch.bmm(dy.transpose(1, 2), u) for u, dy in zip(us, dys))
+        gw = _linear_grads(us, dys)
         sq = gw.pow(2).sum((1, 2))
         if vw is not None:
             dot = gw.reshape(n, -1) @ vw.reshape(-1)
     return sq, dot
 
 
-def _conv_weight(conv, calls, vw, norms):
-    """Weight statistics of a convolution.
+class _ConvRule(_LayerRule):
+    """``nn.Conv1d/2d/3d``: ``U`` holds the input patches (``K = C_in/groups
+    · kernel size``), one row per output position.
 
-    Per layer, either the ghost norm over unfolded patches (``Conv2d``,
-    ``groups=1``, few output positions relative to the channels), or the
-    per-sample weight gradients themselves: from unfolded patches (``Conv2d``
-    with fewer than 32 input channels per group) or by one grouped
-    convolution weight-gradient call with the samples as groups.
+    ``weight_stats`` takes, per layer, the ghost norm over unfolded patches
+    (``Conv2d``, ``groups=1``, few output positions relative to the
+    channels), or the per-sample weight gradients themselves: from unfolded
+    patches (``Conv2d`` with few input channels per group, see
+    ``_unfold_is_faster``) or by one grouped weight-gradient call with the
+    samples as groups (see ``_conv_route``).
     """
-    route, floats = _conv_route(conv, calls, norms)
-    return _by_samples(
-        partial(_conv_rows, conv=conv, route=route, vw=vw, norms=norms), calls, floats
-    )
+
+    types = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    has_matrix = True
+
+    def vector_grads(self, module, calls, params):
+        if "bias" not in params:
+            return []
+        return [("bias", sum(dy.flatten(2).sum(2) for _, dy in calls))]
+
+    def dims(self, module, calls):
+        return _conv_dims(module, calls)
+
+    def factorable(self, module):
+        # the patches are built (_unfold) for 2-d convolutions with one group
+        return isinstance(module, nn.Conv2d) and module.groups == 1
+
+    def sketchable(self, module):
+        # b_j·u_l for every position is a convolution with one filter when
+        # the layer has one group
+        return module.groups == 1
+
+    def weight_stats(self, module, calls, vw, norms):
+        route, floats = _conv_route(module, calls, norms)
+        rows = partial(_conv_rows, conv=module, route=route, vw=vw, norms=norms)
+        return _by_samples(rows, calls, floats)
+
+    def weight_grads(self, module, calls):
+        per_sample = (
+            _per_sample_conv_grad_unfold
+            if _unfold_is_faster(module)
+            else _per_sample_conv_grad
+        )
+        return sum(per_sample(module, inp, dy) for inp, dy in calls)
+
+    def factors(self, module, calls):
+        us, dys = _conv_factors(module, calls)
+        return _cat(us), _cat(dys)
+
+    def sketch(self, module, calls, a, b):
+        # Σ_l (a_j·dy_l)(b_j·u_l): the columns of b, shaped as filters of the
+        # layer, give every b_j·u_l in one convolution (no patches); a is a
+        # 1 × 1 projection of dY
+        filters = b.T.reshape(b.shape[1], *module.weight.shape[1:])
+        z = 0
+        for inp, dy in calls:
+            ub = module._conv_forward(inp, filters, None).flatten(2)
+            ya = torch.einsum("nml,mk->nkl", dy.flatten(2), a)
+            z = z + (ub * ya).sum(2)
+        return z
+
+
+def _conv_factors(conv, calls):
+    """Per call, unfolded patches ``U`` (n, L, K) and ``dY`` (n, L, M) of a
+    ``Conv2d`` with ``groups=1``."""
+    us = [_unfold(conv, inp).transpose(1, 2) for inp, _ in calls]
+    dys = [dy.flatten(2).transpose(1, 2) for _, dy in calls]
+    return us, dys
+
+
+def _conv_dims(conv, calls):
+    """``(K, M, L)`` of a convolution: a patch's size, the output channels,
+    the output positions of all calls."""
+    length = sum(dy[0, 0].numel() for _, dy in calls)
+    return conv.weight[0].numel(), conv.out_channels, length
 
 
 def _conv_route(conv, calls, norms):
-    """How ``_conv_weight`` computes, and the floats per sample of its
-    largest temporaries."""
-    m_out = conv.out_channels
-    k_in = conv.weight[0].numel()
-    length = sum(dy[0, 0].numel() for _, dy in calls)
-    # The cost rule of _linear_weight with K = C_in·kh·kw (a patch) and L
+    """How ``_ConvRule.weight_stats`` computes, and the floats per sample of
+    its largest temporaries."""
+    k_in, m_out, length = _conv_dims(conv, calls)
+    # The cost rule of _linear_route with K = C_in·kh·kw (a patch) and L
     # output positions: the ghost norm pays off in late layers, whose maps
     # are small and channels many. It needs the unfolded patches, built
     # here for Conv2d with groups=1 only; other convolutions materialize.
@@ -492,6 +683,14 @@ def _conv_route(conv, calls, norms):
         return "ghost", m_out * length
     if ghost:
         return "ghost", k_in * length + 2 * length * length
+    if _unfold_is_faster(conv):
+        return "unfold", k_in * length + k_in * m_out
+    return "grouped", 2 * k_in * m_out
+
+
+def _unfold_is_faster(conv):
+    """Whether per-sample weight gradients come faster from unfolded patches
+    than from the grouped weight-gradient call."""
     # Why a channel threshold: the grouped call runs one weight-gradient
     # convolution with n·groups groups, and oneDNN's grouped kernels are
     # slow when each group has few input channels (the 3-channel first layer
@@ -500,18 +699,14 @@ def _conv_route(conv, calls, norms):
     # input, which grows with the channels, so wide layers keep the grouped
     # call. The crossover depends on the CPU's kernels; 32 input channels
     # per group is a coarse bound, not a tuned constant.
-    if isinstance(conv, nn.Conv2d) and conv.in_channels // conv.groups < 32:
-        return "unfold", k_in * length + k_in * m_out
-    return "grouped", 2 * k_in * m_out
+    return isinstance(conv, nn.Conv2d) and conv.in_channels // conv.groups < 32
 
 
 def _conv_rows(calls, *, conv, route, vw, norms):
     sq = dot = None
     if route == "ghost":
         if norms:
-            us = [_unfold(conv, inp).transpose(1, 2) for inp, _ in calls]
-            dys = [dy.flatten(2).transpose(1, 2) for _, dy in calls]
-            sq = _ghost_norm(_cat(us), _cat(dys))
+            sq = _ghost_norm(*(_cat(parts) for parts in _conv_factors(conv, calls)))
         if vw is not None:
             dot = sum(
                 (dy * conv._conv_forward(inp, vw, None)).flatten(1).sum(1)
@@ -624,30 +819,6 @@ def _ghost_norm(u, dy):
     )
 
 
-def _batchnorm_stats(module, params, calls, vector, norms):
-    g_w, g_b = 0, 0
-    scale = torch.rsqrt(module.running_var + module.eps)
-    for inp, dy in calls:
-        n, c = inp.shape[:2]
-        centred = inp - module.running_mean.reshape(1, c, *([1] * (inp.dim() - 2)))
-        dy = dy.reshape(n, c, -1)
-        # per-sample, per-channel Σ dy·x̂ as a batched dot product
-        g_w = g_w + torch.einsum("ncl,ncl->nc", dy, centred.reshape(n, c, -1)) * scale
-        g_b = g_b + dy.sum(2)
-    n = calls[0][1].shape[0]
-    sq = torch.zeros(n, dtype=calls[0][1].dtype, device=calls[0][1].device)
-    dot = torch.zeros_like(sq)
-    for name, g in (("weight", g_w), ("bias", g_b)):
-        if name not in params:
-            continue
-        if norms:
-            sq += g.pow(2).sum(1)
-        v = _slice(vector, params[name])
-        if v is not None:
-            dot += g @ v.to(g.dtype)
-    return sq, dot
-
-
 def _unfold(conv: nn.Conv2d, x):
     """Patches of a 2-d convolution's input, shape (n, C * kh * kw, L).
 
@@ -673,23 +844,64 @@ def _unfold(conv: nn.Conv2d, x):
     return patches.reshape(n, c * kh * kw, ho * wo)
 
 
+class _BatchNormRule(_LayerRule):
+    """``nn.BatchNorm{1,2,3}d`` on running statistics (eval mode).
+
+    With ``x̂ = (x − running_mean) / √(running_var + eps)`` per channel, a
+    sample's gradients of the affine weight and bias are the per-channel
+    sums of ``dY·x̂`` and of ``dY``. With batch statistics the samples of a
+    batch interact and per-sample gradients are undefined.
+    """
+
+    types = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+    def covers(self, module):
+        if not module.affine:
+            return False
+        if module.training or module.running_mean is None:
+            raise ValueError(
+                f"{type(module).__name__} normalizes with batch statistics "
+                f"(training={module.training}, track_running_stats="
+                f"{module.track_running_stats}), so the samples of a batch "
+                "interact and per-sample gradients are undefined; call "
+                "module.eval() and use BatchNorm with running statistics"
+            )
+        return True
+
+    def vector_grads(self, module, calls, params):
+        g_w, g_b = 0, 0
+        scale = torch.rsqrt(module.running_var + module.eps)
+        for inp, dy in calls:
+            n, c = inp.shape[:2]
+            mean = module.running_mean.reshape(1, c, *([1] * (inp.dim() - 2)))
+            centred = (inp - mean).reshape(n, c, -1)
+            dy = dy.reshape(n, c, -1)
+            # per-sample, per-channel Σ dy·x̂ as a batched dot product
+            g_w = g_w + torch.einsum("ncl,ncl->nc", dy, centred) * scale
+            g_b = g_b + dy.sum(2)
+        grads = (("weight", g_w), ("bias", g_b))
+        return [(name, g) for name, g in grads if name in params]
+
+
+# The rule table: every module that is an instance of an entry's types has
+# its direct parameters handled by that entry's closed forms.
+_LAYER_RULES = (_LinearRule(), _ConvRule(), _BatchNormRule())
+
+
+def _rule_for(module):
+    """The entry of ``_LAYER_RULES`` for ``module``, or None."""
+    for rule in _LAYER_RULES:
+        if isinstance(module, rule.types):
+            return rule
+    return None
+
+
 def _supported_modules(module):
     """Modules whose direct parameters the closed forms handle."""
     out = []
     for m in module.modules():
-        if isinstance(m, nn.Linear):
-            out.append(m)
-        elif isinstance(m, _CONV):
-            out.append(m)
-        elif isinstance(m, _BATCHNORM) and m.affine:
-            if m.training or m.running_mean is None:
-                raise ValueError(
-                    f"{type(m).__name__} normalizes with batch statistics "
-                    f"(training={m.training}, track_running_stats="
-                    f"{m.track_running_stats}), so the samples of a batch interact "
-                    "and per-sample gradients are undefined; call module.eval() "
-                    "and use BatchNorm with running statistics"
-                )
+        rule = _rule_for(m)
+        if rule is not None and rule.covers(m):
             out.append(m)
     return out
 

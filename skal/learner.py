@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import numbers
+import time
 from contextlib import contextmanager
 
 import numpy as np
@@ -32,7 +33,9 @@ from ._data import (
     take,
     to_array,
 )
+from ._items import as_item_dataset
 from ._persistence import load_state_dicts, restore_strategy_state
+from ._rounds import query_summary, recorded_round
 from ._utils import draw_seed, encode_labels, final_step, torch_seed
 from .strategies import get_strategy
 from .strategies.context import QueryContext, expand_proba
@@ -52,8 +55,9 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     classifier.
 
     Every method that takes X accepts an array (float, or uint8 / float16
-    images kept in their dtype: the network converts each batch), a torch
-    tensor, or, with a :class:`skal.NeuralNetClassifier`, a map-style
+    images and, with a network, integer arrays kept in their dtype: the
+    network converts each batch), a torch tensor, or, with a
+    :class:`skal.NeuralNetClassifier`, a map-style
     ``torch.utils.data.Dataset`` whose items are ``x`` or ``(x, y)``; the
     indices :meth:`query` returns index the rows or items given. With a
     :class:`~sklearn.pipeline.Pipeline`, X reaches the pipeline as given
@@ -103,6 +107,13 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         The class labels.
     n_labeled_ : int
         Number of labelled samples the learner was fitted or taught with.
+    n_rounds_ : int
+        Number of :meth:`teach` calls since :meth:`fit` (0 after ``fit``).
+        With a :class:`skal.NeuralNetClassifier`, each training records the
+        round in every epoch's history row (``al/round``, ``al/n_labeled``,
+        and the last query's ``al/query_seconds`` and score summary
+        ``al/score_mean``, ``al/score_max``, ``al/score_picked_mean``), where
+        skorch's loggers, ``TensorBoard`` included, read them.
     X_labeled_ : ndarray of shape (n_labeled, ...), list, DataFrame or Dataset
         The labelled inputs as given (validated arrays; several torch
         Datasets, or a Dataset and arrays, are joined in a ``ConcatDataset``).
@@ -170,7 +181,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             estimator (see :meth:`skal.strategies.QueryStrategy.validate`).
         """
         X, y, y_enc = self._setup(X, y, "fit")
-        with torch_seed(draw_seed(self.random_state_)):
+        with torch_seed(draw_seed(self.random_state_)), recorded_round(self):
             self.estimator_.fit(X, y_enc)
         return self
 
@@ -183,6 +194,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         n_initial=None,
         random_state=None,
         strategy_state=None,
+        n_rounds=0,
     ):
         """Rebuild a fitted learner from saved state, without training.
 
@@ -222,6 +234,9 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         strategy_state : tuple of (dict, dict) or None, default=None
             The strategy's fitted state, as
             :func:`skal.model_selection.strategy_state` returned it.
+        n_rounds : int, default=0
+            How many times the saved learner was taught after its fit
+            (``n_rounds_``).
 
         Returns
         -------
@@ -275,6 +290,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
                 )
             with torch_seed(draw_seed(self.random_state_)):
                 self.estimator_.fit(X, y_enc)
+        self.n_rounds_ = int(n_rounds)
         # last: fitting drew from the generator and built a fresh strategy
         if random_state is not None:
             self.random_state_.set_state(random_state)
@@ -298,6 +314,15 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         check_classification_targets(y)
         if self.classes is None:
             self.classes_ = np.unique(y)
+            if len(self.classes_) < 2:
+                # one output: every query a tie (sklearn's classifiers refuse
+                # such a fit too)
+                raise ValueError(
+                    f"y holds one class ({self.classes_.tolist()!r}); a "
+                    "classifier needs at least 2 classes. If the others are "
+                    "known but not labelled yet, declare them all with "
+                    "ActiveLearner(classes=[...])"
+                )
         else:
             self.classes_ = _check_classes(self.classes)
         y_enc = self._encode(y, "y")
@@ -316,6 +341,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         self.X_labeled_ = X
         self.y_labeled_ = y
         self.n_labeled_ = len(y)
+        self.n_rounds_, self._last_query = 0, None
         return X, y, y_enc
 
     def teach(self, X, y=None):
@@ -357,13 +383,15 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         self.n_labeled_ = len(self.y_labeled_)
         y_enc = self._encode(self.y_labeled_, "y")
         final = final_step(self.estimator_)
-        with torch_seed(draw_seed(self.random_state_)):
+        self.n_rounds_ = getattr(self, "n_rounds_", 0) + 1
+        with torch_seed(draw_seed(self.random_state_)), recorded_round(self):
             if self.warm_start and isinstance(final, NeuralNet) and final.initialized_:
                 final.initialize_optimizer()
                 with _restarted_schedules(final):
                     final.partial_fit(self._transform(self.X_labeled_), y_enc)
             else:
                 self.estimator_.fit(self.X_labeled_, y_enc)
+        self._last_query = None
         on_teach = getattr(self.strategy_, "on_teach", None)
         if callable(on_teach):
             with torch_seed(draw_seed(self.random_state_)):
@@ -410,10 +438,12 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             )
             X_pool = take(X_pool, candidates)
         context = self._context()
+        start = time.perf_counter()
         with torch_seed(draw_seed(self.random_state_)):
             picked = _parallel.select(
                 self.strategy_, context, self._transform(X_pool), n
             )
+        seconds = time.perf_counter() - start
         picked = np.asarray(picked)
         if (
             picked.shape != (n,)
@@ -426,6 +456,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
                 f"strategy {self.strategy_!r} returned {picked!r}, not {n} distinct "
                 f"row indices in [0, {len(candidates)})"
             )
+        self._last_query = query_summary(seconds, context.scores, picked)
         return candidates[picked]
 
     def utility(self, X_pool):
@@ -535,6 +566,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         """X as the estimator takes it: Datasets and pipeline inputs as given,
         arrays validated (uint8 and float16 kept, others as float)."""
         estimator = self.estimator if reset else self.estimator_
+        X = as_item_dataset(X)  # a datasets.Dataset: read through a DictDataset
         if is_torch_dataset(X):
             if not isinstance(final_step(estimator), NeuralNet) or self._passthrough(
                 estimator
@@ -558,7 +590,12 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         if isinstance(X, torch.Tensor):
             X = to_array(X)
         dtype = _FLOAT_DTYPES
-        if getattr(X, "dtype", None) in _KEPT_DTYPES:
+        kind = getattr(getattr(X, "dtype", None), "kind", None)
+        if getattr(X, "dtype", None) in _KEPT_DTYPES or (
+            kind in ("i", "u") and isinstance(final_step(estimator), NeuralNet)
+        ):
+            # kept for a network, which passes integer batches to a module
+            # with an embedding as they are (token ids), to others as float32
             dtype = None
         X_checked = check_array(X, allow_nd=True, dtype=dtype, input_name=name)
         # feature names and count, checked on the input as given
@@ -671,8 +708,10 @@ def _prepare_estimator(estimator, n_classes):
 
 def _check_classes(classes):
     arr = np.asarray(classes)
-    if arr.ndim != 1 or len(arr) == 0:
-        raise ValueError(f"classes must be a non-empty 1-d array-like, got {classes!r}")
+    if arr.ndim != 1 or len(arr) < 2:
+        raise ValueError(
+            f"classes must be a 1-d array-like of at least 2 classes, got {classes!r}"
+        )
     uniq = np.unique(arr)
     if len(uniq) != len(arr):
         raise ValueError(f"classes must not contain duplicates, got {classes!r}")

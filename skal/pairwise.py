@@ -82,17 +82,11 @@ import torch
 from torch import nn
 
 from .gradients import (
-    _BATCHNORM,
     PerSampleGradients,
-    _cat,
-    _conv_weight,
-    _linear_weight,
-    _loop_grads,
-    _per_sample_conv_grad,
-    _per_sample_conv_grad_unfold,
+    _accumulate,
+    _rule_for,
     _slice,
-    _unfold,
-    _vmap_grads,
+    _weight_vector,
 )
 
 __all__ = ["GradientFeatures", "PairwiseGradients", "sketch_error_bound"]
@@ -222,8 +216,13 @@ class GradientFeatures:
         out = self.dense @ self.dense[j]
         for u, dy in self.factored:
             if u.shape[1] == 1:
+                # one position: ⟨dy_i ⊗ u_i, dy_j ⊗ u_j⟩ is a product of two
+                # dot products, no L × L Gram matrix needed
                 out = out + (dy[:, 0] @ dy[j, 0]) * (u[:, 0] @ u[j, 0])
                 continue
+            # ⟨G_i, G_j⟩ = ⟨dY_i dY_jᵀ, U_i U_jᵀ⟩: two L × L Gram matrices per
+            # sample i. In blocks of samples, since all n at once would take
+            # n L² numbers, more than the features themselves when L > K + M
             parts = []
             for s in range(0, len(u), chunk):
                 gram_dy = torch.matmul(dy[s : s + chunk], dy[j].T)
@@ -325,23 +324,17 @@ class PairwiseGradients:
         dense, factored = [], []
         with torch.no_grad():
             for m, ps, calls in layers.layers:
-                s, d = self._layer_features(m, ps, calls, vector, dense, factored)
-                sq += s
-                if dots is not None:
-                    dots += d
+                self._layer_features(m, ps, calls, vector, (sq, dots), dense, factored)
         rest = layers.rest
+        # the recorded inputs and output gradients can be large: free them
+        # before the fallback's own forward and backward passes
         del layers
         if rest:
-            names = [n_ for n_, _ in rest]
-            if self.fallback == "vmap":
-                gs = _vmap_grads(self.module, x, t, names)
-            else:
-                gs = _loop_grads(self.module, x, t, [p for _, p in rest])
-            for name, g in zip(names, gs):
-                flat = g.reshape(n, -1)
-                sq += flat.pow(2).sum(1)
-                if dots is not None and vector.get(name) is not None:
-                    dots += flat @ vector[name].reshape(-1).to(flat.dtype)
+            # parameters no layer rule covers: materialized gradients, kept
+            # whole in the dense part
+            for name, flat in self._engine._fallback_grads(x, t, rest):
+                v = None if vector is None else vector.get(name)
+                _accumulate(sq, dots, flat, v)
                 dense.append(flat)
         dense = (
             torch.cat(dense, 1)
@@ -351,107 +344,73 @@ class PairwiseGradients:
         return GradientFeatures(sq, dots, t, dense, factored)
 
     # ----------------------------------------------------------- internals
-    def _layer_features(self, m, ps, calls, vector, dense, factored):
-        """Append one layer's features; return its exact ‖g‖² and gᵀv parts."""
-        n = calls[0][1].shape[0]
-        sq = torch.zeros(n, dtype=calls[0][1].dtype, device=calls[0][1].device)
-        dot = torch.zeros_like(sq)
-
-        def exact(g, name):
-            nonlocal sq, dot
-            sq = sq + g.pow(2).sum(1)
-            v = _slice(vector, ps[name])
-            if v is not None:
-                dot = dot + g @ v.reshape(-1).to(g.dtype)
-
-        if isinstance(m, _BATCHNORM):
-            scale = torch.rsqrt(m.running_var + m.eps)
-            g_w, g_b = 0, 0
-            for inp, dy in calls:
-                c = inp.shape[1]
-                centred = inp - m.running_mean.reshape(1, c, *([1] * (inp.dim() - 2)))
-                dy = dy.reshape(n, c, -1)
-                g_w = g_w + (dy * centred.reshape(n, c, -1)).sum(2) * scale
-                g_b = g_b + dy.sum(2)
-            for name, g in (("weight", g_w), ("bias", g_b)):
-                if name in ps:
-                    exact(g, name)
-                    dense.append(g)
-            return sq, dot
-        linear = isinstance(m, nn.Linear)
-        if "bias" in ps:
-            if linear:
-                gb = sum(dy.reshape(n, -1, dy.shape[-1]).sum(1) for _, dy in calls)
-            else:
-                gb = sum(dy.flatten(2).sum(2) for _, dy in calls)
-            exact(gb, "bias")
-            dense.append(gb)
-        if "weight" not in ps:
-            return sq, dot
-        if linear:
-            us = [inp.reshape(n, -1, inp.shape[-1]) for inp, _ in calls]
-            dys = [dy.reshape(n, -1, dy.shape[-1]) for _, dy in calls]
-            k_in, m_out = m.in_features, m.out_features
-            length = sum(dy.shape[1] for dy in dys)
-        else:
-            us = dys = None
-            k_in, m_out = m.weight[0].numel(), m.out_channels
-            length = sum(dy[0, 0].numel() for _, dy in calls)
-        factorable = linear or (isinstance(m, nn.Conv2d) and m.groups == 1)
-        factors_smaller = factorable and length * (k_in + m_out) < k_in * m_out
-        exact_size = length * (k_in + m_out) if factors_smaller else k_in * m_out
-        sketchable = linear or m.groups == 1
-        k = self.sketch_size
-        route = "factored" if factors_smaller else "materialized"
-        if k is not None and exact_size > k:
-            # the cheaper of a dense Gaussian projection of the materialized
-            # gradient and the rank-one projection built from the factors
-            dense_cost = length * k_in * m_out + k_in * m_out * k
-            rank_one_cost = length * k * (k_in + m_out)
-            small = k_in * m_out * k <= _DENSE_LIMIT
-            if small and (dense_cost < rank_one_cost or not sketchable):
-                route = "dense sketch"
-            elif sketchable:
-                route = "rank-one sketch"
-        if route in ("materialized", "dense sketch"):
-            g = self._materialized(m, calls, us, dys, linear, n)
-            exact(g, "weight")
-            if route == "dense sketch":
-                g = g @ self._dense_projection(m, g) / math.sqrt(k)
+    def _layer_features(self, m, ps, calls, vector, exact, dense, factored):
+        """Append one layer's features to ``dense`` and ``factored``; add its
+        exact ``‖g‖²`` and ``gᵀv`` to the tensors ``exact`` in place."""
+        rule = _rule_for(m)
+        sq, dots = exact
+        # biases and normalization scales: small, kept whole
+        for name, g in rule.vector_grads(m, calls, ps):
+            _accumulate(sq, dots, g, _slice(vector, ps[name]))
             dense.append(g)
-            return sq, dot
-        vw = _slice(vector, ps["weight"])
-        if vw is not None:
-            vw = vw.to(calls[0][1].dtype)
-        stats = _linear_weight if linear else _conv_weight
-        s, d = stats(m, calls, vw, True)
-        sq = sq + s
-        if d is not None:
-            dot = dot + d
+        if not (rule.has_matrix and "weight" in ps):
+            return
+        vw = _weight_vector(vector, ps, calls[0][1].dtype)
+        route = self._weight_route(rule, m, calls)
+        if route in ("materialized", "dense sketch"):
+            g = rule.weight_grads(m, calls)
+            _accumulate(sq, dots, g, vw)
+            if route == "dense sketch":
+                g = g @ self._dense_projection(m, g) / math.sqrt(self.sketch_size)
+            dense.append(g)
+            return
+        # the factors are never multiplied out: the exact norms and dots come
+        # from the layer's cheapest closed forms, as in PerSampleGradients
+        s, d = rule.weight_stats(m, calls, vw, True)
+        sq += s
+        if d is not None and dots is not None:
+            dots += d
         if route == "rank-one sketch":
-            dense.append(self._sketch(m, calls, us, dys, k_in, m_out))
+            a, b = self._projection(m, rule.dims(m, calls), calls[0][1])
+            dense.append(rule.sketch(m, calls, a, b) / math.sqrt(self.sketch_size))
         else:
-            if not linear:
-                us = [_unfold(m, inp).transpose(1, 2) for inp, _ in calls]
-                dys = [dy.flatten(2).transpose(1, 2) for _, dy in calls]
-            factored.append((_cat(us), _cat(dys)))
-        return sq, dot
+            factored.append(rule.factors(m, calls))
 
-    @staticmethod
-    def _materialized(m, calls, us, dys, linear, n):
-        """Per-sample weight gradients of one layer, shape (n, K M)."""
-        if linear:
-            return sum(
-                torch.bmm(dy.transpose(1, 2), u) for u, dy in zip(us, dys)
-            ).reshape(n, -1)
-        per_sample = (
-            _per_sample_conv_grad_unfold
-            if isinstance(m, nn.Conv2d) and m.in_channels // m.groups < 32
-            else _per_sample_conv_grad
-        )
-        return sum(per_sample(m, inp, dy) for inp, dy in calls)
+    def _weight_route(self, rule, m, calls):
+        """How a weight's feature is kept: ``"factored"`` (``U`` and ``dY``),
+        ``"materialized"`` (``G``), ``"dense sketch"`` or ``"rank-one
+        sketch"``."""
+        k_in, m_out, length = rule.dims(m, calls)
+        # Exact: the factors take L (K + M) numbers a sample and G takes K M;
+        # keep the smaller, since GradientFeatures.inner costs n times the
+        # size (L² (K + M) for factors, whose Gram products are L × L).
+        factors_smaller = rule.factorable(m) and length * (k_in + m_out) < k_in * m_out
+        exact_size = length * (k_in + m_out) if factors_smaller else k_in * m_out
+        route = "factored" if factors_smaller else "materialized"
+        k = self.sketch_size
+        if k is None or exact_size <= k:
+            return route
+        # Sketched: the cheaper of a dense Gaussian projection of G (L K M to
+        # form G, K M k to project it) and the rank-one projections from the
+        # factors (L k (K + M)). The dense one needs its K M × k matrix in
+        # memory, hence the cap; a layer fitting neither stays exact.
+        dense_cost = length * k_in * m_out + k_in * m_out * k
+        rank_one_cost = length * k * (k_in + m_out)
+        small = k_in * m_out * k <= _DENSE_LIMIT
+        if small and (dense_cost < rank_one_cost or not rule.sketchable(m)):
+            return "dense sketch"
+        if rule.sketchable(m):
+            return "rank-one sketch"
+        return route
 
     def _dense_projection(self, m, like):
+        """The layer's dense projection ``R`` (K M × k), drawn on first use and
+        kept for every later batch."""
+        # Kept per layer, since the features of all batches must be sketched
+        # by the same projection for their inner products to estimate the
+        # gradients' (a fresh draw per batch would make cross-batch products
+        # meaningless). Drawn on the CPU in float32, then moved, so that the
+        # same seed gives the same sketch on every device and dtype.
         key = (id(m), "dense")
         if key not in self._projections:
             gen = self._generator()
@@ -462,26 +421,17 @@ class PairwiseGradients:
         return self._projections[key]
 
     def _generator(self):
+        # a different stream per projection (layers in forward order), so
+        # that layers' projections are independent, as the variance bound of
+        # the module docstring assumes
         return torch.Generator().manual_seed(
             (self.seed * 1_000_003 + len(self._projections)) % (2**63)
         )
 
-    def _sketch(self, m, calls, us, dys, k_in, m_out):
-        a, b = self._projection(m, k_in, m_out, calls[0][1])
-        k = a.shape[1]
-        z = 0
-        if us is not None:
-            for u, dy in zip(us, dys):
-                z = z + (torch.matmul(dy, a) * torch.matmul(u, b)).sum(1)
-        else:
-            filters = b.T.reshape(k, *m.weight.shape[1:])
-            for inp, dy in calls:
-                ub = m._conv_forward(inp, filters, None).flatten(2)
-                ya = torch.einsum("nml,mk->nkl", dy.flatten(2), a)
-                z = z + (ub * ya).sum(2)
-        return z / math.sqrt(k)
-
-    def _projection(self, m, k_in, m_out, like):
+    def _projection(self, m, dims, like):
+        """The layer's rank-one projections ``a`` (M × k) and ``b`` (K × k),
+        drawn on first use and kept for every later batch."""
+        k_in, m_out, _ = dims
         key = (id(m), "rank_one")
         if key not in self._projections:
             gen = self._generator()

@@ -47,9 +47,9 @@ import torch
 from sklearn.base import clone
 from sklearn.utils import check_random_state
 from skorch import NeuralNet
-from torch.utils.data import Dataset
+from torch.utils.data import Subset
 
-from ._data import is_torch_dataset, n_samples, split_item, take, to_array
+from ._data import ArrayRows, is_torch_dataset, n_samples, split_item, take, to_array
 from ._persistence import (
     CheckpointError,
     file_digest,
@@ -729,6 +729,7 @@ class LabelingSession:
                 learner = clone(self.learner).fit(self._rows(rows), np.asarray(labels))
                 n_initial = len(rows)
             with self._locked():
+                self._sync(model=False)  # the others' records, then their model
                 state = self._read_state()
                 if state is not None and state["seq"] > seq:
                     # another process trained on more answers meanwhile
@@ -764,6 +765,7 @@ class LabelingSession:
             n_initial=n_initial,
             random_state=learner.random_state_.get_state(),
             strategy_state=strategy_state(learner.strategy_),
+            n_rounds=learner.n_rounds_,
         )
         restored.teach(self._rows(rows[-1:]), np.asarray(labels[-1:]))
         return restored, n_initial
@@ -771,6 +773,7 @@ class LabelingSession:
     def _reset_model(self):
         """Put the learner back as last committed (or unfitted)."""
         with self._locked():
+            self._sync(model=False)
             state = self._read_state()
             if state is not None:
                 self._model_seq = -1  # load even at the same position
@@ -786,7 +789,7 @@ class LabelingSession:
         if isinstance(self.pool, np.memmap) and isinstance(
             final_step(self.learner.estimator), NeuralNet
         ):
-            return _ArrayRows(self.pool, indices)
+            return Subset(ArrayRows(self.pool), indices.tolist())
         return take(self.pool, indices)
 
     def _cold_start_picks(self, n_candidates, n):
@@ -839,6 +842,7 @@ class LabelingSession:
                 np.asarray(labels),
                 weights=weights,
                 n_initial=state["n_initial"],
+                n_rounds=state["n_rounds"],
                 random_state=(
                     rng["kind"],
                     arrays["rng_keys"],
@@ -912,6 +916,7 @@ class LabelingSession:
             "rows": [int(r) for r in rows],
             "labels": list(labels),
             "n_initial": int(n_initial),
+            "n_rounds": int(learner.n_rounds_),
             "weights": weights_name,
             "arrays": arrays_name,
             "files": files,
@@ -932,21 +937,6 @@ class LabelingSession:
             if path.name not in files and path.name != _STATE:
                 if not path.name.startswith("."):
                     path.unlink(missing_ok=True)
-
-
-class _ArrayRows(Dataset):
-    """Rows of an array, read one at a time (a memory-mapped pool is never
-    copied whole)."""
-
-    def __init__(self, array, indices):
-        self.array = array
-        self.indices = indices
-
-    def __len__(self):
-        return len(self.indices)
-
-    def __getitem__(self, i):
-        return np.asarray(self.array[self.indices[i]])
 
 
 def _label_kind(value, op):

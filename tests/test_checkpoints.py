@@ -431,3 +431,21 @@ def test_concurrent_writers_do_not_collide(flat, tmp_path):
     state = _checkpoint.RunCheckpoint(tmp_path / "run").load()
     assert state["round"] in (0, 1, 2) and state["n_labeled"] == 20
     assert not list((tmp_path / "run").glob("*.tmp"))
+
+
+def test_run_keys_tell_transforms_apart_by_their_settings():
+    """Two augmentations that differ only in a setting (no weights) must not
+    share a run key, or a run would resume with the other one."""
+    from torchvision.transforms import v2
+
+    from skal.model_selection._fingerprint import stable_token
+
+    def token(transform):
+        net = skal.NeuralNetClassifier(skal.nets.MLP, train_transform=transform)
+        return stable_token(skal.ActiveLearner(net))
+
+    assert token(v2.RandomCrop(8, padding=1)) != token(v2.RandomCrop(8, padding=3))
+    assert token(v2.RandomCrop(8, padding=1)) == token(v2.RandomCrop(8, padding=1))
+    composed = v2.Compose([v2.RandomRotation(10), v2.RandomCrop(8)])
+    rotated = v2.Compose([v2.RandomRotation(20), v2.RandomCrop(8)])
+    assert token(composed) != token(rotated)

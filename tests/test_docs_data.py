@@ -16,7 +16,7 @@ def _blocks():
 
 def test_data_guide_snippets_run(capsys, tmp_path, monkeypatch):
     blocks = _blocks()
-    assert len(blocks) == 7
+    assert len(blocks) == 8
     monkeypatch.chdir(tmp_path)
     namespace = {}
     for block in blocks:
@@ -24,7 +24,9 @@ def test_data_guide_snippets_run(capsys, tmp_path, monkeypatch):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "uint8 110"
     assert lines[1] == "60 (250,)"
-    assert lines[2] == "[1 0]"
-    assert len(lines[3].strip("[]").split()) == 3
-    assert len(lines[4].strip("[]").split()) == 5
-    assert lines[5] == "True 35"
+    assert lines[2] == "True"  # a learner fitted on an ImageFolder pickles
+    assert lines[3] == "[1 0]"
+    assert len(lines[4].strip("[]").split()) == 3
+    assert len(lines[5].strip("[]").split()) == 5
+    assert lines[6] == "True 35"
+    assert lines[7] == "(1, 8, 8) 50 (10,)"

@@ -23,6 +23,7 @@ from torchvision import datasets as tv_datasets
 from torchvision.transforms import v2
 
 import skal
+from skal._data import DatasetOracle, labels_at
 from skal.model_selection import (
     ActiveLearningSimulation,
     active_learning_curve,
@@ -215,7 +216,8 @@ def test_arrays_keep_their_dtype(dtype, folder):
     """The learner keeps uint8/float16 pools and labelled sets as they are; the
     network converts each sample to float32 on its way to the batch."""
     _, images, targets = folder
-    X = images.astype(dtype)
+    rows = np.random.RandomState(0).permutation(len(targets))  # every class
+    X, targets = images[rows].astype(dtype), targets[rows]
     learner = skal.ActiveLearner(cnn(), strategy=RecordDtype(), random_state=0)
     learner.fit(X[:30], targets[:30]).teach(X[30:35], targets[30:35])
     assert learner.X_labeled_.dtype == dtype
@@ -230,9 +232,15 @@ def test_arrays_keep_their_dtype(dtype, folder):
 
 
 def test_token_ids_keep_their_integer_dtype():
-    net = cnn(classes=[0, 1]).initialize()
-    xb, _ = next(net.iter_batches(np.arange(12, dtype=np.int64).reshape(3, 4)))
+    """Integer batches reach a module with an embedding as they are (token
+    ids), and any other module as float32 with their values unchanged."""
+    ids = np.arange(12, dtype=np.int64).reshape(3, 4)
+    net = skal.NeuralNetClassifier(TokenBag, classes=[0, 1]).initialize()
+    xb, _ = next(net.iter_batches(ids))
     assert xb.dtype == torch.int64
+    xb, _ = next(cnn(classes=[0, 1]).initialize().iter_batches(ids))
+    assert xb.dtype == torch.float32
+    np.testing.assert_array_equal(xb.numpy(), ids)
 
 
 def test_transform_scales_pixels(folder):
@@ -265,6 +273,8 @@ def test_train_transform_on_training_samples_only(strategy, folder):
     """train_transform sees each training sample on its own and nothing else:
     not prediction, embeddings, pool scoring, nor dynamicAL's G_S."""
     _, images, targets = folder
+    rows = np.random.RandomState(0).permutation(len(targets))  # every class
+    images, targets = images[rows], targets[rows]
     rec = Recorder()
     net = cnn(train_transform=rec, max_epochs=2, module__dropout=0.2)
     learner = skal.ActiveLearner(net, strategy=strategy, random_state=0)
@@ -604,3 +614,296 @@ def test_arrays_and_datasets_mix(folder):
     assert learner.n_labeled_ == len(learner.X_labeled_) == 35
     np.testing.assert_array_equal(learner.y_labeled_[30:], targets[rows[30:]][picked])
     assert learner.predict(pool).shape == (len(pool),)
+
+
+# ------------------------------------------- labels as the items define them
+class CountingLoader:
+    """An ImageFolder loader that counts the images it loads (picklable)."""
+
+    def __init__(self):
+        self.loads = 0
+
+    def __call__(self, path):
+        self.loads += 1
+        return Image.open(path).convert("L")
+
+
+def parity(label):
+    return label % 2
+
+
+def test_dataset_labels_follow_target_transform(folder):
+    """Defect 5: an ImageFolder with target_transform gives the transformed
+    labels, as its items do, and reads no image to find them."""
+    ds = folder[0]
+    loader = CountingLoader()
+    odd_even = tv_datasets.ImageFolder(ds.root, loader=loader, target_transform=parity)
+    rows = np.random.RandomState(0).permutation(len(odd_even))[:40]
+    from_items = np.asarray([odd_even[int(i)][1] for i in rows])
+    loader.loads = 0
+    np.testing.assert_array_equal(
+        labels_at(Subset(odd_even, rows.tolist()), np.arange(40)),
+        from_items,
+    )
+    np.testing.assert_array_equal(DatasetOracle(odd_even)[rows], from_items)
+    assert loader.loads == 0  # labels read without the images
+    learner = skal.ActiveLearner(cnn(max_epochs=1), random_state=0).fit(
+        Subset(odd_even, rows.tolist())
+    )
+    assert learner.classes_.tolist() == [0, 1]  # not the folder's 0, 1, 2
+
+
+class RelabelledItems(Dataset):
+    """A Dataset whose ``targets`` attribute is not what its items carry."""
+
+    def __init__(self, images, targets):
+        self.images, self.targets = images, targets
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i], int(self.targets[i]) + 10
+
+
+def test_labels_of_an_unknown_dataset_come_from_its_items(folder):
+    """Defect 5: a ``targets`` attribute is trusted only where the items are
+    known to carry it; elsewhere (the simulation's oracle too) the items'
+    own labels are read."""
+    _, images, targets = folder
+    ds = RelabelledItems(images, targets)
+    rows = np.array([3, 70, 140])
+    np.testing.assert_array_equal(labels_at(ds, rows), targets[rows] + 10)
+    np.testing.assert_array_equal(DatasetOracle(ds)[rows], targets[rows] + 10)
+
+
+# ------------------------------------------------------------- NaN in items
+def test_nan_in_dataset_items_is_refused_naming_the_item():
+    """Defect 9: NaN inside a Dataset's items is refused as in arrays, with an
+    error naming the item, in training and when a pool is scored."""
+    rng = np.random.RandomState(0)
+    x = torch.from_numpy(rng.rand(60, 1, 8, 8).astype(np.float32))
+    y = torch.arange(60) % 3
+    bad = x.clone()
+    bad[17, 0, 3, 3] = float("nan")
+    with pytest.raises(ValueError, match=r"NaN or infinity in item 17 "):
+        skal.ActiveLearner(cnn(), random_state=0).fit(TensorDataset(bad, y))
+    learner = skal.ActiveLearner(cnn(), random_state=0).fit(TensorDataset(x, y))
+    pool = x[:40].clone()
+    pool[33, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"NaN or infinity in item 33 "):
+        learner.query(TensorDataset(pool), n=2)
+    with pytest.raises(ValueError, match="Input X_pool contains NaN"):  # arrays
+        learner.query(bad.numpy(), n=2)
+    tidal = skal.nets.TiDALClassifier(  # samples carry their index beside them
+        skal.nets.SmallCNN,
+        tidal_layers=["features.1"],
+        classes=[0, 1, 2],
+        module__channels=4,
+        max_epochs=1,
+    )
+    with pytest.raises(ValueError, match=r"NaN or infinity in item 17 "):
+        tidal.fit(TensorDataset(bad, y))
+
+
+# ------------------------------------------------------------- single class
+def test_fit_on_a_single_class_is_refused():
+    """Defect 11: one class and no classes= would build a one-output net whose
+    every query is a tie: refused as LogisticRegression refuses it."""
+    X = np.random.RandomState(0).randn(30, 4).astype(np.float32)
+    one = np.zeros(30, dtype=int)
+    net = skal.NeuralNetClassifier(skal.nets.MLP, max_epochs=1)
+    with pytest.raises(ValueError, match=r"y holds one class.*classes=\[\.\.\.\]"):
+        skal.ActiveLearner(net).fit(X, one)
+    with pytest.raises(ValueError, match=r"y holds one class.*classes=\[\.\.\.\]"):
+        skal.NeuralNetClassifier(skal.nets.MLP, max_epochs=1).fit(X, one)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        skal.ActiveLearner(net, classes=[0]).fit(X, one)
+    # the other classes declared: a first labelled set of one class is fine
+    learner = skal.ActiveLearner(net, classes=[0, 1], random_state=0).fit(X, one)
+    assert learner.predict_proba(X).shape == (30, 2)
+
+
+# ------------------------------------------------- random transforms alone
+@pytest.mark.parametrize(
+    "augment",
+    [
+        v2.RandomCrop(8, padding=1),
+        v2.RandomResizedCrop(8, antialias=True),
+        v2.RandomRotation(10),
+    ],
+    ids=lambda t: type(t).__name__,
+)
+def test_single_random_v2_transform_survives_clone(augment, folder):
+    """Defect 12: a torchvision random transform alone (not in a Compose) as
+    transform or train_transform: clone, get_params(deep=True), fit and grid
+    search work, and the clone holds its own copy of the transform."""
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV
+
+    _, images, targets = folder
+    net = cnn(max_epochs=1, transform=augment, train_transform=augment)
+    copy = clone(net)
+    assert type(copy.transform) is type(augment) and copy.transform is not augment
+    assert repr(copy.train_transform) == repr(augment)
+    params = net.get_params(deep=True)
+    assert params["transform"] is augment and params["train_transform"] is augment
+    learner = skal.ActiveLearner(net, random_state=0)
+    deep = learner.get_params(deep=True)
+    assert deep["estimator__train_transform"] is augment
+    rows = np.random.RandomState(0).permutation(len(targets))
+    learner.fit(images[rows[:40]], targets[rows[:40]])
+    assert learner.estimator_.train_transform is not augment
+    search = GridSearchCV(learner, {"estimator__lr": [1e-2]}, cv=2)
+    search.fit(images[rows[:60]], targets[rows[:60]])
+    assert search.best_params_ == {"estimator__lr": 1e-2}
+
+
+# ------------------------------------------------ dtypes and memory layout
+class TokenBag(torch.nn.Module):
+    """An EmbeddingBag classifier that refuses anything but int64 token ids."""
+
+    def __init__(self, num_classes=2):
+        super().__init__()
+        self.embed = torch.nn.EmbeddingBag(50, 8)
+        self.out = torch.nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        if x.dtype != torch.int64:
+            raise TypeError(f"token ids must be int64, got {x.dtype}")
+        return self.out(self.embed(x))
+
+
+def test_int64_token_ids_reach_the_module_unchanged():
+    """Defect 14: the learner keeps integer arrays for a network: int64 token
+    ids reach an embedding as int64 (the learner cast them to float64)."""
+    tokens = np.random.RandomState(0).randint(0, 50, size=(60, 6))
+    y = tokens[:, 0] % 2
+    net = skal.NeuralNetClassifier(TokenBag, max_epochs=1)
+    learner = skal.ActiveLearner(net, random_state=0).fit(tokens[:40], y[:40])
+    assert learner.X_labeled_.dtype == np.int64
+    picked = learner.query(tokens[40:], n=3)
+    learner.teach(tokens[40:][picked], y[40:][picked])
+    assert learner.predict(tokens).shape == (60,)
+
+
+def test_arrays_with_negative_strides(folder):
+    """Defect 15: a view with negative strides (X[..., ::-1], BGR to RGB) is
+    read as its contiguous copy (torch.from_numpy refused it)."""
+    _, images, targets = folder
+    rows = np.random.RandomState(0).permutation(len(targets))
+    X = images[rows].astype(np.float32)[..., ::-1]
+    assert any(s < 0 for s in X.strides)
+    results = []
+    for data in (X, np.ascontiguousarray(X)):
+        learner = skal.ActiveLearner(cnn(), random_state=0)
+        learner.fit(data[:40], targets[rows[:40]])
+        results.append((learner.query(data[40:], n=5), learner.predict_proba(data)))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=0, atol=0)
+
+
+# ------------------------------------------------------------ PIL items
+def test_pil_items_reach_transform_as_uint8_tensors(folder):
+    """Defect 16: PIL images become uint8 (C, H, W) tensors before transform
+    sees them, as the docs say; so ToDtype(scale=True) scales an ImageFolder's
+    pixels as it scales a uint8 array's (it passed PIL images through)."""
+    ds, images, targets = folder
+    seen = []
+
+    def record(x):
+        seen.append((type(x), x.dtype, tuple(x.shape)))
+        return x
+
+    cnn(transform=record, classes=[0, 1, 2], max_epochs=1).fit(Subset(ds, [0, 1]))
+    assert set(seen) == {(torch.Tensor, torch.uint8, (1, 8, 8))}
+    scale = v2.ToDtype(torch.float32, scale=True)
+    net = cnn(transform=scale, classes=[0, 1, 2], max_epochs=1).fit(images, targets)
+    from_folder = next(net.iter_batches(ds))[0]
+    from_array = next(net.iter_batches(images))[0]
+    torch.testing.assert_close(from_folder, from_array, rtol=0, atol=0)
+    assert float(from_folder.max()) <= 1.0
+
+
+def test_pil_only_transform_gets_a_clear_error(folder):
+    """Defects 16, 18: a transform that takes PIL images only (torchvision's
+    v1 ToTensor) fails with an error naming it and what replaces it."""
+    from torchvision import transforms as v1
+
+    ds = folder[0]
+    net = cnn(transform=v1.ToTensor(), classes=[0, 1, 2], max_epochs=1)
+    with pytest.raises(TypeError, match=r"transform=ToTensor\(\) failed on sample"):
+        net.fit(Subset(ds, [0, 1, 2, 3]))
+    with pytest.raises(TypeError, match=r"v2\.ToDtype\(torch\.float32, scale=True\)"):
+        net.fit(Subset(ds, [0, 1, 2, 3]))
+
+
+# ------------------------------------------------------------ clear errors
+class Items(Dataset):
+    """40 items made by ``make(i)``."""
+
+    def __init__(self, make):
+        self.make = make
+
+    def __len__(self):
+        return 40
+
+    def __getitem__(self, i):
+        return self.make(i)
+
+
+def uneven_item(i):
+    return torch.zeros(1, 8 + i % 2, 8), i % 2
+
+
+def text_item(i):
+    return "a caption", i % 2
+
+
+def triple_item(i):
+    return torch.zeros(1, 8, 8), i % 2, "extra"
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (uneven_item, ValueError, r"different shapes: item \d+ is \(1, \d, 8\) and"),
+        (text_item, TypeError, r"sample \d+ is a str as read; a sample must be"),
+        (triple_item, ValueError, r"a tuple of 3 elements; items must be x or"),
+    ],
+    ids=["shapes", "type", "structure"],
+)
+def test_dataset_item_errors_are_clear(make, error, match):
+    """Defect 18: items of different shapes, of a type that is not a sample,
+    or of another structure than x or (x, y) are refused with errors that
+    say so (they came from deep inside torch's collate or the module)."""
+    learner = skal.ActiveLearner(cnn(max_epochs=1), classes=[0, 1], random_state=0)
+    with pytest.raises(error, match=match):
+        learner.fit(Items(make), np.arange(40) % 2)
+
+
+def reshape_to_three_columns(x):
+    return x.view(-1, 3)
+
+
+@pytest.mark.parametrize(
+    "transform, error, match",
+    [
+        ("scale", TypeError, "transform must be a callable applied to one sample"),
+        (v2.ToDtype, TypeError, "got the class torchvision.*ToDtype; create one"),
+        (
+            reshape_to_three_columns,
+            ValueError,
+            r"failed on sample \d+ \(a uint8 tensor of shape \(1, 8, 8\)\)",
+        ),
+    ],
+    ids=["string", "class", "raises"],
+)
+def test_transform_misuse_errors_are_clear(transform, error, match, folder):
+    """Defect 18: a transform that is not a callable, a transform class not
+    instantiated, and a transform that raises give errors naming the
+    parameter and the sample (they were raw torch errors)."""
+    _, images, targets = folder
+    rows = np.random.RandomState(0).permutation(len(targets))[:40]
+    with pytest.raises(error, match=match):
+        cnn(transform=transform, max_epochs=1).fit(images[rows], targets[rows])

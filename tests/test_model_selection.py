@@ -32,6 +32,7 @@ from skal.model_selection import (
 )
 from skal.model_selection._simulation import initial_indices
 from skal.strategies import QueryStrategy, get_strategy, top_n
+from tests.conftest import make_net
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -643,3 +644,111 @@ def test_resume_after_sigkill(tmp_path, strategy):
     np.testing.assert_array_equal(queried, ref_queried)
     np.testing.assert_array_equal(scores, ref_scores)
     assert len(np.unique(queried)) == 100
+
+
+# ----------------------------------------------- digests of Datasets, memmaps
+def _dataset_digest(ds, y=None):
+    from skal._data import DatasetOracle
+    from skal.model_selection._simulation import data_digest
+
+    return data_digest(ds, DatasetOracle(ds) if y is None else y)
+
+
+def test_dataset_digest_covers_its_items():
+    """Defect 6: a Dataset's digest covers its inputs and labels (it covered
+    its class and length only, so any Dataset of the same size matched)."""
+    from torch.utils.data import TensorDataset
+
+    from skal.model_selection._simulation import DIGEST_ITEMS
+
+    rng = np.random.RandomState(0)
+    x = torch.from_numpy(rng.rand(50, 1, 4, 4).astype(np.float32))
+    y = torch.arange(50) % 2
+    a = _dataset_digest(TensorDataset(x, y))
+    assert a == _dataset_digest(TensorDataset(x.clone(), y.clone()))
+    assert a != _dataset_digest(TensorDataset(x + 1, y))  # other inputs
+    assert a != _dataset_digest(TensorDataset(x, 1 - y))  # other labels
+    inputs_only = TensorDataset(x)  # labels given as y beside the items
+    assert _dataset_digest(inputs_only, y.numpy()) != _dataset_digest(
+        inputs_only, 1 - y.numpy()
+    )
+    # a large Dataset: a sample of its items, the same positions every time
+    big = torch.zeros(DIGEST_ITEMS + 500, 3)
+    labels = torch.zeros(len(big), dtype=torch.long)
+    changed = big.clone()
+    changed[::10] = 1.0  # 150 items: a sample of 1,000 of 1,500 sees some
+    assert _dataset_digest(TensorDataset(big, labels)) == _dataset_digest(
+        TensorDataset(big.clone(), labels)
+    )
+    assert _dataset_digest(TensorDataset(big, labels)) != _dataset_digest(
+        TensorDataset(changed, labels)
+    )
+
+
+def test_checkpoint_of_another_dataset_is_not_read_back(tmp_path):
+    """Defect 6: a Dataset of the same size as one run before gets its own
+    runs, not the first one's curve read back from checkpoint_dir."""
+    from torch.utils.data import TensorDataset
+
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16).astype(np.float32)
+    first = TensorDataset(torch.from_numpy(X[:120]), torch.from_numpy(y[:120]))
+    second = TensorDataset(torch.from_numpy(X[120:240]), torch.from_numpy(y[120:240]))
+
+    def simulate(ds, directory):
+        learner = skal.ActiveLearner(make_net(max_epochs=2), classes=list(range(10)))
+        sim = ActiveLearningSimulation(
+            learner, n_initial=20, query_size=10, n_rounds=1, random_state=0,
+            checkpoint_dir=directory,
+        )  # fmt: skip
+        return sim.fit(ds).labeled_indices_, sim.learner_.predict_proba(ds)
+
+    simulate(first, tmp_path)
+    order, proba = simulate(second, tmp_path)
+    fresh_order, fresh_proba = simulate(second, None)
+    np.testing.assert_array_equal(order, fresh_order)
+    np.testing.assert_allclose(proba, fresh_proba, rtol=1e-6, atol=1e-7)
+
+
+class RandomItems(torch.utils.data.Dataset):
+    """Items drawn anew at every read (a random transform inside a Dataset)."""
+
+    def __len__(self):
+        return 20
+
+    def __getitem__(self, i):
+        return torch.rand(3), i % 2
+
+
+def test_dataset_with_random_items_warns_that_runs_are_not_resumed():
+    with pytest.warns(UserWarning, match="differs between two reads"):
+        _dataset_digest(RandomItems())
+
+
+def test_simulation_does_not_copy_a_memmap_pool(tmp_path):
+    """Defect 17: each round's pool of a memory-mapped array is read batch by
+    batch; the pool was copied whole (X[pool]) at every round."""
+    import tracemalloc
+
+    rng = np.random.RandomState(0)
+    path = tmp_path / "pool.npy"
+    X = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(3000, 1024))
+    X[:] = rng.randint(0, 256, size=X.shape)
+    X.flush()
+    X = np.load(path, mmap_mode="r")
+    y = (np.asarray(X[:, 0]) > 127).astype(int)
+    net = skal.NeuralNetClassifier(
+        skal.nets.MLP, module__hidden_units=(8,), max_epochs=1, batch_size=64
+    )
+    sim = ActiveLearningSimulation(
+        skal.ActiveLearner(net, classes=[0, 1]),
+        n_initial=20, query_size=10, n_rounds=2, random_state=0,
+    )  # fmt: skip
+    sim.fit(X, y)  # imports and caches: not the loop's memory
+    tracemalloc.start()
+    try:
+        sim.fit(X, y)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < X.nbytes / 2, (peak, X.nbytes)

@@ -14,6 +14,8 @@ import skal
 from skal.strategies import (
     ALBL,
     BALD,
+    _blocks,
+    _kmeanspp,
     diversity,
     exp4p_probabilities,
     exp4p_update,
@@ -23,15 +25,10 @@ from skal.strategies import (
     kmeans_pp_gradient,
     mutual_information,
 )
+from skal.strategies._blocks import _half_products_accumulate_in_float32, _HalfRows
+from skal.strategies._kcenter import _NEAR_TIES, _LazyKCenter
+from skal.strategies._kmeanspp import _GradientSeeding, _has_class_form
 from skal.strategies.context import QueryContext
-from skal.strategies.diversity import (
-    _NEAR_TIES,
-    _GradientSeeding,
-    _half_products_accumulate_in_float32,
-    _HalfRows,
-    _has_class_form,
-    _LazyKCenter,
-)
 
 
 def make_net(**kwargs):
@@ -299,7 +296,7 @@ def test_badge_checks_float16_products_before_its_forward_pass(
     net = fitted.estimator_
     context = QueryContext(net, net.classes_, X_lab, y_lab, np.random.RandomState(0))
     skal.strategies.BADGE().select(context, X_pool, 5)
-    assert calls[:2] == [("probe", diversity._PROBE_COLUMNS), ("factors",)]
+    assert calls[:2] == [("probe", _blocks._PROBE_COLUMNS), ("factors",)]
 
 
 def test_badge_rejects_bad_embedding_dtype(data, fitted):
@@ -477,12 +474,12 @@ def test_class_sorted_seeding_picks_as_the_previous_version(
     assert _half_products_accumulate_in_float32(48)
     if not half:
         monkeypatch.setattr(
-            diversity, "_half_products_accumulate_in_float32", lambda *_: False
+            _kmeanspp, "_half_products_accumulate_in_float32", lambda *_: False
         )
     a, h = imbalanced_badge_factors(6000, 25, 48, signed=signed)
     a, h = a.to(dtype), h.to(dtype)
     expected = previous_kmeans_pp_gradient(a, h, 300, np.random.RandomState(2))
-    seeding = diversity._ClassSortedSeeding(a, h)
+    seeding = _kmeanspp._ClassSortedSeeding(a, h)
     assert (seeding.half is not None) == half
     picked = seeding.run(300, np.random.RandomState(2))
     np.testing.assert_array_equal(picked, expected)
@@ -491,14 +488,14 @@ def test_class_sorted_seeding_picks_as_the_previous_version(
 def test_class_sorted_seeding_gathers_rows_in_parts_with_the_same_picks(monkeypatch):
     # exact distances gathered _ROWS rows at a time (a whole class can need
     # them): parts of 37 rows over classes of hundreds give the same picks
-    monkeypatch.setattr(diversity, "_ROWS", 37)
+    monkeypatch.setattr(_blocks, "_ROWS", 37)
     monkeypatch.setattr(
-        diversity, "_half_products_accumulate_in_float32", lambda *_: False
+        _kmeanspp, "_half_products_accumulate_in_float32", lambda *_: False
     )
     a, h = imbalanced_badge_factors(3000, 12, 20)
     expected = previous_kmeans_pp_gradient(a, h, 120, np.random.RandomState(4))
-    seeding = diversity._ClassSortedSeeding(a, h)
-    assert int(seeding.class_count.max()) > 10 * diversity._ROWS
+    seeding = _kmeanspp._ClassSortedSeeding(a, h)
+    assert int(seeding.class_count.max()) > 10 * _blocks._ROWS
     picked = seeding.run(120, np.random.RandomState(4))
     np.testing.assert_array_equal(picked, expected)
 
@@ -541,7 +538,7 @@ def test_cross_class_bounds_enclose_the_inner_products(sharpness, signed):
     a = a.float()
     # a row with every probability on one class: a = 0 and no negative entry
     a[0] = 0.0
-    seeding = diversity._ClassSortedSeeding(a, h.float())
+    seeding = _kmeanspp._ClassSortedSeeding(a, h.float())
     sa = seeding.a.double()[seeding.order]  # in the seeding's order
     classes = torch.as_tensor(seeding.b_class)[seeding.row_block]
     blocks = seeding.row_block
@@ -888,7 +885,7 @@ def test_float16_prefilter_is_off_where_float16_may_accumulate_in_float16(
 ):
     # PyTorch's switch for float16 reductions on the CPU (where it exists)
     # turns the prefilter off, and BADGE's seeding uses float32 products
-    probe = diversity._half_products_accumulate_in_float32
+    probe = _blocks._half_products_accumulate_in_float32
     assert probe(48)
     name = "_get_cpu_allow_fp16_reduced_precision_reduction"
     if not hasattr(torch._C, name):
@@ -896,7 +893,7 @@ def test_float16_prefilter_is_off_where_float16_may_accumulate_in_float16(
     monkeypatch.setattr(torch._C, name, lambda: True)
     assert not probe(48)
     a, h = imbalanced_badge_factors(500, 5, 8)
-    assert diversity._ClassSortedSeeding(a, h).half is None
+    assert _kmeanspp._ClassSortedSeeding(a, h).half is None
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])

@@ -130,7 +130,16 @@ def _object_token(value, path, seen):
             "params": stable_token(value.get_params(deep=False), path, seen),
         }
     if isinstance(value, torch.nn.Module):
-        return {"module": cls, "state": stable_token(value.state_dict(), path, seen)}
+        # the weights, and the settings a module keeps as attributes (a
+        # torchvision v2 transform has no weights: its padding, size and
+        # angles are all it is), its submodules' included
+        settings = {k: v for k, v in vars(value).items() if not k.startswith("_")}
+        return {
+            "module": cls,
+            "state": stable_token(value.state_dict(), path, seen),
+            "settings": stable_token(settings, path, seen),
+            "children": stable_token(dict(value.named_children()), path, seen),
+        }
     if isinstance(value, torch.device | torch.dtype | np.dtype):
         return str(value)
     if hasattr(value, "__dict__"):

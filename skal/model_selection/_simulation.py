@@ -6,19 +6,23 @@ import copy
 import hashlib
 import json
 import numbers
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_array, column_or_1d
 from skorch import NeuralNet
 from tqdm.auto import tqdm
 
-from .._data import DatasetOracle, is_torch_dataset, n_samples, take
+from .._data import ArrayRows, DatasetOracle, is_torch_dataset, n_samples, take
 from .._persistence import CheckpointError, load_state_dicts, state_dicts
+from .._progress import observe_inference_batches
 from .._utils import final_step
+from ..learner import _FLOAT_DTYPES, _KEPT_DTYPES
 from ..strategies import get_strategy
 from ._checkpoint import _unusable
 from ._fingerprint import code_fingerprints, stable_token
@@ -163,20 +167,99 @@ def configure(learner, y, seed):
     return learner.set_params(**params)
 
 
+# items of a Dataset read for its digest: all of them up to this many, else
+# this many at positions drawn with a fixed seed
+DIGEST_ITEMS = 1000
+# items read twice, to tell a Dataset whose items are random
+_REREAD = 8
+
+
 def data_digest(X, y) -> str:
-    """A hash of the data, computed once per call (a Dataset's kind and size
-    only: its items are not read)."""
-    # dtype and shape are hashed too: the same bytes as float32 and as uint8
-    # are different data
+    """A SHA-256 of the data, computed once per call.
+
+    Arrays and DataFrames are hashed whole (values, dtype and shape: the
+    same bytes as float32 and as uint8 are different data). A torch Dataset
+    is hashed by its class, its length, and the inputs and labels of its
+    items: all of them when it has at most ``DIGEST_ITEMS`` (1,000), else
+    ``DIGEST_ITEMS`` items at positions drawn with a fixed seed (the same
+    positions for every Dataset of that length); ``y``, when given beside a
+    Dataset, whole. Two large Datasets that differ only outside the sample
+    share a digest.
+    """
     h = hashlib.sha256()
-    if isinstance(y, DatasetOracle):
-        h.update(f"{type(X).__module__}.{type(X).__qualname__}:{len(X)}".encode())
+    if not is_torch_dataset(X):
+        for arr in (X, y):
+            _hash_array(h, arr)
         return h.hexdigest()
-    for arr in (X, y):
-        arr = np.ascontiguousarray(arr.to_numpy() if hasattr(arr, "iloc") else arr)
-        h.update(str((arr.dtype.str, arr.shape)).encode())
-        h.update(arr.data if arr.dtype != object else repr(arr.tolist()).encode())
+    n = len(X)
+    h.update(f"{type(X).__module__}.{type(X).__qualname__}:{n}".encode())
+    positions = np.arange(n)
+    if n > DIGEST_ITEMS:
+        positions = np.sort(
+            np.random.RandomState(0).choice(n, DIGEST_ITEMS, replace=False)
+        )
+    for i in positions.tolist():
+        h.update(_item_digest(X[i], i))
+    for i in positions[:_REREAD].tolist():
+        if _item_digest(X[i], i) != _item_digest(X[i], i):
+            warnings.warn(
+                f"item {i} of X differs between two reads (a random transform "
+                "inside the Dataset?): the run key changes at every call, so "
+                "checkpointed runs are never resumed; give random augmentation "
+                "to the network as train_transform instead",
+                stacklevel=3,
+            )
+            break
+    if not isinstance(y, DatasetOracle):
+        _hash_array(h, y)
     return h.hexdigest()
+
+
+def _hash_array(h, arr):
+    arr = np.ascontiguousarray(arr.to_numpy() if hasattr(arr, "iloc") else arr)
+    h.update(str((arr.dtype.str, arr.shape)).encode())
+    h.update(arr.data if arr.dtype != object else repr(arr.tolist()).encode())
+
+
+def _item_digest(value, i) -> bytes:
+    """A digest of one item of a Dataset (tensors, arrays, PIL images, numbers
+    and strings, in tuples, lists and dicts)."""
+    h = hashlib.sha256()
+    _hash_item(h, value, i)
+    return h.digest()
+
+
+def _hash_item(h, value, i):
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        h.update(f"tensor{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    elif isinstance(value, np.ndarray | np.generic):
+        _hash_array(h, np.asarray(value))
+    elif hasattr(value, "getbands") and hasattr(value, "tobytes"):  # PIL
+        h.update(f"image{value.mode}{value.size}".encode())
+        h.update(value.tobytes())
+    elif value is None or isinstance(value, bool | int | float | str | bytes):
+        h.update(repr(value).encode())
+    elif isinstance(value, tuple | list):
+        h.update(f"{type(value).__name__}{len(value)}".encode())
+        for v in value:
+            _hash_item(h, v, i)
+    elif isinstance(value, dict):
+        h.update(f"dict{len(value)}".encode())
+        for k in sorted(value, key=repr):
+            h.update(repr(k).encode())
+            _hash_item(h, value[k], i)
+    elif hasattr(value, "item"):  # a label object
+        _hash_item(h, value.item(), i)
+    else:
+        raise TypeError(
+            f"checkpoint_dir names each run by a digest of the data, and item "
+            f"{i} of X holds a {type(value).__name__}, which skal cannot hash; "
+            "items may hold arrays, tensors, PIL images, numbers and strings "
+            "(in tuples, lists or dicts). Run without checkpoint_dir, or make "
+            "the Dataset return those"
+        )
 
 
 def learner_digest(learner, scoring=None) -> str:
@@ -226,25 +309,41 @@ def run_key(data_key, learner_key, train, test, settings) -> str:
 
 @contextmanager
 def pool_progress(learner, enabled, desc):
-    """A tqdm bar over the network's inference batches while the pool is
-    scored (networks only; no bar otherwise)."""
+    """A tqdm bar over the inference batches a query reads (networks only;
+    no bar otherwise): the pool's batches, and the labelled set's for the
+    strategies that read it (dynamicAL's gradient, core-set's centres).
+
+    Every inference loader of a skal network reports to it, whichever
+    strategy reads it (see :mod:`skal._progress`). Yields the bar, or None.
+    """
     net = _net_of(learner)
     if not enabled or net is None:
-        yield
+        yield None
         return
     bar = tqdm(desc=desc, unit="batch", leave=False)
-    step = net.evaluation_step
-
-    def counted(*args, **kwargs):
-        bar.update(1)
-        return step(*args, **kwargs)
-
-    net.evaluation_step = counted
     try:
-        yield
+        with observe_inference_batches(lambda: bar.update(1)):
+            yield bar
     finally:
-        del net.evaluation_step
         bar.close()
+
+
+def pool_rows(learner, X):
+    """Where each round's pool is taken from.
+
+    For a network given an array, the array's rows as a Dataset: a round's
+    pool is then a ``Subset`` read one batch at a time, not a copy of the
+    pool (``X[pool]`` copied the whole pool at every round, and read all of
+    a memory-mapped one into memory). Only for dtypes the learner keeps as
+    they are, so that the network sees the same samples either way.
+    """
+    if (
+        isinstance(X, np.ndarray)
+        and isinstance(learner.estimator, NeuralNet)
+        and (X.dtype in _FLOAT_DTYPES + _KEPT_DTYPES or X.dtype.kind in "iu")
+    ):
+        return ArrayRows(X)
+    return X
 
 
 def _snapshot(learner):
@@ -299,6 +398,7 @@ def _restore(learner, X, y, state, checkpoint, n_initial, query_size, keep_snaps
                 y[order],
                 weights=checkpoint.weights(state["weights"]),
                 n_initial=n_initial,
+                n_rounds=state["round"],
                 **saved,
             )
         except (RuntimeError, ValueError) as exc:
@@ -331,7 +431,7 @@ def _restore(learner, X, y, state, checkpoint, n_initial, query_size, keep_snaps
     else:
         # Estimators that are not networks are refitted on the labelled rows,
         # which is what teach does for them (a full refit each round).
-        learner.restore(take(X, order), y[order], **saved)
+        learner.restore(take(X, order), y[order], n_rounds=state["round"], **saved)
         if keep_snapshots:
             for r in range(state["round"] + 1):
                 rows = order[: n_initial + r * query_size]
@@ -430,11 +530,12 @@ def simulate(
     # order: strategies see their X only, and y is read for the picked rows.
     unlabeled = np.ones(n_samples(X), dtype=bool)
     unlabeled[order] = False
+    rows = pool_rows(learner, X)
     for round_ in range(start, n_rounds + 1):
         pool = train[unlabeled[train]]
         bar.set_postfix_str(f"scoring pool of {len(pool)}")
         with pool_progress(learner, verbose >= 2, f"{desc} round {round_}: pool"):
-            picked = pool[learner.query(take(X, pool), query_size)]
+            picked = pool[learner.query(take(rows, pool), query_size)]
         bar.set_postfix_str(f"training on {len(order) + len(picked)}")
         learner.teach(take(X, picked), y[picked])
         unlabeled[picked] = False

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
+import pickle
 
 import numpy as np
 import skorch
 import torch
+from sklearn.base import clone
 from sklearn.metrics import accuracy_score
 from skorch.callbacks import EpochScoring
 from skorch.utils import is_dataset, to_numpy
@@ -15,11 +18,14 @@ from torch import nn
 from .._data import (
     SampleDataset,
     TrainTransformed,
+    collate_samples,
     dataset_labels,
     is_torch_dataset,
     to_device,
     to_module_dtype,
 )
+from .._items import as_item_dataset
+from .._progress import observed
 from .._utils import encode_labels, eval_mode, logits_of
 from .taps import LayerTap, last_linear_name
 
@@ -28,6 +34,10 @@ _CLASS_COUNT_PARAMS = ("num_classes", "n_classes")
 
 # options of the loaders and the dataset: nothing to re-initialize
 _LOADER_PREFIXES = ("iterator_train__", "iterator_valid__", "dataset__")
+
+# per-sample transforms: parameters passed as given, never treated as
+# estimators (torchvision's random transforms have a static get_params)
+_TRANSFORM_PARAMS = ("transform", "train_transform")
 
 
 class NeuralNetClassifier(skorch.NeuralNetClassifier):
@@ -48,8 +58,9 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
       items. Nothing is converted whole: each sample is read as a tensor of
       its own dtype (PIL images as uint8) and passed through ``transform``;
       each batch is converted on its way to the module (floating and uint8
-      to float32, values unchanged; other integer dtypes, such as token ids,
-      kept). Pixel values are scaled only by a transform, e.g.
+      to float32, values unchanged; other integer dtypes kept as token ids
+      when the module has an ``nn.Embedding`` or ``nn.EmbeddingBag``, else
+      float32 too). Pixel values are scaled only by a transform, e.g.
       ``transform=v2.ToDtype(torch.float32, scale=True)``;
     - ``train_transform`` augments training samples only, each sample with
       its own random parameters; prediction, embeddings and every query
@@ -90,7 +101,12 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         Applied to every sample, in training and at inference, before the
         dtype conversion: a torchvision ``transforms.v2`` transform (e.g.
         ``v2.Compose([v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(mean, std)])``) or any function of one sample.
+        v2.Normalize(mean, std)])``) or any function of one sample. It
+        receives a tensor of the sample's own dtype: array rows, and PIL
+        images as uint8 ``(C, H, W)``, are converted first, so that one
+        transform serves every kind of X (a transform for PIL images only,
+        such as v1's ``ToTensor()``, is refused with an error naming its
+        replacement).
     train_transform : callable or None, default=None
         Applied to training samples only, after ``transform`` (e.g.
         ``v2.Compose([v2.RandomCrop(28, padding=4),
@@ -170,6 +186,9 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
 
     # the key of the input in a dict sample (the head nets add an index)
     _sample_key = None
+    # an active-learning round's quantities, recorded in each epoch's history
+    # row while ActiveLearner trains the net (see skal._rounds)
+    _round_values = None
 
     def __setattr__(self, name, value):
         # transforms may be torch modules (torchvision v2); they are
@@ -179,12 +198,87 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
             return
         super().__setattr__(name, value)
 
+    def _get_param_names(self):
+        # the transforms are added by get_params as they are: sklearn would
+        # take an object with a get_params method for an estimator and
+        # expand it, and torchvision's random transforms (v2.RandomCrop,
+        # RandomResizedCrop, RandomRotation) have a static get_params that
+        # draws crop or angle parameters
+        return [n for n in super()._get_param_names() if n not in _TRANSFORM_PARAMS]
+
     def get_params(self, deep=True, **kwargs):
+        """The parameters, as sklearn's ``get_params``; transforms as given.
+
+        Parameters
+        ----------
+        deep : bool, default=True
+            Also return the parameters of contained estimators (callbacks);
+            ``transform`` and ``train_transform`` are returned as they are,
+            never expanded.
+        **kwargs : dict
+            Passed on to skorch's ``get_params``.
+
+        Returns
+        -------
+        params : dict
+        """
         params = super().get_params(deep=deep, **kwargs)
         # skorch lists its internal bookkeeping set among the parameters;
         # __init__ rebuilds it from the other parameters.
         params.pop("_params_to_validate", None)
+        for name in _TRANSFORM_PARAMS:
+            params[name] = getattr(self, name)
         return params
+
+    def __sklearn_clone__(self):
+        """A clone as :func:`sklearn.base.clone` makes it, callbacks that hold
+        what cannot be copied included.
+
+        ``clone`` deep-copies every parameter. A callback holding a
+        ``SummaryWriter`` (skorch's ``TensorBoard``), a lock or an open file
+        cannot be deep-copied, and the clone that ``ActiveLearner.fit``,
+        the simulations and ``GridSearchCV`` make would fail with ``cannot
+        pickle '_thread.lock' object``. Such a callback is cloned with its
+        other parameters copied and those that cannot be copied shared: the
+        clone's ``TensorBoard`` writes through the user's writer, as the net
+        itself does when fitted directly. Everything else is cloned exactly
+        as sklearn does, except the transforms: they are deep-copied rather
+        than cloned as estimators (sklearn would call a torchvision random
+        transform's static ``get_params``).
+
+        Returns
+        -------
+        net : NeuralNetClassifier
+            Unfitted, with the same parameters.
+        """
+        params = self.get_params(deep=False)
+        for name, value in params.items():
+            if name in _TRANSFORM_PARAMS:
+                params[name] = copy.deepcopy(value)
+            elif name == "callbacks" and isinstance(value, list | tuple):
+                params[name] = type(value)(_clone_callback(cb) for cb in value)
+            else:
+                params[name] = clone(value, safe=False)
+        new = type(self)(**params)
+        for attr in ("_metadata_request", "_sklearn_output_config"):
+            if attr in vars(self):
+                setattr(new, attr, copy.deepcopy(vars(self)[attr]))
+        return new
+
+    def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
+        """Start the epoch's history row, with the active-learning round's
+        quantities when :class:`skal.ActiveLearner` trains the net.
+
+        The keys (``al/round``, ``al/n_labeled``, ``al/query_seconds``,
+        ``al/score_mean``, ...) are in the row before any callback reads it,
+        so skorch's loggers (``TensorBoard``, ``WandbLogger``, ...) log them
+        with the losses.
+        """
+        super().on_epoch_begin(
+            net, dataset_train=dataset_train, dataset_valid=dataset_valid, **kwargs
+        )
+        for key, value in (self._round_values or {}).items():
+            self.history.record(key, value)
 
     @property
     def _default_callbacks(self):
@@ -195,7 +289,10 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         return list(callbacks.items())
 
     def initialize(self):
-        """Initialize as skorch does, after checking that the device exists."""
+        """Initialize as skorch does, after checking the transforms and that the
+        device exists."""
+        for name in _TRANSFORM_PARAMS:
+            _check_transform(name, getattr(self, name))
         device = self.device
         if device is not None and str(device).startswith("cuda"):
             if not torch.cuda.is_available():
@@ -269,6 +366,35 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         _check_logits_width(self, logits)
         return super().get_loss(logits, y_true, *args, **kwargs)
 
+    def check_data(self, X, y):
+        """Check the data as skorch does; refuse a single class.
+
+        A module with one output has a softmax of 1 for every sample: every
+        prediction is that class and every query a tie. As sklearn's
+        classifiers do, fitting on one class is refused unless the other
+        classes are declared with ``classes``.
+
+        Parameters
+        ----------
+        X : array-like, tensor or Dataset
+        y : array-like or None
+        """
+        super().check_data(X, y)
+        if self.classes is not None:
+            if len(self.classes) < 2:
+                raise ValueError(
+                    f"classes={list(self.classes)!r} holds one class; a "
+                    "classifier needs at least 2 classes"
+                )
+            return
+        inferred = getattr(self, "classes_inferred_", None)
+        if inferred is not None and len(inferred) < 2:
+            raise ValueError(
+                f"y holds one class ({inferred.tolist()!r}); a classifier "
+                "needs at least 2 classes. If the others are known but not in "
+                "this labelled set yet, declare them all with classes=[...]"
+            )
+
     def fit(self, X, y=None, **fit_params):
         """Initialize and train; ``y=None`` reads the labels of a Dataset's items.
 
@@ -304,6 +430,7 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         -------
         self : NeuralNetClassifier
         """
+        X = as_item_dataset(X)  # a datasets.Dataset: read through a DictDataset
         if y is None and is_torch_dataset(X):
             y = dataset_labels(X)
         return super().partial_fit(X, y, classes=classes, **fit_params)
@@ -351,8 +478,17 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         output : torch.Tensor or tuple of torch.Tensor
             The module's output.
         """
-        x = to_module_dtype(to_device(x, self.device))
+        x = to_module_dtype(to_device(x, self.device), self._embeds_tokens())
         return super().infer(x, **fit_params)
+
+    def _embeds_tokens(self):
+        """Whether integer batches reach the module as they are: it has an
+        ``nn.Embedding`` or ``nn.EmbeddingBag`` (token ids); integers are
+        otherwise measurements, converted to float32 like every number."""
+        module = getattr(self, "module_", None)
+        return module is not None and any(
+            isinstance(m, nn.Embedding | nn.EmbeddingBag) for m in module.modules()
+        )
 
     def get_iterator(self, dataset, training=False):
         """skorch's DataLoader, with ``train_transform`` for training.
@@ -365,6 +501,10 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         shuffling. Evaluation loaders get a private generator instead, so that
         ``predict``, ``predict_proba``, ``score`` and :meth:`embed` leave the
         global random state untouched.
+
+        Every inference loader of the net is built here (or, for
+        :meth:`iter_batches` with its own batch size, in the same helper),
+        so that a progress bar counts each batch any query strategy reads.
 
         Parameters
         ----------
@@ -382,12 +522,34 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
                 dataset = TrainTransformed(
                     dataset, self.train_transform, key=self._sample_key
                 )
-            return super().get_iterator(dataset, training=True)
-        kwargs = self.get_params_for("iterator_valid")
+            kwargs = self._loader_kwargs("iterator_train")
+            kwargs.setdefault("batch_size", self.batch_size)
+            if kwargs["batch_size"] == -1:
+                kwargs["batch_size"] = len(dataset)
+            return self.iterator_train(dataset, **kwargs)
+        return self._inference_loader(dataset)
+
+    def _inference_loader(self, dataset, batch_size=None):
+        """The inference DataLoader; ``batch_size`` overrides every other
+        setting. Counted by :func:`skal._progress.observe_inference_batches`."""
+        kwargs = self._loader_kwargs("iterator_valid")
         kwargs.setdefault("batch_size", self.inference_batch_size or self.batch_size)
+        if batch_size is not None:
+            kwargs["batch_size"] = batch_size
         if kwargs["batch_size"] == -1:
             kwargs["batch_size"] = len(dataset)
-        return _with_private_generator(self.iterator_valid(dataset, **kwargs))
+        return observed(_with_private_generator(self.iterator_valid(dataset, **kwargs)))
+
+    def _loader_kwargs(self, prefix):
+        """The loader's arguments; a torch DataLoader stacks samples with
+        :func:`~skal._data.collate_samples` unless ``collate_fn`` is set."""
+        kwargs = self.get_params_for(prefix)
+        iterator = getattr(self, prefix)
+        if isinstance(iterator, type) and issubclass(
+            iterator, torch.utils.data.DataLoader
+        ):
+            kwargs.setdefault("collate_fn", collate_samples)
+        return kwargs
 
     def encode_labels(self, y) -> np.ndarray:
         """Indices of the labels ``y`` in ``classes_`` (int64).
@@ -547,13 +709,13 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         y : torch.Tensor of int64 on the net's device, or None
         """
         dataset = NeuralNetClassifier.get_dataset(self, X)
-        loader = self.get_iterator(dataset, training=False)
-        if batch_size is not None:
-            kwargs = {**self.get_params_for("iterator_valid"), "batch_size": batch_size}
-            loader = _with_private_generator(self.iterator_valid(dataset, **kwargs))
+        if batch_size is None:
+            loader = self.get_iterator(dataset, training=False)
+        else:
+            loader = self._inference_loader(dataset, batch_size)
         start = 0
         for xb, _ in loader:
-            xb = to_module_dtype(to_device(xb, self.device))
+            xb = to_module_dtype(to_device(xb, self.device), self._embeds_tokens())
             n = len(next(iter(xb.values()))) if isinstance(xb, dict) else len(xb)
             yb = None
             if y is not None:
@@ -622,6 +784,31 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         }
 
 
+def _clone_callback(entry):
+    """A callback (or ``(name, callback)``) cloned; a parameter that cannot be
+    deep-copied (a writer, a lock, a file) is shared with the original, and a
+    callback that is not a parametrized object is shared whole."""
+    if isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], str):
+        return entry[0], _clone_callback(entry[1])
+    try:
+        return clone(entry, safe=False)
+    except (TypeError, pickle.PicklingError):
+        if isinstance(entry, type) or not hasattr(entry, "get_params"):
+            return entry
+    params = {
+        name: _copied_or_shared(value)
+        for name, value in entry.get_params(deep=False).items()
+    }
+    return type(entry)(**params)
+
+
+def _copied_or_shared(value):
+    try:
+        return clone(value, safe=False)
+    except (TypeError, pickle.PicklingError):
+        return value
+
+
 def _with_private_generator(iterator):
     """An evaluation loader that leaves torch's global generator alone."""
     if isinstance(iterator, torch.utils.data.DataLoader) and iterator.generator is None:
@@ -665,6 +852,24 @@ def _check_logits_width(net, logits):
         f"{tuple(logits.shape)}, but there are {n_classes} classes; it must "
         f"return (batch_size, {n_classes}) logits, one per class: {how}"
     )
+
+
+def _check_transform(name, value):
+    """Refuse a transform that cannot be applied to a sample."""
+    if value is None:
+        return
+    if isinstance(value, type):
+        raise TypeError(
+            f"{name} must be a transform object or function, got the class "
+            f"{value.__module__}.{value.__qualname__}; create one, e.g. "
+            f"{name}={value.__name__}(...)"
+        )
+    if not callable(value):
+        raise TypeError(
+            f"{name} must be a callable applied to one sample (a torchvision "
+            f"v2 transform or a function), got {value!r} of type "
+            f"{type(value).__name__}"
+        )
 
 
 def _class_count_param(module_cls):

@@ -27,6 +27,7 @@ from skorch.utils import is_dataset, to_numpy
 from torch import nn
 from torch.utils.data import Dataset
 
+from .._data import _Batch
 from ._classifier import NeuralNetClassifier
 from .heads import AuxiliaryHead, global_average_pool, pairwise_ranking_loss
 from .models import ResNet18
@@ -57,6 +58,10 @@ class IndexedDataset(Dataset):
         if isinstance(Xi, Mapping):
             return {**Xi, _INDEX_KEY: i}, yi
         return {_X_KEY: Xi, _INDEX_KEY: i}, yi
+
+    def __getitems__(self, indices):
+        # a batch that knows its items, which collate_samples names in errors
+        return _Batch([self[i] for i in indices], indices)
 
 
 def _split_index(x):

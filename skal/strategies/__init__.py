@@ -7,19 +7,15 @@ objects through, like :func:`sklearn.metrics.get_scorer`.
 
 from __future__ import annotations
 
+from ._kcenter import k_center_greedy
+from ._kmeanspp import kmeans_pp_gradient
 from ._registry import get_strategy, get_strategy_names, register_strategy
 from .albl import ALBL, exp4p_probabilities, exp4p_update
 from .base import QueryStrategy, top_n
 from .batch import BatchDynamicAL, StochasticBatch
 from .bayesian import BALD, mutual_information
 from .context import QueryContext
-from .diversity import (
-    BADGE,
-    CoreSet,
-    gradient_embedding_factors,
-    k_center_greedy,
-    kmeans_pp_gradient,
-)
+from .diversity import BADGE, CoreSet, gradient_embedding_factors
 from .dynamic_al import DynamicAL
 from .lloss import LLoss
 from .tidal import TiDAL

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from .context import QueryContext
+
 
 class QueryStrategy(BaseEstimator):
     """Base class of skal's query strategies.
@@ -131,7 +133,10 @@ class QueryStrategy(BaseEstimator):
         indices : ndarray of shape (n,)
             Distinct row indices into ``X``, most informative first.
         """
-        return top_n(self.utility(context, X), n, context.random_state)
+        scores = self.utility(context, X)
+        if isinstance(context, QueryContext):
+            context.scores = scores
+        return top_n(scores, n, context.random_state)
 
 
 def top_n(scores, n, random_state):

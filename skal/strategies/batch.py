@@ -176,17 +176,26 @@ class BatchDynamicAL(QueryStrategy):
         targets = DynamicAL(pseudo_label=self.pseudo_label)._targets(
             context.random_state
         )
+        # the sketch's projections come from the learner's random state, so a
+        # query is reproducible under ActiveLearner(random_state=...)
         seed = draw_seed(context.random_state)
+        # eval mode: per-sample gradients exist only when the samples of a
+        # batch do not interact (BatchNorm on running statistics), and
+        # dropout would make g_u random; the mode is restored afterwards
         with eval_mode(module):
             engine = PairwiseGradients(
                 module, sketch_size=self.sketch_size, seed=seed, fallback=self.fallback
             )
             g_s = None
+            # G_S enters only through γ g_uᵀ G_S: with γ = 0 the pass over the
+            # labelled set is skipped
             if gamma != 0.0:
                 labelled = net.iter_batches(
                     context.X_labeled, context.y_labeled, self.batch_size
                 )
                 g_s = sum_gradient(module, labelled)
+            # one engine for all batches: the sketch's projections are drawn
+            # once, so features of different batches are comparable
             parts = [
                 engine.features(xb, targets, vector=g_s)
                 for xb, _ in net.iter_batches(X, batch_size=self.batch_size)
@@ -200,9 +209,13 @@ class BatchDynamicAL(QueryStrategy):
     def _greedy(self, feats, n, random_state):
         gamma = float(self.gamma)
         lam = float(self.pairwise_weight)
+        # The gains live on the CPU in float64: b − 1 updates add up pairwise
+        # terms that can nearly cancel the singles (λ < 0), and the argmax
+        # must not flip on float32 rounding.
         sq = feats.sq_norms.double().cpu().numpy()
         dots = None if feats.dots is None else feats.dots.double().cpu().numpy()
         if math.isinf(gamma):
+            # the objective is G_Qᵀ G_S alone: sum of singles, no pair terms
             gain = dots.copy()
         else:
             gain = sq + (gamma * dots if dots is not None else 0.0)
@@ -220,7 +233,13 @@ class BatchDynamicAL(QueryStrategy):
             j = int(np.argmax(np.where(available, gain, -np.inf)))
             chosen.append(j)
             available[j] = False
+            # the marginal gains of the picks sum to the objective of Q
             objective += gain[j]
+            # Why one inner product per pick: adding q to Q raises every
+            # candidate's marginal gain by 2 λ g_uᵀ g_q (the pair counted
+            # once each way), so one pass over the features, n · F
+            # multiply-adds, keeps all gains current. The last pick needs no
+            # update, and without pairwise terms there is none to make.
             if step + 1 < n and not math.isinf(gamma) and lam != 0:
                 gain = gain + 2.0 * lam * feats_p.inner(j).double().cpu().numpy()
         self.objective_ = float(objective)
@@ -342,6 +361,8 @@ class StochasticBatch(QueryStrategy):
                     f"{base!r} returned a minimum of {scores.min():.4g}; use "
                     "mode='softrank' or mode='softmax'"
                 )
+            # Gumbel-top-b on β log s_i samples ∝ s_i^β; log 0 = −inf puts
+            # zero scores last
             with np.errstate(divide="ignore"):
                 keys = np.log(scores)
         elif self.mode == "softmax":
@@ -357,6 +378,8 @@ class StochasticBatch(QueryStrategy):
         else:
             with np.errstate(invalid="ignore"):
                 noisy = beta * keys + noise
+            # β = 0 would turn a key of −inf into NaN (0 · −inf): zero scores
+            # stay last whatever β
             noisy = np.where(np.isneginf(keys), -np.inf, noisy)
         # the noise breaks ties, including those among keys of -inf
         order = np.lexsort((-noise, -noisy))

@@ -46,6 +46,10 @@ class QueryContext:
         Set by the learner when it queries inside
         ``joblib.parallel_backend("dask")``; :meth:`map_rows` then runs on
         the cluster.
+    scores : ndarray of shape (n_candidates,) or None
+        The candidates' utilities, set by a strategy that ranks them by one
+        (:meth:`QueryStrategy.select`); None for set-based strategies. The
+        learner logs their summary (see :attr:`skal.ActiveLearner.n_rounds_`).
 
     Examples
     --------
@@ -79,6 +83,7 @@ class QueryContext:
         self._transform = transform
         self.learner = learner
         self.client = None
+        self.scores = None
 
     @cached_property
     def X_labeled(self):
