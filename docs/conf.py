@@ -126,6 +126,7 @@ API_MODULES = [
     ("skal.gradients", "Per-sample gradients"),
     ("skal.pairwise", "Inner products of per-sample gradients"),
     ("skal.ntk", "Neural-tangent-kernel diagnostics"),
+    ("skal.label_studio", "Labelling with Label Studio"),
 ]
 
 
@@ -228,6 +229,7 @@ KNOWN_PAGES = {
     "install",
     "quickstart",
     "model_selection",
+    "label_studio",
     "sg_execution_times",
 }
 
