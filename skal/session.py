@@ -323,24 +323,41 @@ default=None
         """
         if not isinstance(renew, bool | np.bool_):
             raise TypeError(f"renew must be a bool, got {renew!r}")
-        with self._locked():
-            self._sync()
-            if self._open and not renew:
-                return self.pending_
-            candidates = self.unlabeled_indices
-            if not isinstance(n, numbers.Integral) or isinstance(n, bool):
-                raise TypeError(f"n must be an integer, got {n!r}")
-            if not 1 <= n <= len(candidates):
-                raise ValueError(
-                    f"n must be between 1 and the {len(candidates)} unlabelled "
-                    f"rows, got n={n}"
-                )
-            if self.model_version_ is None:
-                picked = candidates[self._cold_start_picks(candidates, int(n))]
-            else:
-                picked = candidates[self.learner_.query(self._rows(candidates), int(n))]
-            self._append({"op": "query", "rows": picked.tolist()})
-            return picked.copy()
+        if not isinstance(n, numbers.Integral) or isinstance(n, bool):
+            raise TypeError(f"n must be an integer, got {n!r}")
+        # Scored outside the lock, so that other writers (a labelling tool's
+        # webhooks) are not held for the seconds a large pool takes; then
+        # journaled under it, unless the answers or the model changed
+        # meanwhile, in which case it is scored again.
+        for attempt in range(3):
+            with self._locked():
+                self._sync()
+                if self._open and not renew:
+                    return self.pending_
+                seen = (self._seq, self.model_version_)
+                candidates = self.unlabeled_indices
+                if not 1 <= n <= len(candidates):
+                    raise ValueError(
+                        f"n must be between 1 and the {len(candidates)} unlabelled "
+                        f"rows, got n={n}"
+                    )
+                if attempt == 2:  # a busy directory: score while holding it
+                    picked = self._picks(candidates, int(n))
+                    self._append({"op": "query", "rows": picked.tolist()})
+                    return picked.copy()
+            picked = self._picks(candidates, int(n))
+            with self._locked():
+                self._sync()
+                if (self._seq, self.model_version_) == seen:
+                    self._append({"op": "query", "rows": picked.tolist()})
+                    return picked.copy()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _picks(self, candidates, n):
+        """The rows a new query proposes, among ``candidates``."""
+        if self.model_version_ is None:
+            return candidates[self._cold_start_picks(candidates, n)]
+        return candidates[self.learner_.query(self._rows(candidates), n)]
 
     def teach(self, indices, labels, *, fit=True, annotator=None):
         """Record the labels of pool rows, durably, then train on them.
@@ -375,16 +392,50 @@ default=None
         """Correct the labels of rows that have an answer.
 
         The log keeps the earlier answers; the model trains on the latest
-        one. Parameters and errors are those of :meth:`teach`, except that
-        the rows must already have an answer.
+        one.
+
+        Parameters
+        ----------
+        indices : array-like of int
+            Pool rows that have an answer.
+        labels : array-like
+            Their corrected labels.
+        fit : bool, default=True
+            Train on every recorded answer after recording these.
+        annotator : str or None, default=None
+            Who corrected them, kept in the log.
+
+        Raises
+        ------
+        ValueError, TypeError
+            Before anything is recorded, as for :meth:`teach`, or for rows
+            without an answer.
+        OSError
+            If the corrections could not be written (nothing is recorded).
         """
         self._record("relabel", indices, labels, fit, annotator)
 
     def unlabel(self, indices, *, fit=True, annotator=None):
         """Withdraw the answers of rows (they may be queried again).
 
-        The log keeps the withdrawn answers. Parameters and errors are those
-        of :meth:`teach`, without labels; the rows must have an answer.
+        The log keeps the withdrawn answers.
+
+        Parameters
+        ----------
+        indices : array-like of int
+            Pool rows that have an answer.
+        fit : bool, default=True
+            Train on the remaining answers after recording this.
+        annotator : str or None, default=None
+            Who withdrew them, kept in the log.
+
+        Raises
+        ------
+        ValueError, TypeError
+            Before anything is recorded, for indices that are not integers,
+            out of range, repeated or without an answer.
+        OSError
+            If the withdrawal could not be written (nothing is recorded).
         """
         self._record("unlabel", indices, None, fit, annotator)
 
