@@ -452,6 +452,23 @@ def _restore(learner, X, y, state, checkpoint, n_initial, query_size, keep_snaps
     return order, snapshots
 
 
+def _draw_initial(learner, X, y, train, n_initial, initial, rng):
+    """Positions (into ``train``) of a run's initial labelled set."""
+    if initial not in ("random", "stratified"):  # label-free: reads no y
+        return initial_indices(
+            None, n_initial, initial, rng, X_train=take(X, train), learner=learner
+        )
+    if isinstance(y, DatasetOracle):
+        if initial != "random":
+            raise ValueError(
+                f"initial={initial!r} reads every label of the training part; "
+                "with a Dataset whose labels are read only when queried, use "
+                "initial='random' (a uniform draw)"
+            )
+        return rng.choice(len(train), n_initial, replace=False)
+    return initial_indices(y[train], n_initial, initial, rng)
+
+
 def simulate(
     learner,
     X,
@@ -517,21 +534,7 @@ def simulate(
         total=n_rounds, desc=desc, disable=verbose < 2, leave=False, unit="round"
     )
     if state is None:
-        if initial not in ("random", "stratified"):  # label-free: reads no y
-            rows = initial_indices(
-                None, n_initial, initial, rng, X_train=take(X, train), learner=learner
-            )
-            order = train[rows]
-        elif isinstance(y, DatasetOracle):
-            if initial != "random":
-                raise ValueError(
-                    f"initial={initial!r} reads every label of the training part; "
-                    "with a Dataset whose labels are read only when queried, use "
-                    "initial='random' (a uniform draw)"
-                )
-            order = train[rng.choice(len(train), n_initial, replace=False)]
-        else:
-            order = train[initial_indices(y[train], n_initial, initial, rng)]
+        order = train[_draw_initial(learner, X, y, train, n_initial, initial, rng)]
         bar.set_postfix_str(f"training on {len(order)}")
         learner.fit(take(X, order), y[order])
         evaluate()
