@@ -39,9 +39,11 @@ __all__ = [
     "file_digest",
     "fsync_directory",
     "json_digest",
+    "learner_state",
     "load_state_dicts",
     "load_weights",
     "net_modules",
+    "restore_arguments",
     "restore_strategy_state",
     "state_dicts",
     "strategy_state",
@@ -146,6 +148,57 @@ def strategy_state(strategy) -> tuple[dict, dict]:
         if _is_fitted(name)
     }
     return state, arrays
+
+
+def learner_state(learner) -> tuple[dict, dict]:
+    """A fitted learner's query generator and strategy state, to save.
+
+    Parameters
+    ----------
+    learner : ActiveLearner
+        Fitted.
+
+    Returns
+    -------
+    state : dict
+        JSON-compatible: ``{"rng": ..., "strategy": ...}``.
+    arrays : dict of str to ndarray
+        The generator's keys and the strategy's arrays, for ``numpy.savez``.
+    """
+    meta, arrays = strategy_state(learner.strategy_)
+    arrays = {"strategy__" + k: v for k, v in arrays.items()}
+    kind, keys, pos, has_gauss, cached = learner.random_state_.get_state()
+    arrays["rng_keys"] = np.asarray(keys)
+    rng = {
+        "kind": kind,
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached),
+    }
+    return {"rng": rng, "strategy": meta}, arrays
+
+
+def restore_arguments(state: dict, arrays: dict) -> dict:
+    """What :func:`learner_state` saved, as the ``random_state`` and
+    ``strategy_state`` arguments of :meth:`skal.ActiveLearner.restore`."""
+    rng = state["rng"]
+    return {
+        "random_state": (
+            rng["kind"],
+            arrays["rng_keys"],
+            rng["pos"],
+            rng["has_gauss"],
+            rng["cached_gaussian"],
+        ),
+        "strategy_state": (
+            state["strategy"],
+            {
+                k[len("strategy__") :]: v
+                for k, v in arrays.items()
+                if k.startswith("strategy__")
+            },
+        ),
+    }
 
 
 def restore_strategy_state(strategy, state: dict, arrays: dict) -> None:

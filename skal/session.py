@@ -55,7 +55,9 @@ from ._persistence import (
     file_digest,
     fsync_directory,
     json_digest,
+    learner_state,
     load_weights,
+    restore_arguments,
     state_dicts,
     strategy_state,
     write_file,
@@ -959,7 +961,6 @@ default=None
                 state["files"][state["weights"]],
                 where,
             )
-        rng = state["rng"]
         learner = clone(self.learner)
         try:
             learner.restore(
@@ -968,21 +969,7 @@ default=None
                 weights=weights,
                 n_initial=state["n_initial"],
                 n_rounds=state["n_rounds"],
-                random_state=(
-                    rng["kind"],
-                    arrays["rng_keys"],
-                    rng["pos"],
-                    rng["has_gauss"],
-                    rng["cached_gaussian"],
-                ),
-                strategy_state=(
-                    state["strategy"],
-                    {
-                        k[len("strategy__") :]: v
-                        for k, v in arrays.items()
-                        if k.startswith("strategy__")
-                    },
-                ),
+                **restore_arguments(state, arrays),
             )
         except (RuntimeError, ValueError) as exc:
             if isinstance(exc, CheckpointError):
@@ -1012,10 +999,7 @@ default=None
         on ``trained`` (rows, labels); only then is it the session's."""
         directory = self._model_dir()
         directory.mkdir(exist_ok=True)
-        meta, arrays = strategy_state(learner.strategy_)
-        arrays = {"strategy__" + k: v for k, v in arrays.items()}
-        kind, keys, pos, has_gauss, cached = learner.random_state_.get_state()
-        arrays["rng_keys"] = np.asarray(keys)
+        saved, arrays = learner_state(learner)
         rows, labels = trained
         files = {}
         net = final_step(learner.estimator_)
@@ -1045,13 +1029,7 @@ default=None
             "weights": weights_name,
             "arrays": arrays_name,
             "files": files,
-            "rng": {
-                "kind": kind,
-                "pos": int(pos),
-                "has_gauss": int(has_gauss),
-                "cached_gaussian": float(cached),
-            },
-            "strategy": meta,
+            **saved,
         }
         state["checksum"] = json_digest(state)
         payload = json.dumps(state, indent=1).encode()

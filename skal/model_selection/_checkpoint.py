@@ -40,9 +40,9 @@ from .._persistence import (
     CheckpointError,
     file_digest,
     json_digest,
+    learner_state,
     load_weights,
     state_dicts,
-    strategy_state,
     write_file,
 )
 
@@ -181,12 +181,9 @@ class RunCheckpoint:
     def save(self, round_, order, scores, learner, net=None) -> None:
         """Commit the state after ``round_`` (0 is the initial fit)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        kind, keys, pos, has_gauss, cached = learner.random_state_.get_state()
         # First, so that state that cannot be stored fails before any file
         # of this round is written.
-        meta, arrays = strategy_state(learner.strategy_)
-        arrays = {"strategy__" + k: v for k, v in arrays.items()}
-        arrays["rng_keys"] = np.asarray(keys)
+        saved, arrays = learner_state(learner)
         arrays["order"] = np.asarray(order, dtype=np.int64)
         files = {
             name: digest
@@ -213,13 +210,7 @@ class RunCheckpoint:
             "weights": weights_name,
             "files": files,
             "code": self.code,
-            "rng": {
-                "kind": kind,
-                "pos": int(pos),
-                "has_gauss": int(has_gauss),
-                "cached_gaussian": float(cached),
-            },
-            "strategy": meta,
+            **saved,
         }
         # The checksum is over the canonical JSON (sorted keys), so it does
         # not depend on the indentation of the file.

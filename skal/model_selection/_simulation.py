@@ -19,7 +19,12 @@ from skorch import NeuralNet
 from tqdm.auto import tqdm
 
 from .._data import ArrayRows, DatasetOracle, is_torch_dataset, n_samples, take
-from .._persistence import CheckpointError, load_state_dicts, state_dicts
+from .._persistence import (
+    CheckpointError,
+    load_state_dicts,
+    restore_arguments,
+    state_dicts,
+)
 from .._progress import observe_inference_batches
 from .._utils import final_step
 from ..coldstart import LABEL_FREE_METHODS, select_label_free
@@ -384,25 +389,7 @@ def _restore(learner, X, y, state, checkpoint, n_initial, query_size, keep_snaps
             f"{n_initial + state['round'] * query_size}; it belongs to another run",
         )
     is_net = isinstance(final_step(learner.estimator), NeuralNet)
-    rng = state["rng"]
-    arrays = state["_arrays"]
-    saved = {
-        "random_state": (
-            rng["kind"],
-            arrays["rng_keys"],
-            rng["pos"],
-            rng["has_gauss"],
-            rng["cached_gaussian"],
-        ),
-        "strategy_state": (
-            state["strategy"],
-            {
-                k[len("strategy__") :]: v
-                for k, v in arrays.items()
-                if k.startswith("strategy__")
-            },
-        ),
-    }
+    saved = restore_arguments(state, state["_arrays"])
     snapshots = []
     if is_net:
         try:
