@@ -298,11 +298,14 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             restore_strategy_state(self.strategy_, *strategy_state)
         return self
 
-    def _with_estimator(self, estimator):
+    def _with_estimator(self, estimator, n_labeled=None):
         """A shallow copy predicting with another fitted ``estimator`` (a past
-        round's model); this learner is not changed."""
+        round's model, trained on the first ``n_labeled`` labelled rows);
+        this learner is not changed."""
         view = copy.copy(self)
         view.estimator_ = estimator
+        if n_labeled is not None:
+            view.n_labeled_ = int(n_labeled)
         return view
 
     def _setup(self, X, y, method):

@@ -555,15 +555,16 @@ def simulate(
     return RunResult(order, scores, learner, snapshots)
 
 
-def load_snapshot(learner, snapshot, scratch=None):
-    """A view of the fitted ``learner`` predicting with a past round's model.
-    ``scratch`` is a reusable deep copy of the learner's network."""
+def load_snapshot(learner, snapshot, scratch=None, n_labeled=None):
+    """A view of the fitted ``learner`` predicting with a past round's model
+    (trained on ``n_labeled`` rows, if given). ``scratch`` is a reusable deep
+    copy of the learner's network."""
     if not isinstance(snapshot, dict):
-        return learner._with_estimator(snapshot)
+        return learner._with_estimator(snapshot, n_labeled)
     net = scratch if scratch is not None else copy.deepcopy(_net_of(learner))
     load_state_dicts(net, snapshot["weights"])
     if snapshot["prefix"] is not None:
         net = Pipeline(
             list(snapshot["prefix"].steps) + [(learner.estimator_.steps[-1][0], net)]
         )
-    return learner._with_estimator(net)
+    return learner._with_estimator(net, n_labeled)

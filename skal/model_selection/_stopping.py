@@ -270,8 +270,9 @@ def _run(learner, X, y, train, test, criteria, *, n_initial, query_size, **kwarg
     in_train = np.zeros(n_samples(X), dtype=bool)
     in_train[train] = True
     for r, snapshot in enumerate(result.snapshots):
-        view = load_snapshot(result.learner, snapshot, scratch)
-        view.n_labeled_ = n_initial + r * query_size
+        view = load_snapshot(
+            result.learner, snapshot, scratch, n_labeled=n_initial + r * query_size
+        )
         unlabeled = in_train.copy()
         unlabeled[result.order[: view.n_labeled_]] = False
         round_ = _Round(view, take(X, train[unlabeled[train]]))
