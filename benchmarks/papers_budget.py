@@ -82,6 +82,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -749,6 +750,9 @@ def _diagnostics(results, args):
                 d = r["diagnostics"]
                 fit.append(np.mean([x["train_accuracy"] for x in d]))
                 ep = np.diff([0] + [x["epochs"] for x in d])
+                # a resumed run restarts the history: its first round's
+                # difference is not an epoch count
+                ep = ep[ep > 0]
                 epochs.append(
                     np.mean([x["epochs"] for x in d])
                     if setup == "tidal_scratch"
@@ -772,6 +776,10 @@ def _fmt2(values, digits=3):
 
 
 # --------------------------------------------------------------------- main
+def _terminate(signum, frame):
+    raise SystemExit(f"stopped by signal {signum}")
+
+
 def _slice(text):
     try:
         k, n = (int(v) for v in text.split("/"))
@@ -844,6 +852,9 @@ def main(argv=None):
             )
             print(*c, state)
         return
+    # SIGTERM (kill PID) unwinds like Ctrl-C: the running cell writes its CPU
+    # seconds before the process ends
+    signal.signal(signal.SIGTERM, _terminate)
     print(f"command: python {' '.join(sys.argv)}; root {args.root}", flush=True)
     print(f"pid {os.getpid()}, {len(cells)} cells selected", flush=True)
     ran = 0
