@@ -111,7 +111,7 @@ def map_rows(client, context, X, fn):
     bounds = chunk_bounds(n, n_workers, _batch_size(context))
     # a chunk of an array's rows travels as those rows, not the whole array
     chunks = [rows_of(take(X, np.arange(s, e))) for s, e in bounds]
-    portable = _portable(context)
+    portable = context.portable()
     from distributed import CancelledError, KilledWorker
 
     for attempt in range(1, _ATTEMPTS + 1):
@@ -188,61 +188,3 @@ def _batch_size(context):
         if size and size > 0:
             return int(size)
     return 1
-
-
-def _portable(context):
-    """The context without the learner (the workers need only the model)."""
-    from .strategies.context import QueryContext
-
-    return QueryContext(
-        estimator=context.estimator,
-        classes=context.classes,
-        X_labeled=context.X_labeled,
-        y_labeled=context.y_labeled,
-        random_state=context.random_state,
-    )
-
-
-class _UtilityChunk:
-    """Picklable ``(context, X) -> strategy.utility(context, X)`` as float64."""
-
-    def __init__(self, strategy):
-        self.strategy = strategy
-
-    def __call__(self, context, X):
-        return np.asarray(self.strategy.utility(context, X), dtype=np.float64)
-
-
-def utility(strategy, context, X):
-    """The strategy's utility, scored on the cluster when that is exact."""
-    client = active_client()
-    if client is None or not getattr(strategy, "row_wise", False):
-        return strategy.utility(context, X)
-    parts = map_rows(client, context, X, _UtilityChunk(strategy))
-    return np.concatenate(parts) if parts else np.empty(0)
-
-
-def select(strategy, context, X, n):
-    """The strategy's picks, with its scoring on the cluster when active.
-
-    A row-wise strategy's utility is scored in chunks and the top ``n`` taken
-    here; any other strategy runs here with ``context.client`` set, so that
-    its :meth:`~skal.strategies.QueryContext.map_rows` calls (core-set's and
-    BADGE's embeddings) run on the workers.
-    """
-    client = active_client()
-    if client is None:
-        return strategy.select(context, X, n)
-    if getattr(strategy, "row_wise", False) and _plain_select(strategy):
-        from .strategies.base import top_n
-
-        context.scores = utility(strategy, context, X)
-        return top_n(context.scores, n, context.random_state)
-    context.client = client
-    return strategy.select(context, X, n)
-
-
-def _plain_select(strategy):
-    from .strategies.base import QueryStrategy
-
-    return type(strategy).select is QueryStrategy.select

@@ -24,7 +24,6 @@ from skorch import NeuralNet
 from skorch.callbacks import LRScheduler
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from . import _parallel
 from ._data import (
     concat_rows,
     dataset_labels,
@@ -37,7 +36,7 @@ from ._items import as_item_dataset
 from ._persistence import load_state_dicts, restore_strategy_state
 from ._rounds import query_summary, recorded_round
 from ._utils import draw_seed, encode_labels, final_step, torch_seed
-from .strategies import get_strategy
+from .strategies import _dispatch, get_strategy
 from .strategies.context import QueryContext, expand_proba
 
 _FLOAT_DTYPES = (np.float64, np.float32)
@@ -443,7 +442,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         context = self._context()
         start = time.perf_counter()
         with torch_seed(draw_seed(self.random_state_)):
-            picked = _parallel.select(
+            picked = _dispatch.select(
                 self.strategy_, context, self._transform(X_pool), n
             )
         seconds = time.perf_counter() - start
@@ -481,7 +480,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         X_pool = self._validate_X(X_pool, "X_pool")
         context = self._context()
         with torch_seed(draw_seed(self.random_state_)):
-            scores = _parallel.utility(self.strategy_, context, self._transform(X_pool))
+            scores = _dispatch.utility(self.strategy_, context, self._transform(X_pool))
         scores = np.asarray(scores, dtype=np.float64)
         if scores.shape != (n_samples(X_pool),):
             raise RuntimeError(

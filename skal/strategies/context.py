@@ -11,6 +11,7 @@ from sklearn.base import clone
 from skorch import NeuralNet
 from torch import nn
 
+from .._parallel import map_rows
 from .._utils import torch_seed
 
 
@@ -164,9 +165,23 @@ class QueryContext:
         """
         if self.client is None:
             return [fn(self, X)]
-        from .._parallel import map_rows
-
         return map_rows(self.client, self, X, fn)
+
+    def portable(self) -> QueryContext:
+        """This context without the learner, for Dask workers (they need only
+        the model and the labelled set).
+
+        Returns
+        -------
+        context : QueryContext
+        """
+        return QueryContext(
+            estimator=self.estimator,
+            classes=self.classes,
+            X_labeled=self.X_labeled,
+            y_labeled=self.y_labeled,
+            random_state=self.random_state,
+        )
 
     def net(self, strategy_name: str) -> NeuralNet:
         """The classifier as a skorch network, or a clear error.
