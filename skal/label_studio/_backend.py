@@ -8,6 +8,7 @@ import time
 from collections import deque
 
 from .._data import n_samples, take
+from ..session import LabelingSession
 from ._client import LabelStudioClient
 from ._sync import SyncReport, _annotator, _Binding
 
@@ -84,8 +85,6 @@ class Backend:
         train_every=1,
         task_ids=None,
     ):
-        from ..session import LabelingSession
-
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
         self.session = session
