@@ -145,8 +145,23 @@ def evaluate_stopping(
     criteria : dict of str to StoppingCriterion, or list of StoppingCriterion
         The criteria; a list is named by class name (``#2``, ``#3`` added to
         repeated names).
-    cv, n_initial, query_size, n_rounds, n_seeds, initial, scoring, n_jobs, \
-random_state
+    cv : int, cross-validation generator or iterable, default=5
+        As in :func:`active_learning_curve`.
+    n_initial : int, default=10
+        As in :func:`active_learning_curve`.
+    query_size : int, default=10
+        As in :func:`active_learning_curve`.
+    n_rounds : int, default=10
+        As in :func:`active_learning_curve`.
+    n_seeds : int, default=1
+        As in :func:`active_learning_curve`.
+    initial : str, default="random"
+        As in :func:`active_learning_curve`.
+    scoring : str, callable or None, default=None
+        As in :func:`active_learning_curve`.
+    n_jobs : int or None, default=None
+        As in :func:`active_learning_curve`.
+    random_state : int, RandomState instance or None, default=None
         As in :func:`active_learning_curve`.
 
     Returns

@@ -289,8 +289,12 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         return list(callbacks.items())
 
     def initialize(self):
-        """Initialize as skorch does, after checking the transforms and that the
-        device exists."""
+        """Initialize as skorch does, after checking the transforms and the device.
+
+        Returns
+        -------
+        self : NeuralNetClassifier
+        """
         for name in _TRANSFORM_PARAMS:
             _check_transform(name, getattr(self, name))
         device = self.device
