@@ -233,6 +233,8 @@ default=None
         self.learner_ = clone(learner)
         self.model_version_ = None
         self._n_pool = n_samples(pool)
+        # read once: it reads 32 rows (twice each for a Dataset's items)
+        self._pool_fingerprint = _fingerprint(pool)
         # what the log said, up to the byte offset read so far
         self._offset = 0
         self._seq = -1
@@ -712,7 +714,7 @@ default=None
                 "op": "open",
                 "format": _FORMAT,
                 "n_pool": self._n_pool,
-                "fingerprint": _fingerprint(self.pool),
+                "fingerprint": self._pool_fingerprint,
             }
         )
         self._migrate()
@@ -760,7 +762,7 @@ default=None
                 f"the session in {self.directory} was made for a pool of "
                 f"{header['n_pool']} rows; this pool has {self._n_pool}"
             )
-        if header["fingerprint"] != _fingerprint(self.pool):
+        if header["fingerprint"] != self._pool_fingerprint:
             raise ValueError(
                 f"the session in {self.directory} was made for another pool of "
                 f"{self._n_pool} rows: a sample of its rows differs from this "

@@ -144,20 +144,10 @@ query_size)
     >>> aulc(n_labeled, scores).shape
     (4,)
     """
-    check_learner(learner)
-    check_loop_params(n_initial, query_size, n_rounds, initial)
-    if not isinstance(n_seeds, int | np.integer) or n_seeds < 1:
-        raise ValueError(f"n_seeds must be a positive integer, got {n_seeds!r}")
-    if not is_torch_dataset(X) and not isinstance(X, list):
-        X, y = indexable(X, y)
-    X, y = check_data(X, y, learner, ensure_all_finite=False)
-    splits = draw_splits(cv, X, y)
-    for i, (train, _) in enumerate(splits):
-        check_pool_size(len(train), n_initial, query_size, n_rounds, f"split {i}")
-    scorer = check_scoring(learner, scoring=scoring)
-    seeds = check_random_state(random_state).randint(
-        np.iinfo(np.int32).max, size=(len(splits), n_seeds)
-    )
+    X, y, splits, scorer, seeds = prepare_runs(
+        learner, X, y, cv, n_initial, query_size, n_rounds, n_seeds, initial,
+        scoring, random_state,
+    )  # fmt: skip
     settings = dict(
         n_initial=n_initial, query_size=query_size, n_rounds=n_rounds,
         initial=initial,
@@ -208,6 +198,39 @@ query_size)
     if return_queried:
         return n_labeled, scores, np.array([order for _, order in results])
     return n_labeled, scores
+
+
+def prepare_runs(
+    learner, X, y, cv, n_initial, query_size, n_rounds, n_seeds, initial, scoring,
+    random_state,
+):  # fmt: skip
+    """Validate the arguments of a set of simulated runs, then draw their
+    splits and seeds; what :func:`active_learning_curve` and
+    :func:`~skal.model_selection.evaluate_stopping` share, so that the same
+    arguments give both the same runs.
+
+    Returns
+    -------
+    X, y : the validated data and oracle
+    splits : list of (train, test)
+    scorer : callable
+    seeds : ndarray of shape (n_splits, n_seeds)
+    """
+    check_learner(learner)
+    check_loop_params(n_initial, query_size, n_rounds, initial)
+    if not isinstance(n_seeds, int | np.integer) or n_seeds < 1:
+        raise ValueError(f"n_seeds must be a positive integer, got {n_seeds!r}")
+    if not is_torch_dataset(X) and not isinstance(X, list):
+        X, y = indexable(X, y)
+    X, y = check_data(X, y, learner, ensure_all_finite=False)
+    splits = draw_splits(cv, X, y)
+    for i, (train, _) in enumerate(splits):
+        check_pool_size(len(train), n_initial, query_size, n_rounds, f"split {i}")
+    scorer = check_scoring(learner, scoring=scoring)
+    seeds = check_random_state(random_state).randint(
+        np.iinfo(np.int32).max, size=(len(splits), n_seeds)
+    )
+    return X, y, splits, scorer, seeds
 
 
 def draw_splits(cv, X, y) -> list:

@@ -8,18 +8,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from joblib import Parallel, delayed
 from sklearn.base import clone
-from sklearn.metrics import check_scoring
-from sklearn.utils import check_random_state, indexable
 
-from .._data import is_torch_dataset, n_samples, take
+from .._data import n_samples, take
 from ..stopping import StoppingCriterion, _Round
-from ._curve import draw_splits
+from ._curve import prepare_runs
 from ._simulation import (
     _net_of,
-    check_data,
-    check_learner,
-    check_loop_params,
-    check_pool_size,
     load_snapshot,
     simulate,
 )
@@ -189,21 +183,11 @@ def evaluate_stopping(
     >>> [row["criterion"] for row in result.table()]
     ['kappa', 'budget']
     """
-    check_learner(learner)
-    check_loop_params(n_initial, query_size, n_rounds, initial)
+    X, y, splits, scorer, seeds = prepare_runs(
+        learner, X, y, cv, n_initial, query_size, n_rounds, n_seeds, initial,
+        scoring, random_state,
+    )  # fmt: skip
     criteria = _named_criteria(criteria)
-    if not isinstance(n_seeds, int | np.integer) or n_seeds < 1:
-        raise ValueError(f"n_seeds must be a positive integer, got {n_seeds!r}")
-    if not is_torch_dataset(X) and not isinstance(X, list):
-        X, y = indexable(X, y)
-    X, y = check_data(X, y, learner, ensure_all_finite=False)
-    splits = draw_splits(cv, X, y)
-    for i, (train, _) in enumerate(splits):
-        check_pool_size(len(train), n_initial, query_size, n_rounds, f"split {i}")
-    scorer = check_scoring(learner, scoring=scoring)
-    seeds = check_random_state(random_state).randint(
-        np.iinfo(np.int32).max, size=(len(splits), n_seeds)
-    )
     jobs = (
         delayed(_run)(
             learner,
