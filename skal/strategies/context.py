@@ -168,8 +168,9 @@ class QueryContext:
         return map_rows(self.client, self, X, fn)
 
     def portable(self) -> QueryContext:
-        """This context without the learner, for Dask workers (they need only
-        the model and the labelled set).
+        """This context without the learner, for Dask workers.
+
+        The workers need only the model and the labelled set.
 
         Returns
         -------
