@@ -34,11 +34,10 @@ from . import (
     strategies,
 )
 from ._items import DictDataset
+from ._version import __version__ as __version__
 from .learner import ActiveLearner
 from .nets import LLossClassifier, NeuralNetClassifier, TiDALClassifier
 from .session import LabelingSession, SessionLockedError
-
-__version__ = "0.1.0.dev0"
 
 __all__ = [
     "ActiveLearner",

@@ -27,6 +27,7 @@ from .._persistence import (
 )
 from .._progress import observe_inference_batches
 from .._utils import final_step
+from .._version import __version__ as skal_version
 from ..coldstart import LABEL_FREE_METHODS, select_label_free
 from ..learner import _FLOAT_DTYPES, _KEPT_DTYPES
 from ..strategies import get_strategy
@@ -303,8 +304,6 @@ def code_digests(learner, scoring=None) -> dict:
     differ, with an error that says so, rather than starting a second run
     silently.
     """
-    from .. import __version__ as skal_version  # skal is imported by now
-
     strategy = learner.strategy
     if isinstance(strategy, str):  # the registered strategy's class
         strategy = get_strategy(strategy)
