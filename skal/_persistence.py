@@ -32,7 +32,7 @@ import torch
 from sklearn.base import clone
 from skorch import NeuralNet
 
-from .strategies import get_strategy
+from .strategies import DuckTypedStrategy, QueryStrategy, get_strategy
 
 __all__ = [
     "CheckpointError",
@@ -144,7 +144,7 @@ def strategy_state(strategy) -> tuple[dict, dict]:
     arrays: dict = {}
     state = {
         name: _encode(value, f"strategy.{name}", arrays)
-        for name, value in sorted(vars(strategy).items())
+        for name, value in sorted(vars(_unwrap(strategy)).items())
         if _is_fitted(name)
     }
     return state, arrays
@@ -219,6 +219,7 @@ def restore_strategy_state(strategy, state: dict, arrays: dict) -> None:
     ValueError
         If the state does not fit the strategy (another configuration).
     """
+    strategy = _unwrap(strategy)
     for name, node in state.items():
         current = getattr(strategy, name, None)
         setattr(strategy, name, _decode(node, arrays, current, strategy, name))
@@ -229,7 +230,17 @@ def _is_fitted(name):
 
 
 def _is_strategy(value):
-    return callable(getattr(value, "select", None)) and not isinstance(value, type)
+    # a sub-strategy: wrapped by get_strategy, or a bare duck-typed object a
+    # strategy keeps itself
+    return isinstance(value, QueryStrategy) or (
+        callable(getattr(value, "select", None)) and not isinstance(value, type)
+    )
+
+
+def _unwrap(strategy):
+    """The object whose attributes hold the state: a duck-typed strategy's
+    own, not its adapter's."""
+    return strategy.strategy if isinstance(strategy, DuckTypedStrategy) else strategy
 
 
 def _class_path(obj):
@@ -253,6 +264,7 @@ def _encode(value, key, arrays):
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
         return {"dict": {k: _encode(v, f"{key}.{k}", arrays) for k, v in value.items()}}
     if _is_strategy(value):
+        value = _unwrap(value)
         sub = {
             name: _encode(v, f"{key}.{name}", arrays)
             for name, v in sorted(vars(value).items())
@@ -291,7 +303,7 @@ def _decode(node, arrays, current, owner, name):
         ]
         return out if kind == "list" else tuple(out)
     # a sub-strategy: restore into the object the owner built, or a template
-    if current is None or _class_path(current) != node["strategy"]:
+    if current is None or _class_path(_unwrap(current)) != node["strategy"]:
         raise ValueError(
             f"the saved state of {type(owner).__name__}.{name} holds a "
             f"{node['strategy']} that the strategy, as configured, does not build"
@@ -314,8 +326,8 @@ def _templates(owner, items):
             built = [get_strategy(v) for v in value]
         except (TypeError, ValueError):
             continue
-        if [_class_path(s) for s in built] == wanted:
-            return [clone(s) if hasattr(s, "get_params") else s for s in built]
+        if [_class_path(_unwrap(s)) for s in built] == wanted:
+            return [clone(s) for s in built]
     return None
 
 

@@ -37,6 +37,7 @@ from ._persistence import load_state_dicts, restore_strategy_state
 from ._rounds import query_summary, recorded_round
 from ._utils import draw_seed, encode_labels, final_step, torch_seed
 from .strategies import _dispatch, get_strategy
+from .strategies.base import learns_from_answers
 from .strategies.context import QueryContext, expand_proba
 
 _FLOAT_DTYPES = (np.float64, np.float32)
@@ -332,14 +333,10 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             None if self._passthrough(self.estimator) else _sample_shape(X)
         )
         self.random_state_ = check_random_state(self.random_state)
-        self.strategy_ = (
-            clone(strategy) if isinstance(strategy, BaseEstimator) else strategy
-        )
+        self.strategy_ = clone(strategy)
         self.estimator_ = _prepare_estimator(clone(self.estimator), len(self.classes_))
         # the strategy's parameters and needs, before any (long) training
-        validate = getattr(self.strategy_, "validate", None)
-        if callable(validate):
-            validate(final_step(self.estimator_))
+        self.strategy_.validate(final_step(self.estimator_))
         self.X_labeled_ = X
         self.y_labeled_ = y
         self.n_labeled_ = len(y)
@@ -394,10 +391,13 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             else:
                 self.estimator_.fit(self.X_labeled_, y_enc)
         self._last_query = None
-        on_teach = getattr(self.strategy_, "on_teach", None)
-        if callable(on_teach):
+        # seeded only for a strategy with the hook, so that the others draw
+        # nothing from the query generator here
+        if learns_from_answers(self.strategy_):
             with torch_seed(draw_seed(self.random_state_)):
-                on_teach(self._context(), self._transform(X), self._encode(y, "y"))
+                self.strategy_.on_teach(
+                    self._context(), self._transform(X), self._encode(y, "y")
+                )
         return self
 
     # ---------------------------------------------------------------- query
@@ -426,7 +426,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         subset_size = self.subset_size
         if subset_size is None:
             # the strategy's own protocol (TiDAL: 10,000), unless n needs more
-            subset_size = getattr(self.strategy_, "default_subset_size", None)
+            subset_size = self.strategy_.default_subset_size
             if subset_size is not None and n > subset_size:
                 subset_size = None
         if subset_size is not None and subset_size < n_pool:

@@ -36,6 +36,7 @@ from skal.nets import MLP
 from skal.strategies import (
     ALBL,
     BALD,
+    DuckTypedStrategy,
     LLoss,
     QueryStrategy,
     TiDAL,
@@ -50,7 +51,8 @@ CLASSES = sorted(
         obj
         for obj in map(vars(skal.strategies).get, skal.strategies.__all__)
         if isinstance(obj, type) and issubclass(obj, QueryStrategy)
-        if obj is not QueryStrategy
+        # the base class, and the adapter of objects that do not subclass it
+        if obj not in (QueryStrategy, DuckTypedStrategy)
     ),
     key=lambda cls: cls.__name__,
 )

@@ -11,7 +11,7 @@ from ._kcenter import k_center_greedy
 from ._kmeanspp import kmeans_pp_gradient
 from ._registry import get_strategy, get_strategy_names, register_strategy
 from .albl import ALBL, exp4p_probabilities, exp4p_update
-from .base import QueryStrategy, top_n
+from .base import DuckTypedStrategy, QueryStrategy, top_n
 from .batch import BatchDynamicAL, StochasticBatch
 from .bayesian import BALD, mutual_information
 from .context import QueryContext
@@ -52,6 +52,7 @@ __all__ = [
     "BALD",
     "BatchDynamicAL",
     "CoreSet",
+    "DuckTypedStrategy",
     "DynamicAL",
     "EntropySampling",
     "LLoss",

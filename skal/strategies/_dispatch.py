@@ -32,7 +32,7 @@ class _UtilityChunk:
 def utility(strategy, context, X):
     """The strategy's utility, scored on the cluster when that is exact."""
     client = active_client()
-    if client is None or not getattr(strategy, "row_wise", False):
+    if client is None or not strategy.row_wise:
         return strategy.utility(context, X)
     parts = map_rows(client, context, X, _UtilityChunk(strategy))
     return np.concatenate(parts) if parts else np.empty(0)
@@ -49,7 +49,7 @@ def select(strategy, context, X, n):
     client = active_client()
     if client is None:
         return strategy.select(context, X, n)
-    if getattr(strategy, "row_wise", False) and _plain_select(strategy):
+    if strategy.row_wise and _plain_select(strategy):
         context.scores = utility(strategy, context, X)
         return top_n(context.scores, n, context.random_state)
     context.client = client

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 
-from .base import QueryStrategy
+from .base import DuckTypedStrategy, QueryStrategy
 
 # Filled by skal.strategies with the built-in strategies, and by
 # register_strategy.
@@ -40,7 +40,9 @@ def get_strategy(strategy) -> QueryStrategy:
     Returns
     -------
     strategy : QueryStrategy
-        A fresh instance for a name; the object unchanged otherwise.
+        A fresh instance for a name; a :class:`QueryStrategy` unchanged; any
+        other object with a ``select`` method wrapped in a
+        :class:`DuckTypedStrategy`.
 
     Examples
     --------
@@ -56,8 +58,10 @@ def get_strategy(strategy) -> QueryStrategy:
                 f"strategy={strategy!r} is not a registered strategy; valid names "
                 f"are {get_strategy_names()}, or pass a QueryStrategy object"
             ) from None
-    if callable(getattr(strategy, "select", None)):
+    if isinstance(strategy, QueryStrategy):
         return strategy
+    if callable(getattr(strategy, "select", None)):
+        return DuckTypedStrategy(strategy)
     raise TypeError(
         "strategy must be a registered name (one of "
         f"{get_strategy_names()}) or an object with a select method; got "
@@ -73,13 +77,16 @@ def register_strategy(name: str, strategy: QueryStrategy) -> None:
     name : str
         The name users pass as ``strategy=``.
     strategy : QueryStrategy
-        A default-constructed (or configured) instance; each lookup returns
-        a deep copy of it.
+        A default-constructed (or configured) instance, or an object with a
+        ``select`` method (wrapped once, here, in a
+        :class:`DuckTypedStrategy`); each lookup returns a deep copy of it.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty string, got {name!r}")
-    if not callable(getattr(strategy, "select", None)):
+    if not isinstance(strategy, QueryStrategy) and not callable(
+        getattr(strategy, "select", None)
+    ):
         raise TypeError(
             f"strategy must have a select method, got {type(strategy).__name__}"
         )
-    _STRATEGIES[name] = strategy
+    _STRATEGIES[name] = get_strategy(strategy)

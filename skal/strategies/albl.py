@@ -6,7 +6,7 @@ from numbers import Integral, Real
 
 import numpy as np
 from scipy.special import softmax
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import clone
 from sklearn.utils._param_validation import Interval
 
 from .._data import take
@@ -133,9 +133,7 @@ class ALBL(QueryStrategy):
         # the bandit's own parameters, then each arm against the estimator
         self._check_params()
         for arm in self._arms():
-            validate = getattr(arm, "validate", None)
-            if callable(validate):
-                validate(estimator)
+            arm.validate(estimator)
 
     def select(self, context, X, n):
         self._initialize()
@@ -149,8 +147,7 @@ class ALBL(QueryStrategy):
         """Reward the arm that chose the samples just taught; update weights.
 
         Called by :class:`~skal.ActiveLearner` at the end of ``teach``, after
-        the classifier was retrained; also forwarded to the arms that define
-        ``on_teach``.
+        the classifier was retrained; also forwarded to every arm.
 
         Parameters
         ----------
@@ -163,8 +160,7 @@ class ALBL(QueryStrategy):
         """
         self._initialize()
         for strategy in self.strategies_:
-            if callable(getattr(strategy, "on_teach", None)):
-                strategy.on_teach(context, X, y)
+            strategy.on_teach(context, X, y)
         arm = self.pending_arm_
         if arm is None:
             return
@@ -213,10 +209,7 @@ class ALBL(QueryStrategy):
         return 1.0 / (10 * k) if self.p_min is None else float(self.p_min)
 
     def _arms(self):
-        return [
-            clone(s) if isinstance(s, BaseEstimator) else s
-            for s in map(get_strategy, self.strategies)
-        ]
+        return [clone(s) for s in map(get_strategy, self.strategies)]
 
     def _check_params(self):
         self._validate_params()

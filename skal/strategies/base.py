@@ -96,6 +96,23 @@ class QueryStrategy(BaseEstimator):
 
     row_wise = False
 
+    def on_teach(self, context, X, y):
+        """React to the samples just taught; does nothing by default.
+
+        :meth:`skal.ActiveLearner.teach` calls it last, after the classifier
+        was retrained on the grown labelled set. A strategy that learns from
+        the answers (ALBL rewards the arm that chose them) overrides it.
+
+        Parameters
+        ----------
+        context : QueryContext
+            The retrained model; its labelled set ends with the new samples.
+        X : array-like of shape (n_new, ...)
+            The newly labelled inputs, transformed like the candidates.
+        y : ndarray of shape (n_new,)
+            Their encoded labels.
+        """
+
     def utility(self, context, X):
         """Score each candidate; higher means more informative.
 
@@ -170,3 +187,82 @@ def top_n(scores, n, random_state):
         perm = perm[part]
     order = np.argsort(-scores[perm], kind="stable")
     return perm[order][:n]
+
+
+def learns_from_answers(strategy) -> bool:
+    """Whether ``strategy`` overrides :meth:`QueryStrategy.on_teach`.
+
+    The learner seeds torch for the hook only then, so that strategies
+    without one draw nothing from the query generator at ``teach``.
+    """
+    if isinstance(strategy, DuckTypedStrategy):
+        return callable(strategy._hook("on_teach"))
+    return type(strategy).on_teach is not QueryStrategy.on_teach
+
+
+class DuckTypedStrategy(QueryStrategy):
+    """A strategy object that does not subclass :class:`QueryStrategy`.
+
+    :func:`~skal.strategies.get_strategy` wraps any object with a ``select``
+    method in it, once, so that the learner, the simulations and the
+    checkpoints see one protocol. The wrapped object keeps its own methods:
+    ``select(context, X, n)`` and, where it defines them, ``utility``,
+    ``validate(estimator)`` and ``on_teach(context, X, y)``, and the
+    attributes ``per_sample``, ``row_wise`` and ``default_subset_size``
+    (otherwise the :class:`QueryStrategy` defaults hold; ``per_sample`` is
+    whether it has a ``utility``). A checkpoint stores the wrapped object's
+    fitted attributes (those ending in ``_``).
+
+    Parameters
+    ----------
+    strategy : object
+        The object with a ``select`` method. :class:`~skal.ActiveLearner`
+        clones the wrapper at ``fit``, which deep-copies it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skal.strategies import get_strategy
+    >>> class FirstRows:
+    ...     def select(self, context, X, n):
+    ...         return np.arange(n)
+    >>> strategy = get_strategy(FirstRows())
+    >>> type(strategy).__name__, strategy.per_sample, strategy.row_wise
+    ('DuckTypedStrategy', False, False)
+    """
+
+    def __init__(self, strategy):
+        self.strategy = strategy
+
+    def _hook(self, name):
+        # the one place that reads optional members of a duck-typed object
+        return getattr(self.strategy, name, None)
+
+    @property
+    def per_sample(self):
+        declared = self._hook("per_sample")
+        return callable(self._hook("utility")) if declared is None else declared
+
+    @property
+    def row_wise(self):
+        return bool(self._hook("row_wise"))
+
+    @property
+    def default_subset_size(self):
+        return self._hook("default_subset_size")
+
+    def validate(self, estimator):
+        if callable(self._hook("validate")):
+            self.strategy.validate(estimator)
+
+    def on_teach(self, context, X, y):
+        if callable(self._hook("on_teach")):
+            self.strategy.on_teach(context, X, y)
+
+    def utility(self, context, X):
+        if not callable(self._hook("utility")):
+            return super().utility(context, X)
+        return self.strategy.utility(context, X)
+
+    def select(self, context, X, n):
+        return self.strategy.select(context, X, n)

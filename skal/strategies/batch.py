@@ -330,7 +330,7 @@ class StochasticBatch(QueryStrategy):
     @property
     def default_subset_size(self):
         """The base strategy's default candidate subset."""
-        return getattr(get_strategy(self.base), "default_subset_size", None)
+        return get_strategy(self.base).default_subset_size
 
     def select(self, context, X, n):
         """Sample ``n`` candidates without replacement, as described above.
@@ -388,11 +388,9 @@ class StochasticBatch(QueryStrategy):
     def validate(self, estimator):
         super().validate(estimator)
         base = get_strategy(self.base)
-        if not getattr(base, "per_sample", True):
+        if not base.per_sample:
             raise ValueError(
                 f"base must be a per-sample strategy (one with a utility), got "
                 f"{self.base!r}, which selects sets"
             )
-        validate = getattr(base, "validate", None)
-        if callable(validate):
-            validate(estimator)
+        base.validate(estimator)
