@@ -591,6 +591,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             return X
         if isinstance(X, torch.Tensor):
             X = to_array(X)
+        _refuse_item_lists(X, name)
         dtype = _FLOAT_DTYPES
         kind = getattr(getattr(X, "dtype", None), "kind", None)
         if getattr(X, "dtype", None) in _KEPT_DTYPES or (
@@ -691,6 +692,25 @@ def _is_plateau(policy):
     return policy in ("ReduceLROnPlateau", ReduceLROnPlateau) or (
         isinstance(policy, type) and issubclass(policy, ReduceLROnPlateau)
     )
+
+
+def _refuse_item_lists(X, name):
+    """A list of Dataset items, ``[(x, y), ...]``, is what sklearn's
+    cross-validation makes of a torch Dataset (it indexes item by item)."""
+    if (
+        isinstance(X, list)
+        and X
+        and isinstance(X[0], tuple | list)
+        and any(isinstance(v, torch.Tensor) for v in X[0])
+    ):
+        raise TypeError(
+            f"{name} is a list of {type(X[0]).__name__}s holding tensors, as "
+            "sklearn's cross-validation and search tools make of a torch Dataset "
+            "by indexing it item by item. Give them skorch.helper.SliceDataset("
+            "dataset, idx=0) as X and the labels as y, which they split as an "
+            "array, or compare strategies with skal.model_selection, which "
+            "takes Datasets as they are"
+        )
 
 
 def _sample_shape(X):

@@ -907,3 +907,29 @@ def test_transform_misuse_errors_are_clear(transform, error, match, folder):
     rows = np.random.RandomState(0).permutation(len(targets))[:40]
     with pytest.raises(error, match=match):
         cnn(transform=transform, max_epochs=1).fit(images[rows], targets[rows])
+
+
+def test_sklearn_cross_validation_over_a_dataset():
+    """sklearn's cross-validation indexes a torch Dataset item by item into a
+    list of (x, y) tuples: a clear error naming the remedy, and the remedy
+    (skorch's SliceDataset with y) scores the same folds as the arrays."""
+    from sklearn.model_selection import KFold, cross_val_score
+    from skorch.helper import SliceDataset
+
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(90, 5)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    dataset = TensorDataset(torch.from_numpy(X), torch.from_numpy(y))
+
+    def learner():
+        net = skal.NeuralNetClassifier(
+            skal.nets.MLP, max_epochs=3, train_split=None, batch_size=16
+        )
+        return skal.ActiveLearner(net, random_state=0)
+
+    with pytest.raises(TypeError, match=r"list of tuples holding tensors.*Slice"):
+        cross_val_score(learner(), dataset, y, cv=3, error_score="raise")
+    cv = KFold(3)
+    on_arrays = cross_val_score(learner(), X, y, cv=cv)
+    on_slices = cross_val_score(learner(), SliceDataset(dataset, idx=0), y, cv=cv)
+    np.testing.assert_allclose(on_slices, on_arrays)
