@@ -69,13 +69,14 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
       strategy see inputs through ``transform`` alone;
     - inference (``predict_proba``, ``embed``, ``features`` and every query
       strategy's scoring) runs in batches of ``inference_batch_size``, apart
-      from the training ``batch_size``, through one loop: every pass that
-      runs the module (``forward_iter``, :meth:`iter_proba`,
+      from the training ``batch_size``, through one loop: every forward
+      pass of inference (``forward_iter``, :meth:`iter_proba`,
       :meth:`iter_features`, :meth:`iter_logits`, the head nets' outputs)
-      calls skorch's ``evaluation_step`` once per batch and forward pass, so
-      a subclass that overrides it (test-time augmentation, temperature
-      scaling) changes predictions, embeddings and every strategy's scores
-      alike;
+      calls skorch's ``evaluation_step`` once per batch and pass, so a
+      subclass that overrides it (test-time augmentation, temperature
+      scaling) changes predictions, embeddings, features and the scores
+      computed from them alike (dynamicAL's gradients run the module
+      themselves, on the inputs of :meth:`iter_batches`);
     - y may hold any labels (integers, strings), which are encoded as
       indices into ``classes_`` for the loss, and ``predict`` returns the
       original labels;
