@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import inspect
 import pickle
+from contextlib import contextmanager
+from functools import partial
 
 import numpy as np
 import skorch
@@ -26,8 +28,8 @@ from .._data import (
 )
 from .._items import as_item_dataset
 from .._progress import observed
-from .._utils import encode_labels, eval_mode, logits_of
-from .taps import LayerTap, last_linear_name
+from .._utils import encode_labels, logits_of
+from .taps import LayerTap, find_module, last_linear_name
 
 _CLASS_COUNT_PARAMS = ("num_classes", "n_classes")
 
@@ -67,7 +69,14 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
       strategy see inputs through ``transform`` alone;
     - inference (``predict_proba``, ``embed``, ``features`` and every query
       strategy's scoring) runs in batches of ``inference_batch_size``, apart
-      from the training ``batch_size``;
+      from the training ``batch_size``, through one loop: every forward
+      pass of inference (``forward_iter``, :meth:`iter_proba`,
+      :meth:`iter_features`, :meth:`iter_logits`, the head nets' outputs)
+      calls skorch's ``evaluation_step`` once per batch and pass, so a
+      subclass that overrides it (test-time augmentation, temperature
+      scaling) changes predictions, embeddings, features and the scores
+      computed from them alike (dynamicAL's gradients run the module
+      themselves, on the inputs of :meth:`iter_batches`);
     - y may hold any labels (integers, strings), which are encoded as
       indices into ``classes_`` for the loss, and ``predict`` returns the
       original labels;
@@ -482,8 +491,11 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         output : torch.Tensor or tuple of torch.Tensor
             The module's output.
         """
-        x = to_module_dtype(to_device(x, self.device), self._embeds_tokens())
-        return super().infer(x, **fit_params)
+        return super().infer(self._module_input(x), **fit_params)
+
+    def _module_input(self, x):
+        """A batch's X on the net's device, in the dtype the module takes."""
+        return to_module_dtype(to_device(x, self.device), self._embeds_tokens())
 
     def _embeds_tokens(self):
         """Whether integer batches reach the module as they are: it has an
@@ -595,19 +607,16 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
             The prediction nonlinearity (softmax) of the logits, on the CPU.
         """
         nonlin = self._get_predict_nonlinearity()
-        # one batch ahead: the device computes the next batch while the host
-        # copies this one back (on the CPU this changes nothing)
-        pending = None
+        # through forward_iter, so that skorch's scoring callbacks, which
+        # replace it with their cached predictions, are served from the cache
         batches = self.forward_iter(
             self.get_dataset(X), training=False, device=self.device
         )
-        for yp in batches:
-            proba = nonlin(logits_of(yp))
-            if pending is not None:
-                yield to_numpy(pending)
-            pending = proba
-        if pending is not None:
-            yield to_numpy(pending)
+        probas = (nonlin(logits_of(yp)) for yp in batches)
+        # one batch ahead: the device computes the next batch while the host
+        # copies this one back (on the CPU this changes nothing)
+        for proba in _one_ahead(probas):
+            yield to_numpy(proba)
 
     def predict_proba(self, X):
         """Class probabilities: the softmax of the logits, batch by batch.
@@ -675,21 +684,29 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         features : dict of str to torch.Tensor
         """
         self.check_is_fitted()
-        device = self.device if device is None else device
         layers = list(layers)
-        emb = [self.embedding_layer or last_linear_name(self.module_)]
-        iterator = self.get_iterator(self.get_dataset(X), training=False)
-        with (
-            LayerTap(self.module_, layers) as out_tap,
-            LayerTap(self.module_, emb if embedding else [], record="input") as in_tap,
-        ):
-            for batch in iterator:
-                logits = self.evaluation_step(batch, training=False)
-                logits = logits_of(logits)
-                feats = {name: out_tap.features[name].to(device) for name in layers}
-                if embedding:
-                    feats["embedding"] = in_tap.features[emb[0]].flatten(1).to(device)
-                yield logits.to(device), feats
+        emb = (
+            [self.embedding_layer or last_linear_name(self.module_)]
+            if embedding
+            else []
+        )
+        for name in (*layers, *emb):  # a wrong name fails before any batch
+            find_module(self.module_, name)
+
+        def step(batch):
+            # the hooks are on the module during this batch's forward only
+            with (
+                LayerTap(self.module_, layers) as out_tap,
+                LayerTap(self.module_, emb, record="input") as in_tap,
+            ):
+                logits = logits_of(self.evaluation_step(batch, training=False))
+            feats = {name: out_tap.features[name] for name in layers}
+            if embedding:
+                feats["embedding"] = in_tap.features[emb[0]].flatten(1)
+            return logits, feats
+
+        device = self.device if device is None else device
+        yield from self._evaluation_loop(self.get_dataset(X), step, device=device)
 
     def iter_batches(self, X, y=None, batch_size=None):
         """Yield the inputs batch by batch, as the module takes them.
@@ -712,14 +729,13 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         x : torch.Tensor (or dict of tensors) on the net's device
         y : torch.Tensor of int64 on the net's device, or None
         """
+        # the plain samples: a head net's dataset would add their indices
         dataset = NeuralNetClassifier.get_dataset(self, X)
-        if batch_size is None:
-            loader = self.get_iterator(dataset, training=False)
-        else:
-            loader = self._inference_loader(dataset, batch_size)
         start = 0
-        for xb, _ in loader:
-            xb = to_module_dtype(to_device(xb, self.device), self._embeds_tokens())
+
+        def step(batch):
+            nonlocal start
+            xb = self._module_input(batch[0])
             n = len(next(iter(xb.values()))) if isinstance(xb, dict) else len(xb)
             yb = None
             if y is not None:
@@ -727,7 +743,9 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
                     np.asarray(y[start : start + n]), device=self.device
                 )
             start += n
-            yield xb, yb
+            return xb, yb
+
+        yield from self._evaluation_loop(dataset, step, batch_size=batch_size)
 
     def iter_logits(self, X, n_passes=1, train_modules=()):
         """Yield the logits of each inference batch, ``n_passes`` times over.
@@ -747,12 +765,96 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         logits : torch.Tensor of shape (n_passes, batch_size, n_classes)
         """
         self.check_is_fitted()
-        with eval_mode(self.module_), torch.no_grad():
-            for m in train_modules:
-                m.train()
-            for batch in self.get_iterator(self.get_dataset(X), training=False):
-                xb = batch[0]
-                yield torch.stack([logits_of(self.infer(xb)) for _ in range(n_passes)])
+        train_modules = list(train_modules)
+
+        def step(batch):
+            with _training_in_forward(self.module_, train_modules):
+                passes = [
+                    logits_of(self.evaluation_step(batch, training=False))
+                    for _ in range(n_passes)
+                ]
+            return torch.stack(passes)
+
+        yield from self._evaluation_loop(self.get_dataset(X), step, restore_modes=True)
+
+    def forward_iter(self, X, training=False, device="cpu"):
+        """Yield the module's output for each batch, as skorch does.
+
+        skorch's ``forward_iter``, run by the net's evaluation loop: each
+        batch is one call of ``evaluation_step``, and the batches are those
+        of :meth:`get_iterator`, counted by a progress bar.
+
+        Parameters
+        ----------
+        X : array-like, tensor or torch Dataset
+        training : bool, default=False
+            Train mode and gradients (and the training loader), or eval mode
+            without gradients.
+        device : str or torch.device or None, default="cpu"
+            Where the outputs are yielded; ``None`` keeps them where the
+            module computed them.
+
+        Yields
+        ------
+        output : torch.Tensor or tuple of torch.Tensor
+            The module's output for one batch.
+        """
+        yield from self._evaluation_loop(
+            self.get_dataset(X),
+            partial(self.evaluation_step, training=training),
+            training=training,
+            device=device,
+        )
+
+    def _evaluation_loop(
+        self,
+        dataset,
+        step,
+        *,
+        training=False,
+        batch_size=None,
+        device=None,
+        restore_modes=False,
+    ):
+        """Yield ``step(batch)`` for each batch of ``dataset``.
+
+        The one loop of every pass over data outside training: the public
+        iterators are per-batch steps run by it. The batches come from
+        :meth:`get_iterator` (the inference loader unless ``training``;
+        ``batch_size`` overrides its batch size), so that a progress bar
+        counts each of them. Each step runs with gradients on only when
+        ``training``; the steps that run the module call ``evaluation_step``,
+        which puts the net in eval mode and leaves it so, as skorch does.
+        With ``restore_modes`` every module of the net is put back in the
+        mode it had before the step, also when the step raises. Grad mode
+        and modes are set around each step, not across the yields: code run
+        between two batches runs in its own modes. The step's result is
+        moved to ``device`` (``None``: left where it is).
+        """
+        if batch_size is None:
+            loader = self.get_iterator(dataset, training=training)
+        else:
+            loader = self._inference_loader(dataset, batch_size)
+        for batch in loader:
+            with self._modes_kept(restore_modes), torch.set_grad_enabled(training):
+                out = step(batch)
+            yield skorch.utils.to_device(out, device)
+
+    @contextmanager
+    def _modes_kept(self, enabled=True):
+        """Restore the train/eval mode of every module of the net's
+        components (module, auxiliary heads, criterion) on exit."""
+        modes = []
+        if enabled:
+            for name in self._modules + self._criteria:
+                component = getattr(self, name + "_", None)
+                if isinstance(component, nn.Module):
+                    modes += [(m, m.training) for m in component.modules()]
+        try:
+            yield
+        finally:
+            for module, training in modes:
+                module.training = training
 
     def embed(self, X) -> np.ndarray:
         """The penultimate embedding: the input of ``embedding_layer``.
@@ -818,6 +920,36 @@ def _with_private_generator(iterator):
     if isinstance(iterator, torch.utils.data.DataLoader) and iterator.generator is None:
         iterator.generator = torch.Generator()
     return iterator
+
+
+def _one_ahead(items):
+    """Yield each item once the next one has been computed (the last at the
+    end): on a GPU the next batch runs while the caller copies this one."""
+    pending = ()
+    for item in items:
+        yield from pending
+        pending = (item,)
+    yield from pending
+
+
+@contextmanager
+def _training_in_forward(module, train_modules):
+    """Put ``train_modules`` in training mode each time ``module`` starts a
+    forward pass, after ``evaluation_step`` has put everything in eval mode
+    (Monte Carlo dropout); the caller restores the modes afterwards."""
+    if not train_modules:
+        yield
+        return
+
+    def switch(_module, _args):
+        for m in train_modules:
+            m.train()
+
+    handle = module.register_forward_pre_hook(switch)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def _encoded_accuracy(net, X, y):
