@@ -49,6 +49,7 @@ from sklearn.utils import check_random_state
 from skorch import NeuralNet
 from torch.utils.data import Subset
 
+from ._criteria_store import CriteriaStore
 from ._data import ArrayRows, is_torch_dataset, n_samples, split_item, take, to_array
 from ._persistence import (
     CheckpointError,
@@ -250,6 +251,7 @@ default=None
         self._n_initial = 0
         self._lock_depth = 0
         self._lock_fd = None
+        self._criteria = CriteriaStore(self.directory)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -898,8 +900,10 @@ default=None
         Each criterion is shown the model as last trained and the rows still
         unlabelled (see :func:`skal.stopping.should_stop`); asking again
         before the model changes (``model_version_``) changes nothing. The
-        criteria keep their state in memory, across the calls of this
-        process: a reopened session starts their windows again.
+        criteria's state is kept in the session's directory too, under their
+        position in ``criteria``, class and parameters: criteria configured
+        alike continue their windows in a reopened session or another
+        process (a stop set is stored as the pool rows it was drawn from).
 
         Parameters
         ----------
@@ -917,14 +921,30 @@ default=None
             self._sync()
         if self.model_version_ is None:
             return False, "no model has been trained yet"
+        listed = list(criteria) if isinstance(criteria, list | tuple) else [criteria]
+        store = self._criteria
+        store.restore(listed, self._rows)
+        fresh = {id(c) for c in listed if not getattr(c, "n_updates_", 0)}
         unlabeled = self.unlabeled_indices
-        return should_stop(
-            criteria,
+        decision = should_stop(
+            criteria if isinstance(criteria, list | tuple) else listed[0],
             self.learner_,
             self._rows(unlabeled),
             version=self.model_version_,
             require=require,
         )
+        try:
+            with self._locked():
+                store.save(listed, unlabeled, fresh)
+        except OSError as exc:
+            warnings.warn(
+                f"the stopping criteria's state could not be saved in "
+                f"{self.directory} ({exc}); a reopened session starts their "
+                "windows again",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return decision
 
     def _model_dir(self):
         return self.directory / _MODEL

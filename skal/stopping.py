@@ -216,6 +216,8 @@ class _StopSetCriterion(StoppingCriterion):
                 rows = np.arange(n)
             else:
                 rows = np.sort(rng.choice(n, size, replace=False))
+            # the rows' positions too: a session stores its stop set as rows
+            self.stop_set_rows_ = rows
             self.X_stop_ = take(round_.X_unlabeled, rows)
         return self.X_stop_
 

@@ -474,3 +474,62 @@ def test_should_stop_shows_the_criteria_the_trained_model(tmp_path):
     session.teach(range(10, 16), y[10:16])
     stop, reason = session.should_stop([budget])
     assert stop and "Budget" in reason
+
+
+def _stopping_run(directory, reopen):
+    """Four rounds of answers, asking StabilizingPredictions and DeltaF
+    after each; ``reopen`` builds a new session and new criteria each time."""
+    from skal.stopping import DeltaF, MaxConfidence, StabilizingPredictions
+
+    def criteria():
+        return [
+            StabilizingPredictions(window_size=2, stop_set_size=40, random_state=0),
+            DeltaF(window_size=2, stop_set_size=40, random_state=1),
+            MaxConfidence(threshold=0.99),
+        ]
+
+    session, listed = skal.LabelingSession(make_learner(), X, directory), criteria()
+    decisions = []
+    for start in range(0, 40, 10):
+        if reopen:
+            session = skal.LabelingSession(make_learner(), X, directory)
+            listed = criteria()
+        rows = np.arange(start, start + 10)
+        session.teach(rows, y[rows])
+        decisions.append(session.should_stop(listed))
+    return decisions, listed
+
+
+def test_stopping_windows_continue_in_a_reopened_session(tmp_path):
+    kept, kept_criteria = _stopping_run(tmp_path / "kept", reopen=False)
+    reopened, reopened_criteria = _stopping_run(tmp_path / "reopened", reopen=True)
+    assert reopened == kept
+    for a, b in zip(kept_criteria, reopened_criteria, strict=True):
+        assert b.n_updates_ == a.n_updates_ == 4
+        np.testing.assert_allclose(b.history_, a.history_)
+    kappa, delta, _ = reopened_criteria
+    np.testing.assert_allclose(kappa.kappas_, kept_criteria[0].kappas_)
+    # the stop set is read back from the pool rows it was drawn from
+    np.testing.assert_array_equal(kappa.X_stop_, kept_criteria[0].X_stop_)
+    assert not np.array_equal(kappa.X_stop_, delta.X_stop_)
+
+
+def test_stopping_state_is_per_configuration_and_checked(tmp_path):
+    from skal.stopping import StabilizingPredictions
+
+    session = skal.LabelingSession(make_learner(), X, tmp_path)
+    session.teach(range(10), y[:10])
+    session.should_stop([StabilizingPredictions(window_size=2, stop_set_size=40)])
+    session.teach(range(10, 20), y[10:20])
+    other = StabilizingPredictions(window_size=3, stop_set_size=40)
+    reopened = skal.LabelingSession(make_learner(), X, tmp_path)
+    reopened.should_stop([other])
+    assert other.n_updates_ == 1  # configured otherwise: afresh
+    same = StabilizingPredictions(window_size=2, stop_set_size=40)
+    for path in (tmp_path / "stopping").iterdir():
+        record = json.loads(path.read_text())
+        record["state"]["n_updates_"] = {"int": 7}  # edited by hand
+        path.write_text(json.dumps(record))
+    with pytest.warns(RuntimeWarning, match="unreadable.*checksum"):
+        skal.LabelingSession(make_learner(), X, tmp_path).should_stop([same])
+    assert same.n_updates_ == 1
