@@ -37,10 +37,10 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._data import n_samples, take
+from ._validation import Interval, Options, check_params
 
 __all__ = [
     "Budget",
@@ -170,7 +170,7 @@ class StoppingCriterion(BaseEstimator):
         if getattr(self, "n_updates_", 0) and _same(version, self.version_):
             return self
         if not getattr(self, "n_updates_", 0):
-            self._validate_params()
+            check_params(self)
             self._check_params()
             self.history_ = []
             self.n_updates_ = 0
@@ -384,7 +384,7 @@ def _uncertainty(proba, measure):
 
 _UNCERTAINTY_PARAMS = {
     "threshold": [Interval(numbers.Real, 0.0, 1.0, closed="both")],
-    "measure": [StrOptions(set(_UNCERTAINTY))],
+    "measure": [Options(set(_UNCERTAINTY))],
 }
 _MEASURE_DOC = """measure : {"entropy", "least_confidence", "margin"}, default="entropy"
         The uncertainty of a row, scaled to [0, 1]: its entropy over ``log

@@ -7,9 +7,9 @@ from numbers import Integral, Real
 import numpy as np
 from scipy.special import softmax
 from sklearn.base import BaseEstimator, clone
-from sklearn.utils._param_validation import Interval
 
 from .._data import take
+from .._validation import Interval, check_params
 from ._registry import get_strategy
 from .base import QueryStrategy
 
@@ -219,7 +219,7 @@ class ALBL(QueryStrategy):
         ]
 
     def _check_params(self):
-        self._validate_params()
+        check_params(self)
         k = len(self.strategies)
         if k == 0:
             raise ValueError("strategies must name at least one strategy, got none")
