@@ -10,8 +10,9 @@ from joblib import Parallel, delayed
 from sklearn.base import clone
 
 from .._data import n_samples, take
+from .._validation import validate_arguments
 from ..stopping import StoppingCriterion, _Round
-from ._curve import prepare_runs
+from ._curve import RUNS_CONSTRAINTS, prepare_runs
 from ._simulation import (
     _net_of,
     load_snapshot,
@@ -104,6 +105,7 @@ class StoppingEvaluation:
         return "\n".join(lines)
 
 
+@validate_arguments(RUNS_CONSTRAINTS)
 def evaluate_stopping(
     learner,
     X,
