@@ -40,7 +40,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ._data import n_samples, take
-from ._validation import Interval, Options, check_params
+from ._validation import Interval, Options, check_params, validate_arguments
 
 __all__ = [
     "Budget",
@@ -764,6 +764,12 @@ class Budget(StoppingCriterion):
         return stop, float(n_labeled), "; ".join(reasons)
 
 
+@validate_arguments(
+    {
+        "criteria": [StoppingCriterion, list, tuple],
+        "require": [Options({"any", "all"})],
+    }
+)
 def should_stop(criteria, learner, X_unlabeled, *, version=None, require="any"):
     """Update stopping criteria with a learner's model and say whether to stop.
 
@@ -809,19 +815,14 @@ def should_stop(criteria, learner, X_unlabeled, *, version=None, require="any"):
     """
     if isinstance(criteria, StoppingCriterion):
         criteria = [criteria]
-    if not isinstance(criteria, list | tuple) or not criteria:
-        raise TypeError(
-            "criteria must be a StoppingCriterion or a non-empty list of them, got "
-            f"{criteria!r}"
-        )
+    if not criteria:
+        raise ValueError("criteria is empty; give at least one StoppingCriterion")
     for i, criterion in enumerate(criteria):
         if not isinstance(criterion, StoppingCriterion):
             raise TypeError(
                 f"criteria[{i}] must be a StoppingCriterion, got "
                 f"{type(criterion).__name__}"
             )
-    if require not in ("any", "all"):
-        raise ValueError(f"require must be 'any' or 'all', got {require!r}")
     round_ = _Round(learner, X_unlabeled)
     for criterion in criteria:
         criterion._update(round_, version)
