@@ -10,7 +10,7 @@ from joblib import Parallel, delayed
 from sklearn.base import clone
 
 from .._data import n_samples, take
-from .._validation import validate_arguments
+from .._validation import check_params, validate_arguments
 from ..stopping import StoppingCriterion, _Round
 from ._curve import RUNS_CONSTRAINTS, prepare_runs
 from ._simulation import (
@@ -246,6 +246,10 @@ def _named_criteria(criteria) -> dict:
                 f"criteria[{name!r}] must be a StoppingCriterion, got "
                 f"{type(criterion).__name__}"
             )
+        # a criterion checks itself at its first update, after the first
+        # training: here it is checked before any run starts
+        check_params(criterion)
+        criterion._check_params()
     return named
 
 
