@@ -36,9 +36,9 @@ from ._items import as_item_dataset
 from ._persistence import load_state_dicts, restore_strategy_state
 from ._rounds import query_summary, recorded_round
 from ._utils import draw_seed, encode_labels, final_step, torch_seed
-from ._validation import HasMethods, Interval, check_params, validate_params
 from .strategies import _dispatch, get_strategy
 from .strategies.context import QueryContext, expand_proba
+from .validation import HasMethods, Interval, check_params, validate_params
 
 _FLOAT_DTYPES = (np.float64, np.float32)
 # image-like dtypes kept as stored; the network converts each batch

@@ -40,7 +40,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ._data import n_samples, take
-from ._validation import Interval, Options, check_params, validate_arguments
+from .validation import Interval, Options, check_params, validate_arguments
 
 __all__ = [
     "Budget",

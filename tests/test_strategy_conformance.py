@@ -26,7 +26,6 @@ from sklearn.utils.estimator_checks import (
 )
 
 import skal
-from skal._validation import make_constraint
 from skal.model_selection import ActiveLearningSimulation, compare_strategies
 from skal.nets import MLP
 from skal.strategies import (
@@ -39,6 +38,7 @@ from skal.strategies import (
     get_strategy_names,
 )
 from skal.strategies._registry import _STRATEGIES
+from skal.validation import make_constraint
 
 NAMES = get_strategy_names()
 CLASSES = sorted(

@@ -6,7 +6,7 @@ from numbers import Integral, Real
 import numpy as np
 import pytest
 
-from skal._validation import (
+from skal.validation import (
     HasMethods,
     InstanceOf,
     Interval,

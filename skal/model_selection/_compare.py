@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.base import clone
 
-from .._validation import Options, validate_arguments, validate_params
 from ..strategies import get_strategy_names
+from ..validation import Options, validate_arguments, validate_params
 from ._curve import CURVE_CONSTRAINTS, active_learning_curve, draw_splits
 from ._scoring import aulc
 

@@ -14,7 +14,7 @@ from sklearn.utils.validation import column_or_1d
 from tqdm.auto import tqdm
 
 from .._data import DatasetOracle, is_torch_dataset, n_samples
-from .._validation import HasMethods, Interval, validate_arguments
+from ..validation import HasMethods, Interval, validate_arguments
 from ._checkpoint import RunCheckpoint
 from ._simulation import (
     LOOP_CONSTRAINTS,

@@ -12,7 +12,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from .._data import n_samples
-from .._validation import check_params
+from ..validation import check_params
 from ._checkpoint import RunCheckpoint
 from ._scoring import aulc
 from ._simulation import (

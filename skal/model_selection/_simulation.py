@@ -28,10 +28,10 @@ from .._persistence import (
 )
 from .._progress import observe_inference_batches
 from .._utils import final_step
-from .._validation import Interval, Options
 from ..coldstart import LABEL_FREE_METHODS, select_label_free
 from ..learner import _FLOAT_DTYPES, _KEPT_DTYPES
 from ..strategies import get_strategy
+from ..validation import Interval, Options
 from ._checkpoint import _unusable
 from ._fingerprint import code_fingerprints, stable_token
 

@@ -10,8 +10,8 @@ from joblib import Parallel, delayed
 from sklearn.base import clone
 
 from .._data import n_samples, take
-from .._validation import check_params, validate_arguments
 from ..stopping import StoppingCriterion, _Round
+from ..validation import check_params, validate_arguments
 from ._curve import RUNS_CONSTRAINTS, prepare_runs
 from ._simulation import (
     _net_of,

@@ -28,7 +28,7 @@ from .._data import (
 from .._items import as_item_dataset
 from .._progress import observed
 from .._utils import encode_labels, eval_mode, logits_of
-from .._validation import Interval, Options, check_params
+from ..validation import Interval, Options, check_params
 from .taps import LayerTap, last_linear_name
 
 _CLASS_COUNT_PARAMS = ("num_classes", "n_classes")

@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .._data import _Batch
-from .._validation import Interval, SequenceOf, check_params
+from ..validation import Interval, SequenceOf, check_params
 from ._classifier import NeuralNetClassifier
 from .heads import AuxiliaryHead, global_average_pool, pairwise_ranking_loss
 from .models import ResNet18

@@ -8,7 +8,7 @@ import torch
 from skorch.callbacks import Callback
 
 from .._utils import logits_of
-from .._validation import Interval, check_params
+from ..validation import Interval, check_params
 
 
 class TrainUntilConvergence(Callback):

@@ -20,7 +20,7 @@ import torch
 from skorch.callbacks import LRScheduler
 from torch.optim.lr_scheduler import MultiStepLR
 
-from .._validation import Interval, validate_arguments, validate_params
+from ..validation import Interval, validate_arguments, validate_params
 from .callbacks import TrainUntilConvergence
 
 _POSITIVE = [Interval(Real, 0, None, closed="neither")]

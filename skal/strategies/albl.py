@@ -9,7 +9,7 @@ from scipy.special import softmax
 from sklearn.base import BaseEstimator, clone
 
 from .._data import take
-from .._validation import Interval, check_params
+from ..validation import Interval, check_params
 from ._registry import get_strategy
 from .base import QueryStrategy
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from .._validation import check_params
+from ..validation import check_params
 from .context import QueryContext
 
 
@@ -26,7 +26,7 @@ class QueryStrategy(BaseEstimator):
     :meth:`validate` checks, before the learner trains anything, what can be
     checked without a trained model: the parameters, declared in a
     ``_parameter_constraints`` dict that maps each parameter to its accepted
-    forms (``skal._validation``'s constraints: intervals, options, types,
+    forms (``skal.validation``'s constraints: intervals, options, types,
     ``None``...), and what the strategy needs of the estimator. A strategy
     that needs more than its parameters extends it.
 

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from .._utils import draw_seed, eval_mode
-from .._validation import HasMethods, Interval, Options
 from ..gradients import sum_gradient
 from ..pairwise import GradientFeatures, PairwiseGradients
+from ..validation import HasMethods, Interval, Options
 from ._registry import get_strategy
 from .base import QueryStrategy
 from .context import check_net

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._validation import Interval
+from ..validation import Interval
 from .base import QueryStrategy
 from .context import built_module, check_net
 

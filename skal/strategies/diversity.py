@@ -33,7 +33,7 @@ from skorch import NeuralNet
 
 from .._data import n_samples
 from .._utils import argmax_labels
-from .._validation import Interval, Options
+from ..validation import Interval, Options
 from ._blocks import _PROBE_COLUMNS, _half_products_accumulate_in_float32
 from ._kcenter import k_center_greedy
 from ._kmeanspp import kmeans_pp_gradient

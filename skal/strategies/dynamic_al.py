@@ -10,8 +10,8 @@ import torch
 
 from .._data import to_array as to_numpy
 from .._utils import argmax_labels, eval_mode
-from .._validation import Interval, Options
 from ..gradients import PerSampleGradients, sum_gradient
+from ..validation import Interval, Options
 from .base import QueryStrategy
 from .context import check_net
 

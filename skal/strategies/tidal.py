@@ -7,7 +7,7 @@ import torch
 
 from .._data import to_array as to_numpy
 from .._utils import argmax_labels
-from .._validation import Options
+from ..validation import Options
 from .base import QueryStrategy
 from .context import check_net
 

@@ -11,7 +11,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from .._data import n_samples
 from .._utils import draw_seed
-from .._validation import HasMethods, Interval
+from ..validation import HasMethods, Interval
 from .base import QueryStrategy
 from .diversity import _embedding
 

@@ -24,7 +24,7 @@ accepted forms.
 Examples
 --------
 >>> from numbers import Integral
->>> from skal._validation import Interval, validate_params
+>>> from skal.validation import Interval, validate_params
 >>> validate_params("f", {"n": 0}, {"n": [Interval(Integral, 1, None)]})
 Traceback (most recent call last):
 ...
@@ -63,6 +63,21 @@ class Constraint:
     (:meth:`is_satisfied_by`), how the form reads in an error message
     (``str``) and, for tests, which value of an admitted type it refuses
     (:meth:`invalid_value`).
+
+    Examples
+    --------
+    >>> from skal.validation import Constraint, validate_params
+    >>> class Even(Constraint):
+    ...     def admits_type(self, value):
+    ...         return isinstance(value, int)
+    ...     def is_satisfied_by(self, value):
+    ...         return isinstance(value, int) and value % 2 == 0
+    ...     def __str__(self):
+    ...         return "an even int"
+    >>> validate_params("f", {"k": 3}, {"k": [Even()]})
+    Traceback (most recent call last):
+    ...
+    ValueError: The 'k' parameter of f must be an even int; got 3.
     """
 
     def admits_type(self, value) -> bool:
@@ -70,6 +85,7 @@ class Constraint:
         return self.is_satisfied_by(value)
 
     def is_satisfied_by(self, value) -> bool:
+        """Whether ``value`` is an accepted value."""
         raise NotImplementedError
 
     def invalid_value(self):
@@ -100,7 +116,7 @@ class Interval(Constraint):
     Examples
     --------
     >>> from numbers import Real
-    >>> from skal._validation import Interval
+    >>> from skal.validation import Interval
     >>> unit = Interval(Real, 0, 1, closed="both")
     >>> str(unit), unit.is_satisfied_by(0.5), unit.is_satisfied_by(1.5)
     ('a float in [0, 1]', True, False)
@@ -159,7 +175,7 @@ class Options(Constraint):
 
     Examples
     --------
-    >>> from skal._validation import Options
+    >>> from skal.validation import Options
     >>> str(Options({"entropy", "margin"}))
     "one of {'entropy', 'margin'}"
     """
@@ -184,7 +200,15 @@ class Options(Constraint):
 
 
 class HasMethods(Constraint):
-    """An object with the named (callable) methods."""
+    """An object with the named (callable) methods.
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from skal.validation import HasMethods
+    >>> HasMethods(["fit", "predict_proba"]).is_satisfied_by(LogisticRegression())
+    True
+    """
 
     def __init__(self, methods):
         self.methods = [methods] if isinstance(methods, str) else list(methods)
@@ -198,7 +222,16 @@ class HasMethods(Constraint):
 
 
 class InstanceOf(Constraint):
-    """An instance of a type (or of one of a tuple of types)."""
+    """An instance of a type (or of one of a tuple of types).
+
+    A type given as a form (``str``) is made into this constraint.
+
+    Examples
+    --------
+    >>> from skal.validation import InstanceOf
+    >>> str(InstanceOf((list, tuple))), InstanceOf(str).is_satisfied_by("a")
+    ('an instance of list or tuple', True)
+    """
 
     def __init__(self, kind):
         self.kind = kind
@@ -220,7 +253,7 @@ class SequenceOf(Constraint):
 
     Examples
     --------
-    >>> from skal._validation import SequenceOf
+    >>> from skal.validation import SequenceOf
     >>> layers = SequenceOf(str)
     >>> layers.is_satisfied_by(["layer1"]), layers.admits_type([]), str(layers)
     (True, True, 'a non-empty list of str')
@@ -333,6 +366,14 @@ def make_constraint(form) -> Constraint:
     Returns
     -------
     constraint : Constraint
+
+    Examples
+    --------
+    >>> from skal.validation import make_constraint
+    >>> str(make_constraint("random_state"))
+    'None, an int in [0, 4294967295] or a numpy.random.RandomState'
+    >>> make_constraint(None).is_satisfied_by(None)
+    True
     """
     if isinstance(form, Constraint):
         return form
@@ -368,6 +409,14 @@ def validate_params(owner: str, params: dict, constraints: dict) -> None:
         If no form admits the value's type.
     ValueError
         If a form admits its type but none accepts the value.
+
+    Examples
+    --------
+    >>> from skal.validation import Options, validate_params
+    >>> validate_params("f", {"m": 1}, {"m": [Options({"a"}), None]})
+    Traceback (most recent call last):
+    ...
+    TypeError: The 'm' parameter of f must be one of {'a'} or None; got 1 of type int.
     """
     for name, forms in constraints.items():
         if name not in params:
@@ -395,6 +444,19 @@ def check_params(obj) -> None:
     ----------
     obj : object
         With a ``_parameter_constraints`` dict.
+
+    Examples
+    --------
+    >>> from numbers import Real
+    >>> from skal.validation import Interval, check_params
+    >>> class Smoother:
+    ...     _parameter_constraints = {"alpha": [Interval(Real, 0, 1, closed="both")]}
+    ...     def __init__(self, alpha=0.5):
+    ...         self.alpha = alpha
+    >>> check_params(Smoother(alpha=2.0))
+    Traceback (most recent call last):
+    ...
+    ValueError: The 'alpha' parameter of Smoother must be a float in [0, 1]; got 2.0.
     """
     constraints = getattr(obj, "_parameter_constraints", {})
     params = {name: getattr(obj, name) for name in constraints if hasattr(obj, name)}
@@ -416,7 +478,7 @@ def validate_arguments(constraints: dict):
 
     Examples
     --------
-    >>> from skal._validation import validate_arguments
+    >>> from skal.validation import validate_arguments
     >>> @validate_arguments({"n": [int]})
     ... def f(n):
     ...     return n
