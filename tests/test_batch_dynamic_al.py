@@ -348,18 +348,18 @@ def test_batches_are_distinct_reproducible_and_respect_zero_scores():
 
 
 @pytest.mark.parametrize(
-    "params, match",
+    "params, error, match",
     [
-        ({"mode": "rank"}, "mode"),
-        ({"beta": -1.0}, "beta"),
-        ({"beta": float("nan")}, "beta"),
-        ({"beta": "1"}, "beta"),
-        ({"base": "badge"}, "per-sample"),
-        ({"base": "nope"}, "not a registered strategy"),
+        ({"mode": "rank"}, ValueError, "'mode' parameter of StochasticBatch"),
+        ({"beta": -1.0}, ValueError, r"'beta' .* \[0, inf\]; got -1.0"),
+        ({"beta": float("nan")}, ValueError, r"'beta' .* \[0, inf\]; got nan"),
+        ({"beta": "1"}, TypeError, "'beta' .* got '1' of type str"),
+        ({"base": "badge"}, ValueError, "per-sample"),
+        ({"base": "nope"}, ValueError, "not a registered strategy"),
     ],
 )
-def test_stochastic_batch_invalid_parameters(params, match):
-    with pytest.raises(ValueError, match=match):
+def test_stochastic_batch_invalid_parameters(params, error, match):
+    with pytest.raises(error, match=match):
         StochasticBatch(**params).select(_ctx(0), np.zeros((3, 2)), 2)
 
 

@@ -9,7 +9,7 @@ from scipy.special import softmax
 from sklearn.base import BaseEstimator, clone
 
 from .._data import take
-from ..validation import Interval, check_params
+from ..validation import InstanceOf, Interval, check_params
 from ._registry import get_strategy
 from .base import QueryStrategy
 
@@ -110,7 +110,7 @@ class ALBL(QueryStrategy):
 
     per_sample = False
     _parameter_constraints = {
-        "strategies": [list, tuple],
+        "strategies": [InstanceOf((list, tuple))],
         "delta": [Interval(Real, 0, 1, closed="neither")],
         "p_min": [Interval(Real, 0, 1, closed="both"), None],
         "horizon": [Interval(Integral, 1, None, closed="left"), None],
