@@ -81,11 +81,30 @@ class Constraint:
     """
 
     def admits_type(self, value) -> bool:
-        """Whether ``value`` has a type this constraint is about."""
+        """Whether ``value`` has a type this constraint is about.
+
+        Parameters
+        ----------
+        value : object
+
+        Returns
+        -------
+        admitted : bool
+            True for every satisfying value; by default, only for those.
+        """
         return self.is_satisfied_by(value)
 
     def is_satisfied_by(self, value) -> bool:
-        """Whether ``value`` is an accepted value."""
+        """Whether ``value`` is an accepted value.
+
+        Parameters
+        ----------
+        value : object
+
+        Returns
+        -------
+        satisfied : bool
+        """
         raise NotImplementedError
 
     def invalid_value(self):
@@ -173,6 +192,14 @@ class Interval(Constraint):
 class Options(Constraint):
     """One of a set of values of one type (``str`` by default).
 
+    Parameters
+    ----------
+    options : iterable
+        The accepted values.
+    kind : type, default=str
+        Their type: a value of this type that is not an option is a wrong
+        value (ValueError), a value of another type a wrong type (TypeError).
+
     Examples
     --------
     >>> from skal.validation import Options
@@ -202,6 +229,11 @@ class Options(Constraint):
 class HasMethods(Constraint):
     """An object with the named (callable) methods.
 
+    Parameters
+    ----------
+    methods : str or list of str
+        The names of the methods.
+
     Examples
     --------
     >>> from sklearn.linear_model import LogisticRegression
@@ -225,6 +257,10 @@ class InstanceOf(Constraint):
     """An instance of a type (or of one of a tuple of types).
 
     A type given as a form (``str``) is made into this constraint.
+
+    Parameters
+    ----------
+    kind : type or tuple of types
 
     Examples
     --------
@@ -250,6 +286,13 @@ class SequenceOf(Constraint):
 
     A sequence holding an item of another type is of the wrong type; one
     that is too short is a wrong value.
+
+    Parameters
+    ----------
+    item : type or tuple of types
+        The type of every item.
+    min_length : int, default=1
+        The fewest items accepted.
 
     Examples
     --------
