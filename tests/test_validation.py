@@ -196,3 +196,27 @@ def test_validate_arguments_checks_each_call():
     assert calls == [("d", 2, "exact")]  # nothing ran after a refusal
     with pytest.raises(ValueError, match=r"constraints for \['m'\]"):
         validate_arguments({"m": [None]})(lambda n: n)
+
+
+def test_skal_imports_no_private_sklearn_module():
+    """A scikit-learn release may change its private modules at will: no
+    module of skal imports one (``sklearn.utils._param_validation`` was)."""
+    import ast
+    from pathlib import Path
+
+    import skal
+
+    private = []
+    for path in Path(skal.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "sklearn" and any(p.startswith("_") for p in parts):
+                    private.append(f"{path.name}: {name}")
+    assert private == []
