@@ -123,6 +123,7 @@ API_MODULES = [
     ("skal.stopping", "Stopping criteria"),
     ("skal.coldstart", "Label-free first batches"),
     ("skal.datasets", "Datasets"),
+    ("skal.validation", "Parameter constraints"),
     ("skal.gradients", "Per-sample gradients"),
     ("skal.pairwise", "Inner products of per-sample gradients"),
     ("skal.ntk", "Neural-tangent-kernel diagnostics"),

@@ -8,13 +8,15 @@ the 8×8 digits ship with scikit-learn.
 from __future__ import annotations
 
 import gzip
-import numbers
 import os
+from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.utils import check_random_state
+
+from .validation import Interval, Options, validate_arguments
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 _FASHION_FILES = {
@@ -34,7 +36,11 @@ _IDX_DTYPES = {
     0x0E: np.dtype(">f8"),
 }
 
+_PATH = [str, os.PathLike]
+_RATIO = [Interval(Real, 1, None, closed="left")]
 
+
+@validate_arguments({"path": _PATH})
 def read_idx(path) -> np.ndarray:
     """Read one IDX file (optionally gzip-compressed).
 
@@ -85,6 +91,13 @@ def _find(directory: Path, name: str):
     return None
 
 
+@validate_arguments(
+    {
+        "path": [*_PATH, None],
+        "subset": [Options({"train", "test", "all"})],
+        "dtype": [Options({"float32", "uint8"})],
+    }
+)
 def load_fashion_mnist(path=None, *, subset="train", dtype="float32"):
     """Load Fashion-MNIST from local IDX files as 1×28×28 images.
 
@@ -118,10 +131,6 @@ def load_fashion_mnist(path=None, *, subset="train", dtype="float32"):
     >>> X.shape, y[:3]  # doctest: +SKIP
     ((10000, 1, 28, 28), array([9, 2, 1]))
     """
-    if subset not in ("train", "test", "all"):
-        raise ValueError(f"subset must be 'train', 'test' or 'all', got {subset!r}")
-    if dtype not in ("float32", "uint8"):
-        raise ValueError(f"dtype must be 'float32' or 'uint8', got {dtype!r}")
     parts = ["train", "test"] if subset == "all" else [subset]
     names = [name for part in parts for name in _FASHION_FILES[part]]
     searched = _candidate_dirs(path)
@@ -171,6 +180,13 @@ def load_digits_images():
     return (X / 16.0).astype(np.float32).reshape(-1, 1, 8, 8), y.astype(np.int64)
 
 
+@validate_arguments(
+    {
+        "n_max": [Interval(Integral, 0, None, closed="left")],
+        "n_classes": [Interval(Integral, 1, None, closed="left")],
+        "imbalance_ratio": _RATIO,
+    }
+)
 def long_tail_counts(n_max: int, n_classes: int, imbalance_ratio: float):
     """Per-class sizes ``n_c = floor(n_max * (1/rho) ** (c / (C - 1)))``.
 
@@ -199,6 +215,7 @@ def long_tail_counts(n_max: int, n_classes: int, imbalance_ratio: float):
     return np.floor(n_max * (1.0 / imbalance_ratio) ** exponent + 1e-9).astype(int)
 
 
+@validate_arguments({"imbalance_ratio": _RATIO, "random_state": ["random_state"]})
 def make_long_tailed(X, y, imbalance_ratio, random_state=None):
     """Subsample a data set to an exponential long-tail class profile.
 
@@ -235,14 +252,6 @@ def make_long_tailed(X, y, imbalance_ratio, random_state=None):
     X, y = np.asarray(X), np.asarray(y)
     if len(X) != len(y):
         raise ValueError(f"X has {len(X)} rows but y has {len(y)} labels")
-    if (
-        not isinstance(imbalance_ratio, numbers.Real)
-        or isinstance(imbalance_ratio, bool)
-        or not imbalance_ratio >= 1
-    ):
-        raise ValueError(
-            f"imbalance_ratio must be a number >= 1, got {imbalance_ratio!r}"
-        )
     rng = check_random_state(random_state)
     classes, y_idx, counts = np.unique(y, return_inverse=True, return_counts=True)
     sizes = long_tail_counts(int(counts.min()), len(classes), imbalance_ratio)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import copy
-import numbers
 import time
 from contextlib import contextmanager
+from numbers import Integral
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ from ._utils import draw_seed, encode_labels, final_step, torch_seed
 from .strategies import _dispatch, get_strategy
 from .strategies.base import learns_from_answers
 from .strategies.context import QueryContext, expand_proba
+from .validation import HasMethods, Interval, check_params, validate_params
 
 _FLOAT_DTYPES = (np.float64, np.float32)
 # image-like dtypes kept as stored; the network converts each batch
@@ -139,6 +140,15 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     >>> learner.n_labeled_
     120
     """
+
+    _parameter_constraints: dict = {
+        "estimator": [HasMethods(["fit"])],
+        "strategy": [str, HasMethods(["select"])],
+        "classes": [None, "array-like"],
+        "subset_size": [Interval(Integral, 1, None, closed="left"), None],
+        "warm_start": ["boolean"],
+        "random_state": ["random_state"],
+    }
 
     def __init__(
         self,
@@ -261,6 +271,14 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         True
         """
         X, y, y_enc = self._setup(X, y, "restore")
+        validate_params(
+            "ActiveLearner.restore",
+            {"n_initial": n_initial, "n_rounds": n_rounds},
+            {
+                "n_initial": [Interval(Integral, 1, len(y), closed="both"), None],
+                "n_rounds": [Interval(Integral, 0, None, closed="left")],
+            },
+        )
         final = final_step(self.estimator_)
         if isinstance(final, NeuralNet):
             if weights is None:
@@ -270,7 +288,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
                 )
             rows = len(y)
             if n_initial is not None and self.warm_start:
-                rows = _check_n_initial(n_initial, len(y))
+                rows = int(n_initial)
             X_fit = X if rows == len(y) else take(X, np.arange(rows))
             # zero epochs: everything fit builds, nothing trained
             epochs = final.max_epochs
@@ -542,17 +560,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
 
     # -------------------------------------------------------------- helpers
     def _check_params(self):
-        if self.subset_size is not None and (
-            not isinstance(self.subset_size, numbers.Integral)
-            or isinstance(self.subset_size, bool)
-            or self.subset_size < 1
-        ):
-            raise ValueError(
-                f"subset_size must be None or a positive integer, got "
-                f"{self.subset_size!r}"
-            )
-        if not isinstance(self.warm_start, bool | np.bool_):
-            raise ValueError(f"warm_start must be a bool, got {self.warm_start!r}")
+        check_params(self)
         if not hasattr(final_step(self.estimator), "predict_proba"):
             raise TypeError(
                 "estimator must be a classifier with predict_proba (or a pipeline "
@@ -740,24 +748,12 @@ def _check_classes(classes):
     return uniq
 
 
-def _check_n_initial(n_initial, n_labeled):
-    if (
-        not isinstance(n_initial, numbers.Integral)
-        or isinstance(n_initial, bool)
-        or not 1 <= n_initial <= n_labeled
-    ):
-        raise ValueError(
-            f"n_initial must be an integer between 1 and the {n_labeled} labelled "
-            f"rows, got {n_initial!r}"
-        )
-    return int(n_initial)
-
-
 def _check_n(n, n_pool):
     if n_pool == 0:
         raise ValueError("X_pool is empty; there is nothing to query")
-    if not isinstance(n, numbers.Integral) or isinstance(n, bool):
-        raise TypeError(f"n must be an integer, got {n!r} of type {type(n).__name__}")
-    if not 1 <= n <= n_pool:
-        raise ValueError(f"n must be between 1 and the pool size ({n_pool}), got n={n}")
+    validate_params(
+        "ActiveLearner.query",
+        {"n": n},
+        {"n": [Interval(Integral, 1, n_pool, closed="both")]},
+    )
     return int(n)

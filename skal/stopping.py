@@ -37,10 +37,10 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._data import n_samples, take
+from .validation import Interval, Options, check_params, validate_arguments
 
 __all__ = [
     "Budget",
@@ -170,7 +170,7 @@ class StoppingCriterion(BaseEstimator):
         if getattr(self, "n_updates_", 0) and _same(version, self.version_):
             return self
         if not getattr(self, "n_updates_", 0):
-            self._validate_params()
+            check_params(self)
             self._check_params()
             self.history_ = []
             self.n_updates_ = 0
@@ -386,7 +386,7 @@ def _uncertainty(proba, measure):
 
 _UNCERTAINTY_PARAMS = {
     "threshold": [Interval(numbers.Real, 0.0, 1.0, closed="both")],
-    "measure": [StrOptions(set(_UNCERTAINTY))],
+    "measure": [Options(set(_UNCERTAINTY))],
 }
 _MEASURE_DOC = """measure : {"entropy", "least_confidence", "margin"}, default="entropy"
         The uncertainty of a row, scaled to [0, 1]: its entropy over ``log
@@ -766,6 +766,12 @@ class Budget(StoppingCriterion):
         return stop, float(n_labeled), "; ".join(reasons)
 
 
+@validate_arguments(
+    {
+        "criteria": [StoppingCriterion, list, tuple],
+        "require": [Options({"any", "all"})],
+    }
+)
 def should_stop(criteria, learner, X_unlabeled, *, version=None, require="any"):
     """Update stopping criteria with a learner's model and say whether to stop.
 
@@ -811,19 +817,14 @@ def should_stop(criteria, learner, X_unlabeled, *, version=None, require="any"):
     """
     if isinstance(criteria, StoppingCriterion):
         criteria = [criteria]
-    if not isinstance(criteria, list | tuple) or not criteria:
-        raise TypeError(
-            "criteria must be a StoppingCriterion or a non-empty list of them, got "
-            f"{criteria!r}"
-        )
+    if not criteria:
+        raise ValueError("criteria is empty; give at least one StoppingCriterion")
     for i, criterion in enumerate(criteria):
         if not isinstance(criterion, StoppingCriterion):
             raise TypeError(
                 f"criteria[{i}] must be a StoppingCriterion, got "
                 f"{type(criterion).__name__}"
             )
-    if require not in ("any", "all"):
-        raise ValueError(f"require must be 'any' or 'all', got {require!r}")
     round_ = _Round(learner, X_unlabeled)
     for criterion in criteria:
         criterion._update(round_, version)

@@ -269,20 +269,21 @@ def test_sketched_strategy_selects_and_records_objective(cases):
 
 
 @pytest.mark.parametrize(
-    "params, match",
+    "params, error",
     [
-        ({"gamma": -1}, "gamma"),
-        ({"pairwise_weight": float("inf")}, "pairwise_weight"),
-        ({"pairwise_weight": "1"}, "pairwise_weight"),
-        ({"pseudo_label": "max"}, "pseudo_label"),
-        ({"sketch_size": 0}, "sketch_size"),
-        ({"sketch_size": 2.5}, "sketch_size"),
-        ({"batch_size": 0}, "batch_size"),
+        ({"gamma": -1}, ValueError),
+        ({"pairwise_weight": float("inf")}, ValueError),
+        ({"pairwise_weight": "1"}, TypeError),
+        ({"pseudo_label": "max"}, ValueError),
+        ({"sketch_size": 0}, ValueError),
+        ({"sketch_size": 2.5}, TypeError),
+        ({"batch_size": 0}, ValueError),
     ],
 )
-def test_batch_dynamic_al_invalid_parameters(params, match, cases):
+def test_batch_dynamic_al_invalid_parameters(params, error, cases):
     module, X, X_lab, y_lab, *_ = cases("mlp")
-    with pytest.raises(ValueError, match=match):
+    (name,) = params
+    with pytest.raises(error, match=f"The '{name}' parameter of BatchDynamicAL"):
         BatchDynamicAL(**params).select(_context(module, X_lab, y_lab), X, 3)
 
 
@@ -347,18 +348,18 @@ def test_batches_are_distinct_reproducible_and_respect_zero_scores():
 
 
 @pytest.mark.parametrize(
-    "params, match",
+    "params, error, match",
     [
-        ({"mode": "rank"}, "mode"),
-        ({"beta": -1.0}, "beta"),
-        ({"beta": float("nan")}, "beta"),
-        ({"beta": "1"}, "beta"),
-        ({"base": "badge"}, "per-sample"),
-        ({"base": "nope"}, "not a registered strategy"),
+        ({"mode": "rank"}, ValueError, "'mode' parameter of StochasticBatch"),
+        ({"beta": -1.0}, ValueError, r"'beta' .* \[0, inf\]; got -1.0"),
+        ({"beta": float("nan")}, ValueError, r"'beta' .* \[0, inf\]; got nan"),
+        ({"beta": "1"}, TypeError, "'beta' .* got '1' of type str"),
+        ({"base": "badge"}, ValueError, "per-sample"),
+        ({"base": "nope"}, ValueError, "not a registered strategy"),
     ],
 )
-def test_stochastic_batch_invalid_parameters(params, match):
-    with pytest.raises(ValueError, match=match):
+def test_stochastic_batch_invalid_parameters(params, error, match):
+    with pytest.raises(error, match=match):
         StochasticBatch(**params).select(_ctx(0), np.zeros((3, 2)), 2)
 
 

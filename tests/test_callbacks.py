@@ -85,15 +85,21 @@ def _ds(X, y):
 
 
 @pytest.mark.parametrize(
-    "params, match",
+    "params, error, expected",
     [
-        ({"threshold": 1.5}, "threshold"),
-        ({"patience": -1}, "patience"),
-        ({"min_epochs": 1.5}, "min_epochs"),
-        ({"max_epochs": 0}, "max_epochs"),
+        ({"threshold": 1.5}, ValueError, r"a float in \[0, 1\]; got 1.5"),
+        ({"patience": -1}, ValueError, r"an int in \[0, inf\); got -1"),
+        (
+            {"min_epochs": 1.5},
+            TypeError,
+            r"an int in \[0, inf\); got 1.5 of type float",
+        ),
+        ({"max_epochs": 0}, ValueError, r"an int in \[1, inf\) or None; got 0"),
     ],
 )
-def test_invalid_parameters_raise(params, match):
+def test_invalid_parameters_raise(params, error, expected):
     X, y = _data()
-    with pytest.raises(ValueError, match=match):
+    (name,) = params
+    match = f"The '{name}' parameter of TrainUntilConvergence must be {expected}"
+    with pytest.raises(error, match=match):
         _net(TrainUntilConvergence(**params)).fit(X, y)

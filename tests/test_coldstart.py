@@ -249,7 +249,7 @@ def test_label_free_initial_set_on_a_dataset_without_labels(digits):
 
 def test_unknown_initial_lists_the_methods(blobs4):
     X, y = blobs4
-    with pytest.raises(ValueError, match=r"initial must be one of .*'typiclust'"):
+    with pytest.raises(ValueError, match=r"'initial' .* one of .*'typiclust'"):
         active_learning_curve(
             skal.ActiveLearner(LogisticRegression()), X, y, initial="coreset"
         )

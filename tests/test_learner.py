@@ -146,17 +146,18 @@ def _err_cases():
             NotFittedError,
             "not fitted",
         ),
-        ("n zero", lambda: fitted().query(X, 0), ValueError, "n must be between 1"),
-        ("n negative", lambda: fitted().query(X, -3), ValueError, "got n=-3"),
         (
-            "n above pool",
-            lambda: fitted().query(X, 31),
+            "n zero",
+            lambda: fitted().query(X, 0),
             ValueError,
-            r"pool size \(30\)",
+            r"The 'n' parameter of ActiveLearner.query must be an int in \[1, 30\]; "
+            "got 0",
         ),
-        ("n float", lambda: fitted().query(X, 2.0), TypeError, "n must be an integer"),
-        ("n string", lambda: fitted().query(X, "2"), TypeError, "n must be an integer"),
-        ("n bool", lambda: fitted().query(X, True), TypeError, "n must be an integer"),
+        ("n negative", lambda: fitted().query(X, -3), ValueError, r"30\]; got -3"),
+        ("n above pool", lambda: fitted().query(X, 31), ValueError, r"30\]; got 31"),
+        ("n float", lambda: fitted().query(X, 2.0), TypeError, "got 2.0 of type float"),
+        ("n string", lambda: fitted().query(X, "2"), TypeError, "got '2' of type str"),
+        ("n bool", lambda: fitted().query(X, True), TypeError, "got True of type bool"),
         ("empty pool", lambda: fitted().query(X[:0], 1), ValueError, "0 sample"),
         (
             "pool wrong features",
@@ -206,7 +207,8 @@ def _err_cases():
             "strategy wrong type",
             lambda: skal.ActiveLearner(LogisticRegression(), strategy=3).fit(X, y),
             TypeError,
-            "select method",
+            "'strategy' parameter of ActiveLearner must be an instance of str or an "
+            "object with the method select; got 3 of type int",
         ),
         (
             "teach length mismatch",

@@ -120,19 +120,19 @@ def test_initial_set_too_small_for_classes(digits):
 
 
 @pytest.mark.parametrize(
-    "params, match",
+    "params, error, match",
     [
-        ({"n_initial": 0}, "n_initial must be an integer >= 1"),
-        ({"query_size": 2.5}, "query_size must be an integer"),
-        ({"n_rounds": -1}, "n_rounds must be an integer >= 0"),
-        ({"initial": "first"}, "initial must be one of"),
-        ({"n_rounds": 100, "query_size": 10}, "labels are needed"),
-        ({"n_seeds": 0}, "n_seeds must be a positive integer"),
+        ({"n_initial": 0}, ValueError, r"'n_initial' .* an int in \[1, inf\); got 0"),
+        ({"query_size": 2.5}, TypeError, "'query_size' .* got 2.5 of type float"),
+        ({"n_rounds": -1}, ValueError, r"'n_rounds' .* an int in \[0, inf\); got -1"),
+        ({"initial": "first"}, ValueError, "'initial' .* one of .*; got 'first'"),
+        ({"n_rounds": 100, "query_size": 10}, ValueError, "labels are needed"),
+        ({"n_seeds": 0}, ValueError, r"'n_seeds' .* an int in \[1, inf\); got 0"),
     ],
 )
-def test_curve_validates_parameters(digits, params, match):
+def test_curve_validates_parameters(digits, params, error, match):
     X, y = digits
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(error, match=match):
         active_learning_curve(_lr_learner(), X, y, cv=2, **params)
 
 

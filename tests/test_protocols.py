@@ -99,17 +99,25 @@ def test_protocols_return_fresh_callbacks_and_default_bounds():
 
 
 @pytest.mark.parametrize(
-    ("factory", "kwargs", "match"),
+    ("factory", "kwargs", "error", "match"),
     [
-        (dynamic_al_protocol, {"min_epochs": 0}, "min_epochs must be an integer >= 1"),
-        (dynamic_al_protocol, {"min_epochs": 5, "max_epochs": 3}, "max_epochs"),
-        (dynamic_al_protocol, {"lr": -1.0}, "lr must be a positive number, got -1.0"),
-        (tidal_protocol, {"max_epochs": 2.5}, "max_epochs must be an integer"),
-        (tidal_protocol, {"decay_at": 1.5}, r"decay_at must be a number in \(0, 1\]"),
-        (tidal_protocol, {"momentum": -0.1}, "momentum must be a number >= 0"),
-        (tidal_protocol, {"batch_size": 0}, "batch_size must be an integer >= 1"),
+        (dynamic_al_protocol, {"min_epochs": 0}, ValueError, r"'min_epochs'.*got 0"),
+        (
+            dynamic_al_protocol,
+            {"min_epochs": 5, "max_epochs": 3},
+            ValueError,
+            r"'max_epochs' parameter of dynamic_al_protocol must be an int in "
+            r"\[5, inf\); got 3",
+        ),
+        (dynamic_al_protocol, {"lr": -1.0}, ValueError, r"'lr'.*\(0, inf\); got -1.0"),
+        (dynamic_al_protocol, {"threshold": 2}, ValueError, "'threshold'.*got 2"),
+        (dynamic_al_protocol, {"patience": "5"}, TypeError, "'patience'.*type str"),
+        (tidal_protocol, {"max_epochs": 2.5}, TypeError, "'max_epochs'.*type float"),
+        (tidal_protocol, {"decay_at": 1.5}, ValueError, r"'decay_at'.*\(0, 1\]"),
+        (tidal_protocol, {"momentum": -0.1}, ValueError, r"'momentum'.*\[0, inf\)"),
+        (tidal_protocol, {"batch_size": 0}, ValueError, r"'batch_size'.*got 0"),
     ],
 )
-def test_protocols_reject_bad_values(factory, kwargs, match):
-    with pytest.raises(ValueError, match=match):
+def test_protocols_reject_bad_values(factory, kwargs, error, match):
+    with pytest.raises(error, match=match):
         factory(**kwargs)

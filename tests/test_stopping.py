@@ -268,8 +268,16 @@ def test_should_stop_combines_and_predicts_once():
     assert not stop and reason == "Budget: 50 labels < max_labels=100"
     with pytest.raises(TypeError, match=r"criteria\[1\] must be a StoppingCriterion"):
         should_stop([OverallUncertainty(), "kappa"], learner, ROWS)
-    with pytest.raises(ValueError, match="require must be 'any' or 'all', got 'most'"):
+    with pytest.raises(
+        ValueError,
+        match="The 'require' parameter of should_stop must be one of "
+        "{'all', 'any'}; got 'most'",
+    ):
         should_stop(criteria, learner, ROWS, require="most")
+    with pytest.raises(ValueError, match="criteria is empty"):
+        should_stop([], learner, ROWS)
+    with pytest.raises(TypeError, match="'criteria' parameter of should_stop"):
+        should_stop("kappa", learner, ROWS)
 
 
 def test_criteria_run_on_a_network_and_a_dataset(digits):

@@ -329,7 +329,7 @@ def test_coreset_and_badge_on_a_non_network_classifier(data):
 def test_coreset_rejects_bad_chunk_size(data, fitted):
     learner = learner_with(fitted, skal.strategies.CoreSet(chunk_size=0))
     with pytest.raises(
-        ValueError, match=r"'chunk_size' parameter of CoreSet .* \[1, inf\). Got 0"
+        ValueError, match=r"'chunk_size' parameter of CoreSet .* \[1, inf\); got 0"
     ):
         learner.query(data[2], n=2)
 
@@ -642,7 +642,7 @@ def test_bald_requires_a_network(data):
 
 def test_bald_rejects_bad_n_passes(data, fitted):
     with pytest.raises(
-        ValueError, match=r"'n_passes' parameter of BALD .* \[1, inf\). Got 0"
+        ValueError, match=r"'n_passes' parameter of BALD .* \[1, inf\); got 0"
     ):
         learner_with(fitted, BALD(n_passes=0)).utility(data[2])
 
@@ -790,9 +790,13 @@ def test_albl_accepts_strategy_objects_and_clones_them(data):
 @pytest.mark.parametrize(
     "params, match",
     [
-        ({"strategies": "coreset"}, "'strategies' parameter of ALBL .* 'list'"),
+        (
+            {"strategies": "coreset"},
+            "'strategies' parameter of ALBL must be an instance of list or tuple; "
+            "got 'coreset' of type str",
+        ),
         ({"strategies": []}, "at least one"),
-        ({"delta": 1.5}, r"'delta' parameter of ALBL .* \(0.0, 1.0\)"),
+        ({"delta": 1.5}, r"'delta' parameter of ALBL .* \(0, 1\); got 1.5"),
         ({"p_min": 0.9}, r"p_min must be None or in \[0, 1/2\] for 2 strategies"),
         ({"horizon": 0}, "'horizon' parameter of ALBL"),
         ({"strategies": ["margin", "nope"]}, "'nope' is not a registered strategy"),

@@ -18,11 +18,6 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils._param_validation import (
-    InvalidParameterError,
-    generate_invalid_param_val,
-    make_constraint,
-)
 from sklearn.utils.estimator_checks import (
     check_get_params_invariance,
     check_no_attributes_set_in_init,
@@ -44,6 +39,7 @@ from skal.strategies import (
     get_strategy_names,
 )
 from skal.strategies._registry import _STRATEGIES
+from skal.validation import make_constraint
 
 NAMES = get_strategy_names()
 CLASSES = sorted(
@@ -196,20 +192,21 @@ class _BadType:
 
 
 def _invalid_parameters():
-    """Per strategy class and parameter: a value of a bad type, then a value
-    outside each constraint that admits one (as sklearn's own check does)."""
+    """Per strategy class and parameter: a value of a bad type (TypeError),
+    then a value of an admitted type outside each constraint that refuses
+    one (ValueError)."""
     cases = []
     for cls in CLASSES:
         for param, declared in cls._parameter_constraints.items():
-            cases.append((cls, param, _BadType()))
+            cases.append((cls, param, _BadType(), TypeError))
             constraints = [make_constraint(c) for c in declared]
             for constraint in constraints:
                 try:
-                    bad = generate_invalid_param_val(constraint)
+                    bad = constraint.invalid_value()
                 except NotImplementedError:
                     continue
                 if not any(c.is_satisfied_by(bad) for c in constraints):
-                    cases.append((cls, param, bad))
+                    cases.append((cls, param, bad, ValueError))
     return cases
 
 
@@ -217,16 +214,14 @@ INVALID = _invalid_parameters()
 
 
 @pytest.mark.parametrize(
-    "cls, param, bad",
+    "cls, param, bad, error",
     INVALID,
-    ids=[f"{c.__name__}-{p}={b!r}" for c, p, b in INVALID],
+    ids=[f"{c.__name__}-{p}={b!r}" for c, p, b, _ in INVALID],
 )
-def test_invalid_parameter_rejected_before_training(data, cls, param, bad):
+def test_invalid_parameter_rejected_before_training(data, cls, param, bad, error):
     X, y, _, _ = data
     learner = skal.ActiveLearner(estimator_for(cls), cls(**{param: bad}))
-    with pytest.raises(
-        InvalidParameterError, match=rf"The '{param}' parameter of {cls.__name__}"
-    ):
+    with pytest.raises(error, match=rf"The '{param}' parameter of {cls.__name__}"):
         learner.fit(X, y)
     assert CountingMLP.forwards == 0
 
@@ -396,7 +391,7 @@ def test_model_selection_validates_through_fit(data):
         query_size=5,
         n_rounds=1,
     )
-    with pytest.raises(InvalidParameterError, match="'chunk_size' parameter"):
+    with pytest.raises(ValueError, match="'chunk_size' parameter"):
         simulation.fit(X_all, y_all)
     assert CountingMLP.forwards == 0
 

@@ -134,7 +134,7 @@ def test_a_duck_typed_base_serves_a_batch_strategy(data):
 def test_a_set_based_duck_typed_base_is_refused(data):
     X, y, _, _ = data
     learner = skal.ActiveLearner(LogisticRegression(), StochasticBatch(FirstRows()))
-    with pytest.raises(ValueError, match="'base'"):
+    with pytest.raises(TypeError, match="'base' parameter.*method utility"):
         learner.fit(X, y)
 
     class SetBased(Counting):

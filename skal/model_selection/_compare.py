@@ -10,7 +10,8 @@ import numpy as np
 from sklearn.base import clone
 
 from ..strategies import get_strategy_names
-from ._curve import active_learning_curve, draw_splits
+from ..validation import Options, validate_arguments, validate_params
+from ._curve import CURVE_CONSTRAINTS, active_learning_curve, draw_splits
 from ._scoring import aulc
 
 
@@ -106,6 +107,7 @@ class StrategyComparison:
         )
 
 
+@validate_arguments({"errors": [Options({"raise", "warn"})]})
 def compare_strategies(
     learner, X, y, strategies=None, *, errors="raise", **curve_params
 ) -> StrategyComparison:
@@ -177,13 +179,20 @@ def compare_strategies(
     >>> sorted(result.scores)
     ['margin (LR)', 'margin (NB)']
     """
-    if errors not in ("raise", "warn"):
-        raise ValueError(f"errors must be 'raise' or 'warn', got {errors!r}")
     if "return_queried" in curve_params:
         raise TypeError(
             "compare_strategies does not take return_queried; the labelled rows "
             "of every run are in the result's queried attribute"
         )
+    unknown = sorted(set(curve_params) - set(CURVE_CONSTRAINTS) - {"scoring"})
+    if unknown:
+        raise TypeError(
+            f"compare_strategies got unexpected keyword arguments {unknown}; "
+            "it passes on the parameters of active_learning_curve"
+        )
+    # checked here, before any entry runs: with errors="warn" an entry's
+    # failure would only be a warning
+    validate_params("compare_strategies", curve_params, CURVE_CONSTRAINTS)
     entries = _entries(learner, strategies)
     # The splits are drawn once, so that a shuffling splitter without a
     # random_state still gives every entry the same ones.

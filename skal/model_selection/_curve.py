@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +14,13 @@ from sklearn.utils.validation import column_or_1d
 from tqdm.auto import tqdm
 
 from .._data import DatasetOracle, is_torch_dataset, n_samples
+from ..validation import HasMethods, Interval, validate_arguments
 from ._checkpoint import RunCheckpoint
 from ._simulation import (
+    LOOP_CONSTRAINTS,
+    SETTINGS_CONSTRAINTS,
     check_data,
     check_learner,
-    check_loop_params,
     check_pool_size,
     code_digests,
     data_digest,
@@ -26,7 +29,27 @@ from ._simulation import (
     simulate,
 )
 
+# the arguments of a set of simulated runs (active_learning_curve,
+# evaluate_stopping, compare_strategies), checked before any run starts
+RUNS_CONSTRAINTS = {
+    **LOOP_CONSTRAINTS,
+    "cv": [
+        Interval(Integral, 2, None, closed="left"),
+        HasMethods(["split", "get_n_splits"]),
+        "iterable",
+    ],
+    "n_seeds": [Interval(Integral, 1, None, closed="left")],
+    "n_jobs": [Integral, None],
+    "random_state": ["random_state"],
+}
+CURVE_CONSTRAINTS = {
+    **RUNS_CONSTRAINTS,
+    **SETTINGS_CONSTRAINTS,
+    "return_queried": ["boolean"],
+}
 
+
+@validate_arguments(CURVE_CONSTRAINTS)
 def active_learning_curve(
     learner,
     X,
@@ -216,10 +239,8 @@ def prepare_runs(
     scorer : callable
     seeds : ndarray of shape (n_splits, n_seeds)
     """
+    # the scalar arguments were checked by the public function's constraints
     check_learner(learner)
-    check_loop_params(n_initial, query_size, n_rounds, initial)
-    if not isinstance(n_seeds, int | np.integer) or n_seeds < 1:
-        raise ValueError(f"n_seeds must be a positive integer, got {n_seeds!r}")
     if not is_torch_dataset(X) and not isinstance(X, list):
         X, y = indexable(X, y)
     X, y = check_data(X, y, learner, ensure_all_finite=False)

@@ -12,13 +12,15 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from .._data import n_samples
+from ..validation import check_params
 from ._checkpoint import RunCheckpoint
 from ._scoring import aulc
 from ._simulation import (
+    LOOP_CONSTRAINTS,
+    SETTINGS_CONSTRAINTS,
     _net_of,
     check_data,
     check_learner,
-    check_loop_params,
     check_pool_size,
     code_digests,
     data_digest,
@@ -103,6 +105,8 @@ default="random"
     array([ 6, 12, 18, 24])
     """
 
+    _parameter_constraints: dict = {**LOOP_CONSTRAINTS, **SETTINGS_CONSTRAINTS}
+
     def __init__(
         self,
         learner,
@@ -141,8 +145,8 @@ default="random"
         -------
         self : ActiveLearningSimulation
         """
+        check_params(self)
         check_learner(self.learner)
-        check_loop_params(self.n_initial, self.query_size, self.n_rounds, self.initial)
         X, y = check_data(X, y, self.learner)
         check_pool_size(n_samples(X), self.n_initial, self.query_size, self.n_rounds)
         seed = int(

@@ -5,10 +5,11 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import numbers
+import os
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from numbers import Integral
 
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ from .._version import __version__ as skal_version
 from ..coldstart import LABEL_FREE_METHODS, select_label_free
 from ..learner import _FLOAT_DTYPES, _KEPT_DTYPES
 from ..strategies import get_strategy
+from ..validation import Interval, Options
 from ._checkpoint import _unusable
 from ._fingerprint import code_fingerprints, stable_token
 
@@ -41,21 +43,19 @@ INITIAL_MODES = ("random", "stratified") + tuple(
 )
 
 
-def check_loop_params(n_initial, query_size, n_rounds, initial):
-    """Validate the loop's sizes; errors name the parameter and the value."""
-    for name, value, low in (
-        ("n_initial", n_initial, 1),
-        ("query_size", query_size, 1),
-        ("n_rounds", n_rounds, 0),
-    ):
-        if (
-            not isinstance(value, numbers.Integral)
-            or isinstance(value, bool)
-            or value < low
-        ):
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    if initial not in INITIAL_MODES:
-        raise ValueError(f"initial must be one of {INITIAL_MODES}, got {initial!r}")
+# the loop's sizes and initial set, declared once for every public entry
+LOOP_CONSTRAINTS = {
+    "n_initial": [Interval(Integral, 1, None, closed="left")],
+    "query_size": [Interval(Integral, 1, None, closed="left")],
+    "n_rounds": [Interval(Integral, 0, None, closed="left")],
+    "initial": [Options(INITIAL_MODES)],
+}
+# the rest of a simulation's settings: where checkpoints go, progress bars
+SETTINGS_CONSTRAINTS = {
+    "checkpoint_dir": [str, os.PathLike, None],
+    "verbose": [Interval(Integral, 0, None, closed="left"), "boolean"],
+    "random_state": ["random_state"],
+}
 
 
 def check_learner(learner):

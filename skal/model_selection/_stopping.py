@@ -11,7 +11,8 @@ from sklearn.base import clone
 
 from .._data import n_samples, take
 from ..stopping import StoppingCriterion, _Round
-from ._curve import prepare_runs
+from ..validation import check_params, validate_arguments
+from ._curve import RUNS_CONSTRAINTS, prepare_runs
 from ._simulation import (
     _net_of,
     load_snapshot,
@@ -104,6 +105,7 @@ class StoppingEvaluation:
         return "\n".join(lines)
 
 
+@validate_arguments(RUNS_CONSTRAINTS)
 def evaluate_stopping(
     learner,
     X,
@@ -244,6 +246,10 @@ def _named_criteria(criteria) -> dict:
                 f"criteria[{name!r}] must be a StoppingCriterion, got "
                 f"{type(criterion).__name__}"
             )
+        # a criterion checks itself at its first update, after the first
+        # training: here it is checked before any run starts
+        check_params(criterion)
+        criterion._check_params()
     return named
 
 

@@ -7,6 +7,7 @@ import inspect
 import pickle
 from contextlib import contextmanager
 from functools import partial
+from numbers import Integral, Real
 
 import numpy as np
 import skorch
@@ -29,6 +30,7 @@ from .._data import (
 from .._items import as_item_dataset
 from .._progress import observed
 from .._utils import encode_labels, logits_of
+from ..validation import Interval, Options, check_params
 from .taps import LayerTap, find_module, last_linear_name
 
 _CLASS_COUNT_PARAMS = ("num_classes", "n_classes")
@@ -159,6 +161,19 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
     >>> net.embed(X).shape
     (60, 100)
     """
+
+    # checked by initialize, before anything is built or trained; skorch's
+    # other parameters are checked by skorch and torch
+    _parameter_constraints: dict = {
+        "max_epochs": [Interval(Integral, 0, None, closed="left")],
+        "batch_size": [
+            Interval(Integral, 1, None, closed="left"),
+            Options({-1}, kind=Integral),
+        ],
+        "lr": [Interval(Real, 0, None, closed="left"), torch.Tensor],
+        "embedding_layer": [str, None],
+        "inference_batch_size": [Interval(Integral, 1, None, closed="left"), None],
+    }
 
     def __init__(
         self,
@@ -298,12 +313,19 @@ class NeuralNetClassifier(skorch.NeuralNetClassifier):
         return list(callbacks.items())
 
     def initialize(self):
-        """Initialize as skorch does, after checking the transforms and the device.
+        """Initialize as skorch does, after checking the parameters and the device.
 
         Returns
         -------
         self : NeuralNetClassifier
+
+        Raises
+        ------
+        TypeError, ValueError
+            For a parameter of a bad type or value (see ``_parameter_constraints``
+            and the transforms), before anything is built.
         """
+        check_params(self)
         for name in _TRANSFORM_PARAMS:
             _check_transform(name, getattr(self, name))
         device = self.device

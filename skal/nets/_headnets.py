@@ -17,6 +17,7 @@ history, TiDAL's update of its buffer) travels in skorch's step dict:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from numbers import Integral, Real
 from typing import NamedTuple
 
 import numpy as np
@@ -28,6 +29,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .._data import _Batch
+from ..validation import Interval, SequenceOf, check_params
 from ._classifier import NeuralNetClassifier
 from .heads import AuxiliaryHead, global_average_pool, pairwise_ranking_loss
 from .models import ResNet18
@@ -254,6 +256,8 @@ class _AuxiliaryHeadNet(NeuralNetClassifier):
 
     def initialize_module(self):
         """Build the backbone, then the auxiliary head on its tapped layers."""
+        # here too: skorch's set_params rebuilds the module without initialize
+        check_params(self)
         super().initialize_module()
         layers = self._head_layers()
         for name in layers:
@@ -443,6 +447,12 @@ class TiDALClassifier(_AuxiliaryHeadNet):
 
     _head_name = "tidal"
     _aux_history_key = "tidal_kl"
+    _parameter_constraints: dict = {
+        **NeuralNetClassifier._parameter_constraints,
+        "tidal_layers": [SequenceOf(str), None],
+        "tidal_hidden": [Interval(Integral, 1, None, closed="left")],
+        "tidal_lambda": [Interval(Real, 0, None, closed="left")],
+    }
 
     def __init__(
         self,
@@ -585,6 +595,14 @@ class LLossClassifier(_AuxiliaryHeadNet):
 
     _head_name = "lloss"
     _aux_history_key = "lloss_ranking"
+    _parameter_constraints: dict = {
+        **NeuralNetClassifier._parameter_constraints,
+        "lloss_layers": [SequenceOf(str), None],
+        "lloss_hidden": [Interval(Integral, 1, None, closed="left")],
+        "lloss_lambda": [Interval(Real, 0, None, closed="left")],
+        "lloss_margin": [Interval(Real, 0, None, closed="left")],
+        "lloss_detach_epoch": [Interval(Integral, 0, None, closed="left"), None],
+    }
 
     def __init__(
         self,
@@ -664,14 +682,8 @@ def _resolve_layers(layers, module, param):
             f"layers of {name} to tap, e.g. {param}=['layer1', 'layer2', "
             "'layer3', 'layer4'] for torchvision's resnet18"
         )
-    if isinstance(layers, str) or not all(isinstance(n, str) for n in layers):
-        raise ValueError(
-            f"{param} must be a sequence of layer names (str), got {layers!r}"
-        )
-    layers = list(layers)
-    if not layers:
-        raise ValueError(f"{param} must name at least one layer, got {layers!r}")
-    return layers
+    # the list itself was checked against the declared constraints
+    return list(layers)
 
 
 def _n_outputs(net, param):

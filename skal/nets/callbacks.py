@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import numbers
+from numbers import Integral, Real
 
 import torch
 from skorch.callbacks import Callback
 
 from .._utils import logits_of
+from ..validation import Interval, check_params
 
 
 class TrainUntilConvergence(Callback):
@@ -66,14 +67,32 @@ class TrainUntilConvergence(Callback):
     (True, True)
     """
 
+    _parameter_constraints: dict = {
+        "threshold": [Interval(Real, 0, 1, closed="both")],
+        "patience": [Interval(Integral, 0, None, closed="left")],
+        "min_epochs": [Interval(Integral, 0, None, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left"), None],
+    }
+
     def __init__(self, threshold=0.97, patience=10, min_epochs=1, max_epochs=None):
         self.threshold = threshold
         self.patience = patience
         self.min_epochs = min_epochs
         self.max_epochs = max_epochs
 
+    def initialize(self):
+        """Check the parameters when the net initializes its callbacks.
+
+        Returns
+        -------
+        self : TrainUntilConvergence
+        """
+        check_params(self)
+        return super().initialize()
+
     def on_train_begin(self, net, X=None, y=None, **kwargs):
-        self._check_params()
+        # again: set_params on the callback alone does not re-initialize it
+        check_params(self)
         self.epochs_ = 0
         self.streak_ = 0
         self.converged_ = False
@@ -107,24 +126,3 @@ class TrainUntilConvergence(Callback):
             raise KeyboardInterrupt
         if self.max_epochs is not None and self.epochs_ >= self.max_epochs:
             raise KeyboardInterrupt
-
-    def _check_params(self):
-        if not isinstance(self.threshold, numbers.Real) or not (
-            0 <= self.threshold <= 1
-        ):
-            raise ValueError(
-                f"threshold must be a number in [0, 1], got {self.threshold!r}"
-            )
-        for name in ("patience", "min_epochs"):
-            value = getattr(self, name)
-            if not isinstance(value, numbers.Integral) or value < 0:
-                raise ValueError(
-                    f"{name} must be a non-negative integer, got {value!r}"
-                )
-        if self.max_epochs is not None and (
-            not isinstance(self.max_epochs, numbers.Integral) or self.max_epochs < 1
-        ):
-            raise ValueError(
-                f"max_epochs must be None or a positive integer, got "
-                f"{self.max_epochs!r}"
-            )

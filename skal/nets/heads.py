@@ -11,9 +11,20 @@ prediction head one output.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Integral
 
 import torch
 from torch import nn
+
+from ..validation import Interval, SequenceOf, validate_params
+
+_AT_LEAST_ONE = [Interval(Integral, 1, None, closed="left")]
+_HEAD_CONSTRAINTS = {
+    "n_inputs": _AT_LEAST_ONE,
+    "out_features": _AT_LEAST_ONE,
+    "hidden": _AT_LEAST_ONE,
+    "in_channels": [SequenceOf(Integral), None],
+}
 
 
 class AuxiliaryHead(nn.Module):
@@ -54,8 +65,16 @@ class AuxiliaryHead(nn.Module):
         in_channels: Sequence[int] | None = None,
     ):
         super().__init__()
-        if n_inputs < 1:
-            raise ValueError(f"n_inputs must be at least 1, got {n_inputs}")
+        validate_params(
+            "AuxiliaryHead",
+            {
+                "n_inputs": n_inputs,
+                "out_features": out_features,
+                "hidden": hidden,
+                "in_channels": in_channels,
+            },
+            _HEAD_CONSTRAINTS,
+        )
         if in_channels is not None and len(in_channels) != n_inputs:
             raise ValueError(
                 f"in_channels has {len(in_channels)} entries, expected n_inputs="

@@ -14,15 +14,31 @@ round, which is what :meth:`skal.ActiveLearner.teach` does for networks
 
 from __future__ import annotations
 
-import numbers
+from numbers import Integral, Real
 
 import torch
 from skorch.callbacks import LRScheduler
 from torch.optim.lr_scheduler import MultiStepLR
 
+from ..validation import Interval, validate_arguments, validate_params
 from .callbacks import TrainUntilConvergence
 
+_POSITIVE = [Interval(Real, 0, None, closed="neither")]
+_AT_LEAST_ONE = [Interval(Integral, 1, None, closed="left")]
+_NON_NEGATIVE = [Interval(Real, 0, None, closed="left")]
+_FRACTION = [Interval(Real, 0, 1, closed="right")]
 
+
+@validate_arguments(
+    {
+        "lr": _POSITIVE,
+        "batch_size": _AT_LEAST_ONE,
+        "min_epochs": _AT_LEAST_ONE,
+        "max_epochs": [*_AT_LEAST_ONE, None],
+        "threshold": [Interval(Real, 0, 1, closed="both")],
+        "patience": [Interval(Integral, 0, None, closed="left")],
+    }
+)
 def dynamic_al_protocol(
     *, lr=1e-3, batch_size=128, min_epochs=10, max_epochs=None, threshold=0.97,
     patience=10,
@@ -78,12 +94,13 @@ def dynamic_al_protocol(
     >>> len(net.history) <= 4
     True
     """
-    _check_int("min_epochs", min_epochs, 1)
     if max_epochs is None:
         max_epochs = 2 * min_epochs
-    _check_int("max_epochs", max_epochs, min_epochs)
-    _check_positive("lr", lr)
-    _check_int("batch_size", batch_size, 1)
+    validate_params(
+        "dynamic_al_protocol",
+        {"max_epochs": max_epochs},
+        {"max_epochs": [Interval(Integral, min_epochs, None, closed="left")]},
+    )
     return {
         "optimizer": torch.optim.Adam,
         "lr": lr,
@@ -103,6 +120,17 @@ def dynamic_al_protocol(
     }
 
 
+@validate_arguments(
+    {
+        "max_epochs": _AT_LEAST_ONE,
+        "lr": _POSITIVE,
+        "momentum": _NON_NEGATIVE,
+        "weight_decay": _NON_NEGATIVE,
+        "decay_at": _FRACTION,
+        "decay_factor": _FRACTION,
+        "batch_size": _AT_LEAST_ONE,
+    }
+)
 def tidal_protocol(
     *, max_epochs=200, lr=0.1, momentum=0.9, weight_decay=5e-4, decay_at=0.8,
     decay_factor=0.1, batch_size=128,
@@ -162,15 +190,6 @@ def tidal_protocol(
     >>> [round(lr, 4) for lr in net.history[:, "event_lr"]]
     [0.1, 0.1, 0.1, 0.1, 0.01]
     """
-    _check_int("max_epochs", max_epochs, 1)
-    _check_int("batch_size", batch_size, 1)
-    _check_positive("lr", lr)
-    for name, value in (("momentum", momentum), ("weight_decay", weight_decay)):
-        if not isinstance(value, numbers.Real) or value < 0:
-            raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-    for name, value in (("decay_at", decay_at), ("decay_factor", decay_factor)):
-        if not isinstance(value, numbers.Real) or not 0 < value <= 1:
-            raise ValueError(f"{name} must be a number in (0, 1], got {value!r}")
     milestone = max(1, round(decay_at * max_epochs))
     scheduler = LRScheduler(
         MultiStepLR,
@@ -188,17 +207,3 @@ def tidal_protocol(
         "max_epochs": max_epochs,
         "callbacks": [("lr_scheduler", scheduler)],
     }
-
-
-def _check_int(name, value, low):
-    if (
-        not isinstance(value, numbers.Integral)
-        or isinstance(value, bool)
-        or (value < low)
-    ):
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
-def _check_positive(name, value):
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")

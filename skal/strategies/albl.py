@@ -7,9 +7,9 @@ from numbers import Integral, Real
 import numpy as np
 from scipy.special import softmax
 from sklearn.base import clone
-from sklearn.utils._param_validation import Interval
 
 from .._data import take
+from ..validation import InstanceOf, Interval, check_params
 from ._registry import get_strategy
 from .base import QueryStrategy
 
@@ -110,7 +110,7 @@ class ALBL(QueryStrategy):
 
     per_sample = False
     _parameter_constraints = {
-        "strategies": [list, tuple],
+        "strategies": [InstanceOf((list, tuple))],
         "delta": [Interval(Real, 0, 1, closed="neither")],
         "p_min": [Interval(Real, 0, 1, closed="both"), None],
         "horizon": [Interval(Integral, 1, None, closed="left"), None],
@@ -212,7 +212,7 @@ class ALBL(QueryStrategy):
         return [clone(s) for s in map(get_strategy, self.strategies)]
 
     def _check_params(self):
-        self._validate_params()
+        check_params(self)
         k = len(self.strategies)
         if k == 0:
             raise ValueError("strategies must name at least one strategy, got none")

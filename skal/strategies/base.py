@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from ..validation import check_params
 from .context import QueryContext
 
 
@@ -23,10 +24,11 @@ class QueryStrategy(BaseEstimator):
     :meth:`select` and set ``per_sample = False``.
 
     :meth:`validate` checks, before the learner trains anything, what can be
-    checked without a trained model: the parameters, declared as in
-    scikit-learn by a ``_parameter_constraints`` dict (see
-    :mod:`sklearn.utils._param_validation`), and what the strategy needs of
-    the estimator. A strategy that needs more than its parameters extends it.
+    checked without a trained model: the parameters, declared in a
+    ``_parameter_constraints`` dict that maps each parameter to its accepted
+    forms (``skal.validation``'s constraints: intervals, options, types,
+    ``None``...), and what the strategy needs of the estimator. A strategy
+    that needs more than its parameters extends it.
 
     Attributes
     ----------
@@ -87,12 +89,14 @@ class QueryStrategy(BaseEstimator):
             For a parameter with a bad value, or an estimator that lacks
             something the strategy needs (dropout layers for BALD).
         TypeError
-            For a parameter of a bad type, or an estimator of the wrong
-            kind (a network at all, a TiDAL head, a loss prediction head).
-            Parameter errors are sklearn's ``InvalidParameterError``, a
-            subclass of both.
+            For a parameter of a type no constraint admits, or an estimator
+            of the wrong kind (a network at all, a TiDAL head, a loss
+            prediction head). A parameter of an admitted type but a bad
+            value (out of range, not among the options) is a ValueError.
+            The message names the strategy, the parameter, the value and
+            the accepted forms.
         """
-        self._validate_params()
+        check_params(self)
 
     row_wise = False
 

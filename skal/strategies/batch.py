@@ -7,11 +7,11 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
 from .._utils import draw_seed, eval_mode
 from ..gradients import sum_gradient
 from ..pairwise import GradientFeatures, PairwiseGradients
+from ..validation import HasMethods, Interval, Options
 from ._registry import get_strategy
 from .base import QueryStrategy
 from .context import check_net
@@ -318,7 +318,7 @@ class StochasticBatch(QueryStrategy):
 
     _parameter_constraints: dict = {
         "base": [str, HasMethods(["utility"])],
-        "mode": [StrOptions(set(_MODES))],
+        "mode": [Options(set(_MODES))],
         "beta": [Interval(Real, 0, None, closed="both")],
     }
 

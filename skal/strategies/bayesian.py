@@ -6,9 +6,9 @@ from numbers import Integral
 
 import numpy as np
 import torch
-from sklearn.utils._param_validation import Interval
 from torch import nn
 
+from ..validation import Interval
 from .base import QueryStrategy
 from .context import built_module, check_net
 

@@ -29,11 +29,11 @@ from numbers import Integral
 
 import numpy as np
 import torch
-from sklearn.utils._param_validation import Interval, StrOptions
 from skorch import NeuralNet
 
 from .._data import n_samples
 from .._utils import argmax_labels
+from ..validation import Interval, Options
 from ._blocks import _PROBE_COLUMNS, _half_products_accumulate_in_float32
 from ._kcenter import k_center_greedy
 from ._kmeanspp import kmeans_pp_gradient
@@ -101,7 +101,7 @@ class CoreSet(QueryStrategy):
     per_sample = False
     _parameter_constraints = {
         "chunk_size": [Interval(Integral, 1, None, closed="left")],
-        "embedding_dtype": [StrOptions(set(_EMBEDDING_DTYPES))],
+        "embedding_dtype": [Options(set(_EMBEDDING_DTYPES))],
     }
 
     def __init__(self, chunk_size=2048, embedding_dtype="float32"):
@@ -181,7 +181,7 @@ class BADGE(QueryStrategy):
 
     per_sample = False
     _parameter_constraints = {
-        "embedding_dtype": [StrOptions(set(_EMBEDDING_DTYPES))],
+        "embedding_dtype": [Options(set(_EMBEDDING_DTYPES))],
     }
 
     def __init__(self, embedding_dtype="float32"):

@@ -7,11 +7,11 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._data import to_array as to_numpy
 from .._utils import argmax_labels, eval_mode
 from ..gradients import PerSampleGradients, sum_gradient
+from ..validation import Interval, Options
 from .base import QueryStrategy
 from .context import check_net
 
@@ -89,9 +89,9 @@ class DynamicAL(QueryStrategy):
     _parameter_constraints = {
         # closed on the right: gamma=inf ranks by the cross term alone
         "gamma": [Interval(Real, 0, None, closed="both")],
-        "pseudo_label": [StrOptions({"argmax", "sample"})],
+        "pseudo_label": [Options({"argmax", "sample"})],
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
-        "fallback": [StrOptions({"vmap", "loop"})],
+        "fallback": [Options({"vmap", "loop"})],
     }
 
     def __init__(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.utils._param_validation import StrOptions
 
 from .._data import to_array as to_numpy
 from .._utils import argmax_labels
+from ..validation import Options
 from .base import QueryStrategy
 from .context import check_net
 
@@ -58,7 +58,7 @@ class TiDAL(QueryStrategy):
     """
 
     default_subset_size = 10_000
-    _parameter_constraints = {"score": [StrOptions({"entropy", "margin"})]}
+    _parameter_constraints = {"score": [Options({"entropy", "margin"})]}
 
     row_wise = True
 

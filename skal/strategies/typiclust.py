@@ -8,10 +8,10 @@ import numpy as np
 import torch
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.neighbors import NearestNeighbors
-from sklearn.utils._param_validation import HasMethods, Interval
 
 from .._data import n_samples
 from .._utils import draw_seed
+from ..validation import HasMethods, Interval
 from .base import QueryStrategy
 from .diversity import _embedding
 
