@@ -288,13 +288,19 @@ def test_bad_arguments_are_named(digits, tmp_path, monkeypatch):
     from skal.label_studio.__main__ import main
 
     session = make_session(X, tmp_path / "s")
-    with pytest.raises(ValueError, match="n must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="'n' parameter of sync must be an int in"):
         sync(session, "http://ls", "key", 1, n=0)
+    with pytest.raises(TypeError, match="'n' parameter of sync .* of type float"):
+        sync(session, "http://ls", "key", 1, n=2.0)
+    with pytest.raises(TypeError, match="'fit' parameter of sync"):
+        sync(session, "http://ls", "key", 1, fit="yes")
     monkeypatch.setattr(_backend, "LabelStudioClient", FakeLabelStudio)
-    with pytest.raises(ValueError, match="train_every must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="'train_every' parameter of Backend"):
         _backend.Backend(session, "http://ls", "key", 1, train_every=0)
-    with pytest.raises(ValueError, match="n must be a positive integer"):
+    with pytest.raises(ValueError, match="'n' parameter of Backend must be an int"):
         _backend.Backend(session, "http://ls", "key", 1, n=-3)
+    with pytest.raises(TypeError, match="'n' parameter of Backend .* type str"):
+        _backend.Backend(session, "http://ls", "key", 1, n="5")
     # the command line names what the user's file lacks
     user_file = tmp_path / "pool.py"
     user_file.write_text("learner = None\n")

@@ -6,9 +6,11 @@ import logging
 import threading
 import time
 from collections import deque
+from numbers import Integral
 
 from .._data import n_samples, take
 from ..session import LabelingSession
+from ..validation import Interval, validate_params
 from ._client import LabelStudioClient
 from ._sync import SyncReport, _annotator, _Binding
 
@@ -85,18 +87,18 @@ class Backend:
         train_every=1,
         task_ids=None,
     ):
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
+        positive = [Interval(Integral, 1, None, closed="left")]
+        validate_params(
+            "Backend",
+            {"n": n, "prune": prune, "train_every": train_every},
+            {"n": positive, "prune": ["boolean"], "train_every": positive},
+        )
         self.session = session
         self.client = LabelStudioClient(url, api_key)
         self.binding = _Binding(session, self.client, project)
         if task_ids is not None:
             self.binding.set_tasks(task_ids)
         self.project = self.binding.project
-        if isinstance(train_every, bool) or not isinstance(train_every, int):
-            raise TypeError(f"train_every must be an int, got {train_every!r}")
-        if train_every < 1:
-            raise ValueError(f"train_every must be >= 1, got {train_every}")
         self.n = n
         self.train_every = train_every
         self._since_fit = 0

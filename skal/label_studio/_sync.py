@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from numbers import Integral
 
 import numpy as np
 
 from .._data import n_samples, take
+from ..validation import Interval, validate_params
 from ._client import (
     UNCERTAINTY_SAMPLING,
     ChoicesSchema,
@@ -348,8 +350,15 @@ def sync(
     >>> report.model_version  # doctest: +SKIP
     'skal-3f09c2b1d4e7-a81c02de55'
     """
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+    validate_params(
+        "sync",
+        {"n": n, "fit": fit, "prune": prune},
+        {
+            "n": [Interval(Integral, 1, None, closed="left")],
+            "fit": ["boolean"],
+            "prune": ["boolean"],
+        },
+    )
     client = LabelStudioClient(url, api_key)
     binding = _Binding(session, client, project)
     key = (client.url, binding.project)
