@@ -152,11 +152,11 @@ class ALBL(QueryStrategy):
         Parameters
         ----------
         context : QueryContext
-            The retrained model; its labelled set ends with the new samples.
+            The retrained model, which the arms' rewards are measured on.
         X : array-like of shape (n_new, ...)
-            The newly labelled inputs, transformed like the candidates.
+            The samples the pending arm chose, now labelled.
         y : ndarray of shape (n_new,)
-            Their encoded labels.
+            Their labels, encoded as class indices.
         """
         self._initialize()
         for strategy in self.strategies_:
