@@ -32,9 +32,11 @@ EXCLUDE = [re.compile(p) for p in _conf_value("numpydoc_validation_exclude")]
 
 
 def _modules():
-    names = ["skal"] + [
-        f"skal.{n}" for n in skal.__all__ if inspect.ismodule(getattr(skal, n))
-    ]
+    # the modules the API reference documents: docs/conf.py's list and the
+    # submodules skal exports
+    names = ["skal"] + [name for name, _ in _conf_value("API_MODULES")]
+    names += [f"skal.{n}" for n in skal.__all__ if inspect.ismodule(getattr(skal, n))]
+    names = list(dict.fromkeys(names))
     out = []
     for name in names:
         try:
