@@ -17,6 +17,11 @@ import runpy
 import sys
 from pathlib import Path
 
+from ..session import LabelingSession
+from ._backend import serve
+from ._client import LabelStudioClient
+from ._sync import sync
+
 
 def _parser():
     parser = argparse.ArgumentParser(
@@ -74,9 +79,6 @@ def _parser():
 
 
 def _session(args):
-    from ..session import LabelingSession
-    from ._client import LabelStudioClient
-
     path = Path(args.file)
     if not path.is_file():
         raise SystemExit(f"error: {args.file!r} is not a file")
@@ -112,8 +114,6 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     session, task_ids = _session(args)
     if args.command == "sync":
-        from ._sync import sync
-
         report = sync(session, args.url, args.api_key, args.project, n=args.n or 10)
         print(
             f"taught {len(report.taught)}, relabelled {len(report.relabelled)}, "
@@ -121,7 +121,6 @@ def main(argv=None):
             f"Label Studio serves {report.model_version}"
         )
         return 0
-    from ._backend import serve
 
     print(
         f"skal backend for project {args.project} on http://{args.host}:{args.port}",
