@@ -2,10 +2,13 @@
 decides what the page shows next.
 
 Debian's Chromium (/usr/bin/chromium) is driven through Playwright; no
-browser is downloaded. Screenshots go to docs/images for the docs page.
+browser is downloaded. Screenshots go to the test's temporary folder, or to
+the folder named by SKAL_SCREENSHOTS (``SKAL_SCREENSHOTS=docs/images make
+test-label-studio`` renews the docs page's pictures).
 """
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -13,10 +16,10 @@ import pytest
 pytestmark = pytest.mark.label_studio
 
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "images"
 
 
-def test_label_in_the_browser(label_studio, backend_factory):
+def test_label_in_the_browser(label_studio, backend_factory, tmp_path):
+    shots = Path(os.environ.get("SKAL_SCREENSHOTS") or tmp_path)
     sync_api = pytest.importorskip("playwright.sync_api")
     if not CHROMIUM.exists():
         pytest.skip("needs Debian's chromium (apt-get install chromium)")
@@ -60,7 +63,7 @@ def test_label_in_the_browser(label_studio, backend_factory):
         if not page.is_checked(choice):  # not pre-selected by a prediction
             page.click(choice)
         assert page.is_checked(choice)
-        page.screenshot(path=str(SCREENSHOTS / "label_studio_stream.png"))
+        page.screenshot(path=str(shots / "label_studio_stream.png"))
         page.click("button:has-text('Submit')")
         for _ in range(300):
             if len(served()) >= 2:
@@ -70,7 +73,7 @@ def test_label_in_the_browser(label_studio, backend_factory):
         page.wait_for_selector("input.ant-checkbox-input", timeout=60_000)
         # the next image served is skal's next pick
         assert served() == [first, second]
-        page.screenshot(path=str(SCREENSHOTS / "label_studio_next.png"))
+        page.screenshot(path=str(shots / "label_studio_next.png"))
         browser.close()
     state = backend.status(labels=True)
     assert state["labels"] == {str(first): int(label)}
