@@ -25,6 +25,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
+from skorch import NeuralNet
 from skorch.dataset import Dataset as SkorchDataset
 from skorch.utils import to_tensor
 from torch.utils.data import (
@@ -164,6 +165,32 @@ def n_samples(X) -> int:
     if hasattr(X, "__len__"):
         return len(X)
     return len(np.asarray(X))
+
+
+FLOAT_DTYPES = (np.float64, np.float32)
+# image-like dtypes kept as stored; the network converts each batch
+KEPT_DTYPES = (np.uint8, np.float16)
+
+
+def array_pool(X, estimator):
+    """A pool array as the rows a network reads, or ``X`` itself.
+
+    For a skorch network given a numpy array (a memory-mapped one included)
+    of a dtype the learner passes on unconverted, the array's rows as a
+    Dataset: every pool taken from it with :func:`take` is then a ``Subset``
+    read one batch at a time, not a copy of the rows (``X[rows]`` of a
+    memory-mapped pool read all of it into memory). Other estimators (a
+    pipeline, a sklearn classifier) and other dtypes get ``X`` itself, which
+    they convert as a whole. The simulations and labelling sessions both
+    read their pools through it.
+    """
+    if (
+        isinstance(X, np.ndarray)
+        and isinstance(estimator, NeuralNet)
+        and (X.dtype in FLOAT_DTYPES + KEPT_DTYPES or X.dtype.kind in "iu")
+    ):
+        return ArrayRows(X)
+    return X
 
 
 class ArrayRows(Dataset):

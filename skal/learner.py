@@ -25,6 +25,8 @@ from skorch.callbacks import LRScheduler
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from ._data import (
+    FLOAT_DTYPES,
+    KEPT_DTYPES,
     concat_rows,
     dataset_labels,
     is_torch_dataset,
@@ -40,10 +42,6 @@ from .strategies import _dispatch, get_strategy
 from .strategies.base import learns_from_answers
 from .strategies.context import QueryContext, expand_proba
 from .validation import HasMethods, Interval, check_params, validate_params
-
-_FLOAT_DTYPES = (np.float64, np.float32)
-# image-like dtypes kept as stored; the network converts each batch
-_KEPT_DTYPES = (np.uint8, np.float16)
 
 
 class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
@@ -600,9 +598,9 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         if isinstance(X, torch.Tensor):
             X = to_array(X)
         _refuse_item_lists(X, name)
-        dtype = _FLOAT_DTYPES
+        dtype = FLOAT_DTYPES
         kind = getattr(getattr(X, "dtype", None), "kind", None)
-        if getattr(X, "dtype", None) in _KEPT_DTYPES or (
+        if getattr(X, "dtype", None) in KEPT_DTYPES or (
             kind in ("i", "u") and isinstance(final_step(estimator), NeuralNet)
         ):
             # kept for a network, which passes integer batches to a module

@@ -47,10 +47,16 @@ import torch
 from sklearn.base import clone
 from sklearn.utils import check_random_state
 from skorch import NeuralNet
-from torch.utils.data import Subset
 
 from ._criteria_store import CriteriaStore
-from ._data import ArrayRows, is_torch_dataset, n_samples, split_item, take, to_array
+from ._data import (
+    array_pool,
+    is_torch_dataset,
+    n_samples,
+    split_item,
+    take,
+    to_array,
+)
 from ._persistence import (
     CheckpointError,
     file_digest,
@@ -864,13 +870,9 @@ default=None
             self._model_seq, self.model_version_ = -1, None
 
     def _rows(self, indices):
-        """Pool rows for the learner; a lazy view of a memory-mapped array."""
-        indices = np.asarray(indices, dtype=np.int64)
-        if isinstance(self.pool, np.memmap) and isinstance(
-            final_step(self.learner.estimator), NeuralNet
-        ):
-            return Subset(ArrayRows(self.pool), indices.tolist())
-        return take(self.pool, indices)
+        """Pool rows for the learner: a lazy view of an array pool for a network
+        (:func:`skal._data.array_pool`), as the simulations read theirs."""
+        return take(array_pool(self.pool, self.learner.estimator), indices)
 
     def _cold_start_picks(self, candidates, n):
         """Label-free picks among ``candidates``: each query's draw is seeded

@@ -19,7 +19,13 @@ from sklearn.utils.validation import check_array, column_or_1d
 from skorch import NeuralNet
 from tqdm.auto import tqdm
 
-from .._data import ArrayRows, DatasetOracle, is_torch_dataset, n_samples, take
+from .._data import (
+    DatasetOracle,
+    array_pool,
+    is_torch_dataset,
+    n_samples,
+    take,
+)
 from .._persistence import (
     CheckpointError,
     load_state_dicts,
@@ -30,7 +36,6 @@ from .._progress import observe_inference_batches
 from .._utils import final_step
 from .._version import __version__ as skal_version
 from ..coldstart import LABEL_FREE_METHODS, select_label_free
-from ..learner import _FLOAT_DTYPES, _KEPT_DTYPES
 from ..strategies import get_strategy
 from ..validation import Interval, Options
 from ._checkpoint import _unusable
@@ -346,21 +351,9 @@ def pool_progress(learner, enabled, desc):
 
 
 def pool_rows(learner, X):
-    """Where each round's pool is taken from.
-
-    For a network given an array, the array's rows as a Dataset: a round's
-    pool is then a ``Subset`` read one batch at a time, not a copy of the
-    pool (``X[pool]`` copied the whole pool at every round, and read all of
-    a memory-mapped one into memory). Only for dtypes the learner keeps as
-    they are, so that the network sees the same samples either way.
-    """
-    if (
-        isinstance(X, np.ndarray)
-        and isinstance(learner.estimator, NeuralNet)
-        and (X.dtype in _FLOAT_DTYPES + _KEPT_DTYPES or X.dtype.kind in "iu")
-    ):
-        return ArrayRows(X)
-    return X
+    """Where each round's pool is taken from: :func:`skal._data.array_pool`,
+    which the labelling sessions use too."""
+    return array_pool(X, learner.estimator)
 
 
 def _snapshot(learner):
