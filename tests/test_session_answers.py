@@ -533,3 +533,31 @@ def test_stopping_state_is_per_configuration_and_checked(tmp_path):
     with pytest.warns(RuntimeWarning, match="unreadable.*checksum"):
         skal.LabelingSession(make_learner(), X, tmp_path).should_stop([same])
     assert same.n_updates_ == 1
+
+
+def test_array_pools_are_read_by_one_rule(tmp_path):
+    """A session and a simulation read an array pool the same way: lazily for
+    a network (any kept dtype, memory-mapped or not), as the array itself for
+    a pipeline ending in a network, whose first steps need the array."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from torch.utils.data import Subset
+
+    from skal._data import ArrayRows
+    from skal.model_selection._simulation import pool_rows
+
+    session = skal.LabelingSession(make_learner(), X, tmp_path / "net")
+    session.teach(range(10), y[:10])
+    rows = session.learner_.X_labeled_
+    assert isinstance(rows, Subset) and isinstance(rows.dataset, ArrayRows)
+    np.testing.assert_array_equal(np.stack([rows[i] for i in range(10)]), X[:10])
+    assert isinstance(pool_rows(make_learner(), X), ArrayRows)
+
+    net = make_learner().estimator
+    piped = skal.ActiveLearner(
+        make_pipeline(StandardScaler(), net), classes=[0, 1, 2], random_state=0
+    )
+    session = skal.LabelingSession(piped, X, tmp_path / "pipeline")
+    session.teach(range(10), y[:10])
+    assert isinstance(session.learner_.X_labeled_, np.ndarray)
+    assert pool_rows(piped, X) is X
