@@ -107,8 +107,8 @@ def map_rows(client, context, X, fn):
         be reached.
     """
     n = n_samples(X)
-    n_workers = max(1, len(client.scheduler_info()["workers"]))
-    bounds = chunk_bounds(n, n_workers, _batch_size(context))
+    workers = sorted(client.scheduler_info()["workers"])
+    bounds = chunk_bounds(n, max(1, len(workers)), _batch_size(context))
     # a chunk of an array's rows travels as those rows, not the whole array
     chunks = [rows_of(take(X, np.arange(s, e))) for s, e in bounds]
     portable = context.portable()
@@ -119,9 +119,19 @@ def map_rows(client, context, X, fn):
             # hash=False: a content-hashed key is shared with earlier scatters
             # of the same model, and releasing theirs would cancel these tasks
             shipped = client.scatter(portable, broadcast=True, hash=False)
+            # one chunk per worker: left to itself, the scheduler may run
+            # both chunks of a two-worker cluster on one worker; a worker
+            # that is gone leaves its chunk to the others
             futures = [
-                client.submit(_OnCPU(fn), shipped, chunk, pure=False)
-                for chunk in chunks
+                client.submit(
+                    _OnCPU(fn),
+                    shipped,
+                    chunk,
+                    pure=False,
+                    workers=[workers[i % len(workers)]] if workers else None,
+                    allow_other_workers=True,
+                )
+                for i, chunk in enumerate(chunks)
             ]
             return client.gather(futures)
         except CancelledError as exc:
