@@ -23,6 +23,8 @@ from skal.model_selection import (
     compare_strategies,
 )
 
+from .test_inputs import _strategy_net
+
 datasets = pytest.importorskip("datasets")
 
 FORMATS = ["python", "numpy", "torch", "pandas", "set_transform"]
@@ -156,22 +158,6 @@ def test_net_methods_on_each_format(fmt, hf, digits3):
         ref.features(X_ref, ["features.1"])["features.1"],
         atol=1e-5,
     )
-
-
-def _strategy_net(strategy):
-    layers = ["features.1", "features.3"]
-    common = dict(
-        module__channels=4, module__hidden=16, module__dropout=0.2, max_epochs=2
-    )
-    if strategy == "tidal":
-        return skal.nets.TiDALClassifier(
-            skal.nets.SmallCNN, tidal_layers=layers, **common
-        )
-    if strategy == "lloss":
-        return skal.nets.LLossClassifier(
-            skal.nets.SmallCNN, lloss_layers=layers, **common
-        )
-    return skal.NeuralNetClassifier(skal.nets.SmallCNN, **common)
 
 
 @pytest.mark.parametrize("strategy", skal.strategies.get_strategy_names())
