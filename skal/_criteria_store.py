@@ -49,6 +49,9 @@ class CriteriaStore:
         # id of a criterion -> the pool rows of its stop set (None: no stop
         # set); only criteria whose stop set is known in pool rows are saved
         self._stop_rows: dict[int, list | None] = {}
+        # (id of a criterion, its position) -> the n_updates_ last written
+        # (or read): asking again without a new model writes nothing
+        self._written: dict[tuple, int] = {}
 
     def restore(self, criteria, rows):
         """Give each fresh criterion the state saved for it, if any.
@@ -86,6 +89,7 @@ class CriteriaStore:
             if stop_rows is not None:
                 criterion.X_stop_ = rows(np.asarray(stop_rows, dtype=np.int64))
             self._stop_rows[id(criterion)] = stop_rows
+            self._written[id(criterion), position] = criterion.n_updates_
 
     def save(self, criteria, unlabeled, fresh):
         """Write the state of the criteria after an update.
@@ -105,6 +109,9 @@ class CriteriaStore:
                 )
             if id(criterion) not in self._stop_rows:
                 continue  # updated before the session saw it: stop set unknown
+            written = self._written.get((id(criterion), position))
+            if id(criterion) not in fresh and written == criterion.n_updates_:
+                continue  # no new model since the last write
             plain = copy.copy(criterion)
             plain.__dict__.pop("X_stop_", None)
             state, arrays = strategy_state(plain)
@@ -119,6 +126,7 @@ class CriteriaStore:
             payload = json.dumps(record).encode()
             path = self.directory / f"{_key(position, criterion)}.json"
             write_file(path, lambda fh, payload=payload: fh.write(payload))
+            self._written[id(criterion), position] = criterion.n_updates_
 
 
 def _describe(criterion):

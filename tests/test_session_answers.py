@@ -561,3 +561,23 @@ def test_array_pools_are_read_by_one_rule(tmp_path):
     session.teach(range(10), y[:10])
     assert isinstance(session.learner_.X_labeled_, np.ndarray)
     assert pool_rows(piped, X) is X
+
+
+def test_asking_again_without_a_new_model_writes_no_stopping_state(tmp_path):
+    from skal.stopping import StabilizingPredictions
+
+    session = skal.LabelingSession(make_learner(), X, tmp_path)
+    criterion = StabilizingPredictions(window_size=2, stop_set_size=40)
+    session.teach(range(10), y[:10])
+    first = session.should_stop([criterion])
+
+    def inodes():
+        return {p.name: p.stat().st_ino for p in (tmp_path / "stopping").iterdir()}
+
+    written = inodes()
+    assert session.should_stop([criterion]) == first
+    assert inodes() == written  # the same files: not rewritten
+    session.teach(range(10, 20), y[10:20])
+    session.should_stop([criterion])
+    assert criterion.n_updates_ == 2
+    assert inodes().keys() == written.keys() and inodes() != written
