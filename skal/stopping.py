@@ -31,6 +31,7 @@ records where each criterion would stop along simulated learning curves.
 from __future__ import annotations
 
 import numbers
+from abc import ABCMeta, abstractmethod
 from functools import cached_property
 
 import numpy as np
@@ -82,7 +83,7 @@ class _Round:
         return self._stop_sets[key]
 
 
-class StoppingCriterion(BaseEstimator):
+class StoppingCriterion(BaseEstimator, metaclass=ABCMeta):
     """Base class of skal's stopping criteria.
 
     A subclass declares its parameters in ``_parameter_constraints`` (as
@@ -193,8 +194,10 @@ class StoppingCriterion(BaseEstimator):
     def _check_params(self):
         """Checks beyond the declared constraints (several parameters)."""
 
+    @abstractmethod
     def _observe(self, round_):
-        raise NotImplementedError
+        """``(stop, value, reason)`` for the round's model (every criterion
+        implements it)."""
 
 
 def _same(a, b) -> bool:
@@ -229,8 +232,10 @@ class _StopSetCriterion(StoppingCriterion):
             return False, float("nan"), "first model: nothing to compare with yet"
         return self._compare(previous, labels, round_.learner)
 
+    @abstractmethod
     def _compare(self, previous, current, learner):
-        raise NotImplementedError
+        """``(stop, value, reason)`` from two successive models' labels on
+        the stop set (every stop-set criterion implements it)."""
 
 
 _STOP_SET_PARAMS = {

@@ -36,6 +36,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from numbers import Integral, Real
 
@@ -55,7 +56,7 @@ __all__ = [
 ]
 
 
-class Constraint:
+class Constraint(ABC):
     """One accepted form of a parameter.
 
     A subclass says whether a value is of a type the form is about
@@ -94,8 +95,9 @@ class Constraint:
         """
         return self.is_satisfied_by(value)
 
+    @abstractmethod
     def is_satisfied_by(self, value) -> bool:
-        """Whether ``value`` is an accepted value.
+        """Whether ``value`` is an accepted value (every constraint says).
 
         Parameters
         ----------
@@ -105,7 +107,6 @@ class Constraint:
         -------
         satisfied : bool
         """
-        raise NotImplementedError
 
     def invalid_value(self):
         """A value of an admitted type that the constraint refuses.

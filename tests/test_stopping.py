@@ -405,3 +405,18 @@ def test_evaluate_stopping_shows_each_rounds_network(digits):
     assert len(np.unique(result.scores)) > 1  # the rounds' models differ
     np.testing.assert_array_equal(result.stop_round["budget"], [1])
     np.testing.assert_array_equal(result.stop_round["acc"], [-1])
+
+
+def test_a_criterion_without_its_hook_cannot_be_built():
+    from skal.stopping import StoppingCriterion
+    from skal.stopping import _StopSetCriterion as StopSet
+
+    class NoObserve(StoppingCriterion):
+        pass
+
+    class NoCompare(StopSet):
+        pass
+
+    for cls in (NoObserve, NoCompare):
+        with pytest.raises(TypeError, match="abstract"):
+            cls()

@@ -220,3 +220,14 @@ def test_skal_imports_no_private_sklearn_module():
                 if parts[0] == "sklearn" and any(p.startswith("_") for p in parts):
                     private.append(f"{path.name}: {name}")
     assert private == []
+
+
+def test_a_constraint_must_say_what_it_accepts():
+    from skal.validation import Constraint
+
+    class Vague(Constraint):
+        def __str__(self):
+            return "anything"
+
+    with pytest.raises(TypeError, match="abstract"):
+        Vague()
